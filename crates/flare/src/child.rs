@@ -1,0 +1,535 @@
+//! The runtime inside a child process: who it is, its two channels to the
+//! master, the dispatcher thread that runs handlers, `send()` and `wait()`.
+//!
+//! Channel A is the dispatcher's: deliveries come in, acks go out, and so do
+//! whatever the handlers raise or request (the master always reads A, so a
+//! handler is never held up by the back-pressure that protects the master).
+//! Channel B serves every other thread: raises and requests out, replies in;
+//! the master may stop reading it for a while when a destination's queue is
+//! long, which is what makes `send()` wait instead of dropping.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{MsgFlags, send};
+
+use crate::error::{Error, Result};
+use crate::handlers;
+use crate::origin::{Origin, Received};
+use crate::proto::{Decoder, FRAME_LEN, Frame, Msg, Reply, Request, encode_with_payload};
+use crate::shm::{Shm, monotonic_ns};
+use crate::sys;
+use crate::topology::{ProcId, Role, Slot, Topology};
+
+/// Who this process is (uWSGI `worker_id()`, `mule_id()`, `getpid()`).
+///
+/// ```no_run
+/// if let Some(me) = flare::whoami() {
+///     println!("{} {} has pid {}", me.role, me.id, me.pid);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The role.
+    pub role: Role,
+    /// The id within the role (from 1; 0 for the master).
+    pub id: u32,
+    /// The operating-system pid.
+    pub pid: u32,
+}
+
+impl ProcessInfo {
+    /// Role and id together.
+    pub fn proc_id(&self) -> ProcId {
+        ProcId::new(self.role, self.id)
+    }
+}
+
+/// The function a child runs after fork; when it returns or panics the
+/// child exits and the master forks it again.
+pub type Entry = Box<dyn Fn(ProcessInfo) + 'static>;
+
+/// What the master hands a freshly forked child.
+pub(crate) struct ChildSetup<'a> {
+    pub(crate) me: ProcId,
+    pub(crate) slot: Slot,
+    pub(crate) topo: Arc<Topology>,
+    pub(crate) shm: Shm,
+    pub(crate) chan_a: OwnedFd,
+    pub(crate) chan_b: OwnedFd,
+    /// Master descriptors the child must not keep.
+    pub(crate) inherited: Vec<RawFd>,
+    pub(crate) entry: Option<&'a Entry>,
+    pub(crate) master_pid: u32,
+}
+
+/// The child's process-wide state.
+pub(crate) struct ChildCtx {
+    pub(crate) info: ProcessInfo,
+    pub(crate) slot: Slot,
+    pub(crate) topo: Arc<Topology>,
+    pub(crate) shm: Shm,
+    chan_a: UnixStream,
+    chan_b: Mutex<UnixStream>,
+    next_request: AtomicU64,
+    waits: WaitHub,
+}
+
+static CHILD: OnceLock<ChildCtx> = OnceLock::new();
+
+/// The child context, when this process is a flare child.
+pub(crate) fn context() -> Option<&'static ChildCtx> {
+    CHILD.get()
+}
+
+/// Runs a freshly forked child to its end. Never returns into the master's
+/// code: the master's values in this copy of its memory are never dropped.
+pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
+    sys::close_inherited(&setup.inherited);
+    if let Err(e) = sys::reset_child_signals() {
+        tracing::error!("{}: {e}", setup.me);
+        std::process::exit(70);
+    }
+    if nix::unistd::getppid().as_raw() as u32 != setup.master_pid {
+        // The master died before the parent-death signal was armed.
+        std::process::exit(0);
+    }
+    let info = ProcessInfo {
+        role: setup.me.role,
+        id: setup.me.id,
+        pid: std::process::id(),
+    };
+    let ctx = ChildCtx {
+        info,
+        slot: setup.slot,
+        topo: setup.topo,
+        shm: setup.shm,
+        chan_a: UnixStream::from(setup.chan_a),
+        chan_b: Mutex::new(UnixStream::from(setup.chan_b)),
+        next_request: AtomicU64::new(1),
+        waits: WaitHub::default(),
+    };
+    if CHILD.set(ctx).is_err() {
+        std::process::exit(70);
+    }
+    let Some(ctx) = CHILD.get() else {
+        std::process::exit(70)
+    };
+    let spawned = std::thread::Builder::new()
+        .name("flare-dispatch".into())
+        .spawn(move || dispatcher(ctx));
+    if let Err(e) = spawned {
+        tracing::error!(
+            "{}: cannot start the dispatcher thread: {e}",
+            info.proc_id()
+        );
+        std::process::exit(71);
+    }
+    match setup.entry {
+        Some(entry) => {
+            let outcome = catch_unwind(AssertUnwindSafe(|| entry(info)));
+            let _ = io::stdout().flush();
+            match outcome {
+                Ok(()) => {
+                    tracing::info!("{}: entry function returned; exiting", info.proc_id());
+                    std::process::exit(0)
+                }
+                Err(_) => {
+                    tracing::error!("{}: entry function panicked; exiting", info.proc_id());
+                    std::process::exit(101)
+                }
+            }
+        }
+        // No entry function: serve signals until the master ends us.
+        None => loop {
+            std::thread::park();
+        },
+    }
+}
+
+/// A delivery waiting for the dispatcher.
+#[derive(Clone, Copy, Debug)]
+struct Delivery {
+    rx: Received,
+    seq: u64,
+}
+
+/// The dispatcher thread's reading state. Kept in a thread-local so a
+/// handler that makes a request (on channel A) can read its reply while
+/// queueing the deliveries that arrive meanwhile.
+struct Dispatch {
+    decoder: Decoder,
+    queue: VecDeque<Delivery>,
+    replies: Vec<(u64, Reply)>,
+    buf: Vec<u8>,
+}
+
+thread_local! {
+    static DISPATCH: RefCell<Option<Dispatch>> = const { RefCell::new(None) };
+}
+
+fn on_dispatcher() -> bool {
+    DISPATCH.with(|d| d.borrow().is_some())
+}
+
+/// Handlers run at most this long without an ack going out, so pool credit
+/// comes back soon after a slow handler.
+const ACK_EVERY: Duration = Duration::from_millis(1);
+/// ...and at most this many deliveries go unacknowledged in a fast stream.
+const ACK_BATCH: u64 = 256;
+
+fn dispatcher(ctx: &'static ChildCtx) {
+    DISPATCH.with(|d| {
+        *d.borrow_mut() = Some(Dispatch {
+            decoder: Decoder::default(),
+            queue: VecDeque::new(),
+            replies: Vec::new(),
+            buf: vec![0; 64 * 1024],
+        })
+    });
+    let mut last_seq = 0u64;
+    let mut acked = 0u64;
+    let mut last_ack = Instant::now();
+    loop {
+        let next = DISPATCH.with(|d| d.borrow_mut().as_mut().and_then(|d| d.queue.pop_front()));
+        let result = match next {
+            Some(delivery) => {
+                ctx.handle(delivery);
+                last_seq = delivery.seq;
+                if last_seq - acked >= ACK_BATCH || last_ack.elapsed() >= ACK_EVERY {
+                    ctx.ack(last_seq, &mut acked, &mut last_ack)
+                } else {
+                    Ok(())
+                }
+            }
+            None => ctx
+                .ack(last_seq, &mut acked, &mut last_ack)
+                .and_then(|()| ctx.read_more()),
+        };
+        if let Err(e) = result {
+            master_gone(ctx, &e);
+        }
+    }
+}
+
+/// Ends the process when the master has gone away: there is nobody left to
+/// route signals, and the master's successor will fork a fresh group.
+fn master_gone(ctx: &ChildCtx, e: &Error) -> ! {
+    tracing::debug!("{}: {e}; exiting", ctx.info.proc_id());
+    let _ = io::stdout().flush();
+    std::process::exit(0)
+}
+
+impl ChildCtx {
+    fn handle(&self, d: Delivery) {
+        let st = self.shm.slot(self.slot);
+        let num = d.rx.num;
+        st.current.store(num as u32 + 1, Relaxed);
+        st.handler_started_ns.store(monotonic_ns(), Relaxed);
+        if let Some(h) = handlers::get(num) {
+            if catch_unwind(AssertUnwindSafe(|| h(d.rx))).is_err() {
+                st.panics.fetch_add(1, Relaxed);
+                tracing::error!(
+                    "{}: handler of signal {num} panicked (raised by {})",
+                    self.info.proc_id(),
+                    d.rx.origin
+                );
+            }
+        }
+        st.current.store(0, Relaxed);
+        st.handled_by_num[num as usize].fetch_add(1, Relaxed);
+        st.handled.fetch_add(1, Relaxed);
+        st.last_received.store(num as u32 + 1, Relaxed);
+        self.waits.record(d.rx);
+    }
+
+    fn ack(&self, seq: u64, acked: &mut u64, last_ack: &mut Instant) -> Result<()> {
+        if seq != *acked {
+            write_all(&self.chan_a, &Frame::Ack { seq }.encode())?;
+            *acked = seq;
+        }
+        *last_ack = Instant::now();
+        Ok(())
+    }
+
+    /// Reads what channel A has (blocking), queueing deliveries and replies.
+    fn read_more(&self) -> Result<()> {
+        DISPATCH.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let Some(d) = guard.as_mut() else {
+                return Err(Error::Protocol("not the dispatcher thread".into()));
+            };
+            let n = loop {
+                match (&self.chan_a).read(&mut d.buf) {
+                    Ok(0) => return Err(Error::MasterGone),
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::io("reading from the master", e)),
+                }
+            };
+            let Dispatch {
+                decoder,
+                queue,
+                replies,
+                buf,
+            } = d;
+            let me = self.info.proc_id();
+            decoder.feed(&buf[..n], &mut |m| match m {
+                Msg::Frame(Frame::Deliver {
+                    num,
+                    attempt,
+                    origin,
+                    seq,
+                    ..
+                }) => queue.push_back(Delivery {
+                    rx: Received {
+                        num,
+                        origin,
+                        attempt,
+                    },
+                    seq,
+                }),
+                Msg::Payload {
+                    frame: Frame::Reply { id, .. },
+                    body,
+                } => match serde_json::from_slice(body) {
+                    Ok(r) => replies.push((id, r)),
+                    Err(e) => tracing::error!("{me}: unreadable reply from the master: {e}"),
+                },
+                other => tracing::error!("{me}: unexpected message from the master: {other:?}"),
+            })
+        })
+    }
+
+    /// Raises `num` through the master. `wait_for_room` chooses between
+    /// `send()` (waits while the channel is full) and `try_send()`.
+    pub(crate) fn raise(&self, num: u8, wait_for_room: bool) -> Result<()> {
+        let frame = Frame::Raise { num }.encode();
+        if on_dispatcher() {
+            // Channel A is always read by the master: never refused.
+            write_all(&self.chan_a, &frame)?;
+        } else {
+            let b = self.chan_b.lock().unwrap_or_else(PoisonError::into_inner);
+            if wait_for_room {
+                write_all(&b, &frame)?;
+            } else {
+                match send(b.as_raw_fd(), &frame, MsgFlags::MSG_DONTWAIT) {
+                    Ok(n) if n == FRAME_LEN => {}
+                    // A partial write must be finished: the stream is framed.
+                    Ok(n) => write_all(&b, &frame[n..])?,
+                    Err(nix::errno::Errno::EAGAIN) => return Err(Error::QueueFull { num }),
+                    Err(e) => return Err(channel_error(e.into())),
+                }
+            }
+        }
+        self.shm.slot(self.slot).raised.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// One request/reply round trip with the master.
+    pub(crate) fn request(&self, req: &Request) -> Result<Reply> {
+        let id = self.next_request.fetch_add(1, Relaxed);
+        let mut buf = Vec::new();
+        encode_with_payload(false, id, req, &mut buf)?;
+        if on_dispatcher() {
+            write_all(&self.chan_a, &buf)?;
+            loop {
+                let reply = DISPATCH.with(|cell| {
+                    let mut g = cell.borrow_mut();
+                    let replies = &mut g.as_mut()?.replies;
+                    let at = replies.iter().position(|(rid, _)| *rid == id)?;
+                    Some(replies.swap_remove(at).1)
+                });
+                if let Some(r) = reply {
+                    return Ok(r);
+                }
+                self.read_more()?;
+            }
+        }
+        let b = self.chan_b.lock().unwrap_or_else(PoisonError::into_inner);
+        write_all(&b, &buf)?;
+        let mut head = [0u8; FRAME_LEN];
+        read_exact(&b, &mut head)?;
+        match Frame::decode(&head)? {
+            Frame::Reply { id: rid, len } if rid == id => {
+                let mut body = vec![0; len as usize];
+                read_exact(&b, &mut body)?;
+                serde_json::from_slice(&body).map_err(|e| Error::Protocol(e.to_string()))
+            }
+            other => Err(Error::Protocol(format!(
+                "expected the reply to request {id}, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Blocks until `num` (or any signal, for `None`) is received after the
+    /// call, or the timeout passes.
+    pub(crate) fn wait(
+        &self,
+        num: Option<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Received>> {
+        if on_dispatcher() {
+            return Err(Error::Wait(
+                "wait() called inside a signal handler: the handler would block the very \
+                 deliveries it waits for; wait from another thread or the entry function"
+                    .into(),
+            ));
+        }
+        Ok(self.waits.wait(num, timeout))
+    }
+
+    /// The last signal this process received.
+    pub(crate) fn last_received(&self) -> Option<Received> {
+        unpack(self.waits.last_any.load(SeqCst))
+    }
+}
+
+fn channel_error(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::UnexpectedEof => Error::MasterGone,
+        _ => Error::io("writing to the master", e),
+    }
+}
+
+fn write_all(mut s: &UnixStream, buf: &[u8]) -> Result<()> {
+    s.write_all(buf).map_err(channel_error)
+}
+
+fn read_exact(mut s: &UnixStream, buf: &mut [u8]) -> Result<()> {
+    s.read_exact(buf).map_err(channel_error)
+}
+
+/// Where `wait()` callers sleep. Counters are atomics so the dispatcher pays
+/// a lock only when somebody waits.
+struct WaitHub {
+    counts: [AtomicU64; 256],
+    total: AtomicU64,
+    last: [AtomicU64; 256],
+    last_any: AtomicU64,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Default for WaitHub {
+    fn default() -> Self {
+        WaitHub {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            total: AtomicU64::new(0),
+            last: std::array::from_fn(|_| AtomicU64::new(0)),
+            last_any: AtomicU64::new(0),
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+        }
+    }
+}
+
+impl WaitHub {
+    fn record(&self, rx: Received) {
+        let packed = pack(rx);
+        self.last[rx.num as usize].store(packed, SeqCst);
+        self.last_any.store(packed, SeqCst);
+        self.counts[rx.num as usize].fetch_add(1, SeqCst);
+        self.total.fetch_add(1, SeqCst);
+        if self.waiters.load(SeqCst) > 0 {
+            drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
+            self.cv.notify_all();
+        }
+    }
+
+    fn wait(&self, num: Option<u8>, timeout: Option<Duration>) -> Option<Received> {
+        let (counter, last) = match num {
+            Some(n) => (&self.counts[n as usize], &self.last[n as usize]),
+            None => (&self.total, &self.last_any),
+        };
+        let start = counter.load(SeqCst);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.waiters.fetch_add(1, SeqCst);
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let got = loop {
+            if counter.load(SeqCst) != start {
+                break unpack(last.load(SeqCst));
+            }
+            match deadline {
+                None => {
+                    guard = self.cv.wait(guard).unwrap_or_else(PoisonError::into_inner);
+                }
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break None;
+                    }
+                    guard = self
+                        .cv
+                        .wait_timeout(guard, d - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, SeqCst);
+        got
+    }
+}
+
+const VALID: u64 = 1 << 63;
+
+fn pack(rx: Received) -> u64 {
+    VALID | rx.num as u64 | (rx.attempt as u64) << 8 | (rx.origin.encode() as u64) << 16
+}
+
+fn unpack(w: u64) -> Option<Received> {
+    (w & VALID != 0).then(|| Received {
+        num: w as u8,
+        attempt: (w >> 8) as u8,
+        origin: Origin::decode((w >> 16) as u32),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_packs_losslessly() {
+        let rx = Received {
+            num: 201,
+            attempt: 3,
+            origin: Origin::Process(ProcId::new(Role::Spooler, 9)),
+        };
+        assert_eq!(unpack(pack(rx)), Some(rx));
+        assert_eq!(unpack(0), None);
+    }
+
+    #[test]
+    fn waiters_wake_on_their_signal_only() {
+        let hub = Arc::new(WaitHub::default());
+        let h = hub.clone();
+        let t = std::thread::spawn(move || h.wait(Some(7), Some(Duration::from_secs(20))));
+        // The waiter may not be asleep yet; record until it returns.
+        let rx = |num| Received {
+            num,
+            origin: Origin::Timer,
+            attempt: 1,
+        };
+        while hub.waiters.load(SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        hub.record(rx(8));
+        hub.record(rx(7));
+        assert_eq!(t.join().unwrap(), Some(rx(7)));
+        assert_eq!(hub.wait(Some(9), Some(Duration::from_millis(1))), None);
+    }
+}

@@ -1,0 +1,151 @@
+//! The one error type of the library.
+//!
+//! Every variant says what was wrong and, where there is a choice, what is
+//! valid. The uwsgiconf exception each one replaces is named in its doc.
+
+use std::io;
+
+/// A specialised `Result` for flare operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in flare.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A signal number given as text is not an integer in 0-255.
+    #[error("invalid signal number `{text}`: signal numbers are integers from 0 to 255")]
+    BadNumber {
+        /// The text that was given.
+        text: String,
+    },
+
+    /// A signal target is not one this master can route to.
+    #[error("invalid signal target `{text}`: {reason}; valid targets: {valid}")]
+    InvalidTarget {
+        /// The target text that was given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+        /// The targets that are valid here.
+        valid: String,
+    },
+
+    /// The target can never include a process able to run the handler
+    /// (a handler registered in a child runs only in that child).
+    #[error(
+        "signal {num}: target `{target}` can never reach {process}, the only process able to run \
+         a handler registered there; register it in the master before run(), or use a target \
+         that includes {process}"
+    )]
+    Unrunnable {
+        /// The signal number.
+        num: u8,
+        /// The requested target.
+        target: String,
+        /// The process that made the registration.
+        process: String,
+    },
+
+    /// The master registered a number it had already registered (uWSGI
+    /// refuses this too: two modules picking the same number is a bug).
+    #[error(
+        "signal {num} is already registered in the master (target `{target}`); pick another number or use Signal::auto()"
+    )]
+    AlreadyRegistered {
+        /// The signal number.
+        num: u8,
+        /// The target of the existing registration.
+        target: String,
+    },
+
+    /// The number is registered with another target, or reserved by
+    /// another process.
+    #[error("signal {num} is {}; cannot register it with target `{requested}`", held(.existing, .owner))]
+    Conflict {
+        /// The signal number.
+        num: u8,
+        /// The target of the existing registration; `None` when the number
+        /// is only reserved (by `Signal::auto()`).
+        existing: Option<String>,
+        /// Who made the existing registration or reservation.
+        owner: String,
+        /// The target that was asked for.
+        requested: String,
+    },
+
+    /// All 256 signal numbers are registered or reserved
+    /// (uwsgiconf: `UwsgiconfException('No uWSGI signals available.')`).
+    #[error("no signal number available: all 256 are registered or reserved")]
+    NoSignalAvailable,
+
+    /// `try_send()` found the channel to the master full.
+    #[error("signal {num} not sent: the channel to the master is full (send() would wait)")]
+    QueueFull {
+        /// The signal number.
+        num: u8,
+    },
+
+    /// A remote node answered that it did not deliver the signal
+    /// (uwsgiconf: `ValueError`).
+    #[error("remote node {addr} rejected signal {num}")]
+    Rejected {
+        /// The remote address.
+        addr: String,
+        /// The signal number.
+        num: u8,
+    },
+
+    /// A remote node could not be reached or did not answer in time
+    /// (uwsgiconf: `OSError`).
+    #[error("unable to deliver signal to remote node: {0}")]
+    Unreachable(#[source] io::Error),
+
+    /// Waiting for a signal failed (uwsgiconf: `SystemError`).
+    #[error("cannot wait for a signal: {0}")]
+    Wait(String),
+
+    /// The call needs a flare process (a master built with
+    /// `Master::builder()`, or one of its children) and this is not one.
+    #[error("{0}")]
+    NoRuntime(&'static str),
+
+    /// The master closed the channel: it exited or was killed.
+    #[error("the master is gone (its channel closed)")]
+    MasterGone,
+
+    /// The process group was configured with values that cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The channel to the master carried something this side cannot read.
+    #[error("protocol error on the master channel: {0}")]
+    Protocol(String),
+
+    /// A system call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What flare was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with what flare was doing when it happened.
+    pub(crate) fn io(context: &'static str, source: impl Into<io::Error>) -> Self {
+        Error::Io {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+/// How a taken number is held, for [`Error::Conflict`].
+fn held(existing: &Option<String>, owner: &str) -> String {
+    match existing {
+        Some(target) => format!("already registered by {owner} with target `{target}`"),
+        None => format!("reserved by {owner}"),
+    }
+}

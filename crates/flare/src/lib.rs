@@ -1,0 +1,74 @@
+//! # flare
+//!
+//! Pre-forked process groups that talk through numbered signals: the uWSGI
+//! signal framework (as `uwsgiconf.runtime.signals` exposes it), rebuilt.
+//!
+//! A [`Master`] forks workers, mules (grouped in farms) and spoolers. Any
+//! child raises a signal 0-255 with [`Signal::send`]; the master looks the
+//! number up in its table and routes it by the registered [`Target`]; the
+//! handler runs in the right processes, one at a time per process.
+//!
+//! ```no_run
+//! use flare::{Master, Signal};
+//!
+//! let master = Master::builder()
+//!     .workers(4)
+//!     .mules(1)
+//!     .mule_entry(|_me| {
+//!         Signal::new(1).send().expect("send");
+//!         flare::serve_forever();
+//!     })
+//!     .build()?;
+//! // Registered in the master before run(): every child inherits it.
+//! Signal::new(1).register_handler("workers", |rx| {
+//!     let me = flare::whoami().expect("in a child");
+//!     println!("{}{} got signal {} from {}", me.role, me.id, rx.num, rx.origin);
+//! })?;
+//! let summary = master.run()?; // until SIGTERM / SIGINT / flare::stop()
+//! print!("{}", summary.table());
+//! # Ok::<(), flare::Error>(())
+//! ```
+//!
+//! | uwsgiconf | flare |
+//! |---|---|
+//! | `Signal(num)` / `Signal()` | [`Signal::new`] / [`Signal::auto`] |
+//! | `int(signal)` | [`Signal::num`], `u8::from(signal)` |
+//! | `signal.registered` | [`Signal::registered`] |
+//! | `signal.register_handler(target=, callback=)` | [`Signal::register_handler`], [`Signal::register_handler_then`] |
+//! | `signal.send()` | [`Signal::send`], [`Signal::try_send`] |
+//! | `signal.wait()` | [`Signal::wait`], [`wait_any`] |
+//! | `SignalDescription` | [`SignalDescription`] |
+//! | `registry_signals` | [`registry_signals`] |
+//! | `get_available_num()` | [`get_available_num`] |
+//! | `get_last_received()` | [`get_last_received`] |
+//! | `Mule(id)`, `Farm(name)` | [`Mule`], [`Farm`] |
+
+#![warn(missing_docs)]
+
+mod child;
+mod error;
+mod handlers;
+mod master;
+mod origin;
+mod proto;
+mod ratelog;
+mod router;
+mod shm;
+mod signal;
+mod sys;
+mod table;
+mod target;
+mod topology;
+
+pub use child::{Entry, ProcessInfo};
+pub use error::{Error, Result};
+pub use handlers::{Handler, SignalDescription};
+pub use master::{Counters, Master, MasterBuilder, Options, ProcessSummary, Summary};
+pub use origin::{Origin, Received};
+pub use router::ProcState;
+pub use signal::{
+    Signal, get_available_num, get_last_received, last_received, registry_signals, serve_forever,
+    stop, wait_any, wait_any_timeout, whoami,
+};
+pub use target::{Farm, IntoTarget, Mule, Target};
+pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, Role, Topology};

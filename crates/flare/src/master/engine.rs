@@ -1,0 +1,1010 @@
+//! The running master: one thread, one `epoll` loop.
+//!
+//! It reads every child channel in batches, asks the router where each
+//! raised signal goes, queues deliveries per child and writes them in
+//! batches; it forks, reaps and respawns children, and shuts the group down
+//! gracefully. All I/O is non-blocking: no child can stall the master.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::conn::{Conn, Outbox};
+use super::summary::{Counters, Summary};
+use super::{Entries, Options, Setup};
+use crate::child::{ChildSetup, child_main};
+use crate::error::{Error, Result};
+use crate::origin::Origin;
+use crate::proto::{Frame, Msg, RawFrame, Reply, Request, WireError, encode_with_payload};
+use crate::ratelog::RateLog;
+use crate::router::{self, Decision, ProcState, ProcView, Unrouted};
+use crate::shm::Shm;
+use crate::sys::{self, Forked};
+use crate::table::{Owner, Registration, Table};
+use crate::target::Target;
+use crate::topology::{ProcId, Slot, Topology};
+
+const SIGNALS: Token = Token(0);
+/// Reads of one channel per loop turn, so one busy child cannot starve the
+/// others.
+const READS_PER_TURN: usize = 8;
+const READ_BUF: usize = 64 * 1024;
+
+/// Which of a child's two channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chan {
+    /// The dispatcher's channel: always read.
+    A,
+    /// Every other thread's channel: paused while the sender floods a queue.
+    B,
+}
+
+fn token(slot: Slot, chan: Chan) -> Token {
+    Token(1 + slot * 2 + usize::from(chan == Chan::B))
+}
+
+fn from_token(t: Token) -> (Slot, Chan) {
+    let i = t.0 - 1;
+    (i / 2, if i % 2 == 0 { Chan::A } else { Chan::B })
+}
+
+/// A signal waiting for a pool member.
+#[derive(Clone, Copy, Debug)]
+struct Pooled {
+    origin: Origin,
+    attempt: u8,
+}
+
+/// One child slot.
+struct Proc {
+    id: ProcId,
+    pid: Option<Pid>,
+    last_pid: u32,
+    a: Option<Conn>,
+    b: Option<Conn>,
+    outbox: Outbox,
+    /// Written, not yet acknowledged, oldest first.
+    inflight: VecDeque<RawFrame>,
+    next_seq: u64,
+    /// Channel B is not read until the queue it flooded drains.
+    b_paused: bool,
+    /// Senders paused because this child's queue passed the high-water mark.
+    waiters: Vec<Slot>,
+    spawned_at: Instant,
+    quick_deaths: u32,
+    /// Kill it: it broke the channel protocol.
+    doomed: bool,
+}
+
+impl Proc {
+    fn conn_mut(&mut self, chan: Chan) -> Option<&mut Conn> {
+        match chan {
+            Chan::A => self.a.as_mut(),
+            Chan::B => self.b.as_mut(),
+        }
+    }
+
+    fn load(&self) -> usize {
+        self.outbox.len() + self.inflight.len()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Stop taking new work from outside; deliver what is queued.
+    Draining {
+        deadline: Instant,
+    },
+    /// SIGTERM sent; SIGKILL at the deadline.
+    Terminating {
+        deadline: Instant,
+    },
+    /// SIGKILL sent.
+    Killing,
+}
+
+pub(super) struct Engine {
+    poll: Poll,
+    sigfd: SignalFd,
+    topo: Arc<Topology>,
+    table: Table,
+    shm: Shm,
+    opts: Options,
+    entries: Entries,
+    procs: Vec<Proc>,
+    views: Vec<ProcView>,
+    /// Pooled signals by number, waiting for a member with credit.
+    pools: Vec<VecDeque<Pooled>>,
+    pool_cursor: Vec<Slot>,
+    pool_waiters: Vec<Vec<Slot>>,
+    /// Respawn times, earliest first.
+    respawns: BinaryHeap<Reverse<(Instant, Slot)>>,
+    counters: Counters,
+    phase: Phase,
+    master_pid: u32,
+    /// Raised by the master before `run()`.
+    early: Vec<u8>,
+    scratch: Vec<Slot>,
+    cands: Vec<Slot>,
+    buf: Vec<u8>,
+    dirty: Vec<Slot>,
+    is_dirty: Vec<bool>,
+    credit_freed: bool,
+    unrouted_log: RateLog,
+    dropped_log: RateLog,
+}
+
+impl Engine {
+    pub(super) fn new(
+        topo: Arc<Topology>,
+        entries: Entries,
+        opts: Options,
+        shm: Shm,
+        setup: Setup,
+    ) -> Result<Engine> {
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+        ] {
+            mask.add(s);
+        }
+        mask.thread_block()
+            .map_err(|e| Error::io("blocking signals in the master", e))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::io("creating a signalfd", e))?;
+        let poll = Poll::new().map_err(|e| Error::io("creating the event loop", e))?;
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&sigfd.as_raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )
+            .map_err(|e| Error::io("watching signals", e))?;
+        let n = topo.slots();
+        let now = Instant::now();
+        let procs = (0..n)
+            .map(|s| Proc {
+                id: topo.proc_at(s),
+                pid: None,
+                last_pid: 0,
+                a: None,
+                b: None,
+                outbox: Outbox::default(),
+                inflight: VecDeque::new(),
+                next_seq: 1,
+                b_paused: false,
+                waiters: Vec::new(),
+                spawned_at: now,
+                quick_deaths: 0,
+                doomed: false,
+            })
+            .collect();
+        Ok(Engine {
+            poll,
+            sigfd,
+            table: setup.table,
+            shm,
+            opts,
+            entries,
+            procs,
+            views: vec![
+                ProcView {
+                    state: ProcState::Respawning,
+                    load: 0,
+                };
+                n
+            ],
+            pools: vec![VecDeque::new(); 256],
+            pool_cursor: vec![usize::MAX; 256],
+            pool_waiters: vec![Vec::new(); 256],
+            respawns: BinaryHeap::new(),
+            counters: Counters::default(),
+            phase: Phase::Running,
+            master_pid: std::process::id(),
+            early: setup.raised,
+            scratch: Vec::new(),
+            cands: Vec::new(),
+            buf: vec![0; READ_BUF],
+            dirty: Vec::new(),
+            is_dirty: vec![false; n],
+            credit_freed: false,
+            unrouted_log: RateLog::new(10, Duration::from_secs(1)),
+            dropped_log: RateLog::new(10, Duration::from_secs(1)),
+            topo,
+        })
+    }
+
+    pub(super) fn run(mut self) -> Result<Summary> {
+        tracing::info!(
+            "master {} starting {} workers, {} mules ({} farms), {} spoolers",
+            self.master_pid,
+            self.topo.workers,
+            self.topo.mules,
+            self.topo.farms.len(),
+            self.topo.spoolers
+        );
+        for s in 0..self.procs.len() {
+            self.spawn(s)?;
+        }
+        for num in std::mem::take(&mut self.early) {
+            self.raise(num, Origin::Process(ProcId::MASTER), None);
+        }
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(Error::io("waiting for events", e));
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() == SIGNALS {
+                    self.on_signals();
+                    continue;
+                }
+                let (slot, chan) = from_token(ev.token());
+                if let Some(c) = self.procs.get_mut(slot).and_then(|p| p.conn_mut(chan)) {
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        c.readable = true;
+                    }
+                    if ev.is_writable() || ev.is_error() {
+                        c.writable = true;
+                        self.mark_dirty(slot);
+                    }
+                }
+            }
+            self.read_all();
+            self.fire_respawns();
+            if std::mem::take(&mut self.credit_freed) {
+                self.dispatch_pools();
+            }
+            self.wake_senders();
+            self.flush_dirty();
+            self.kill_doomed();
+            if self.advance_phase() {
+                break;
+            }
+        }
+        Ok(self.finish())
+    }
+
+    /// How long the next poll may sleep.
+    fn timeout(&self) -> Option<Duration> {
+        let busy = self.procs.iter().any(|p| {
+            p.a.as_ref().is_some_and(|c| c.readable)
+                || (!p.b_paused && p.b.as_ref().is_some_and(|c| c.readable))
+        });
+        if busy {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let mut next = self.respawns.peek().map(|Reverse((t, _))| *t);
+        match self.phase {
+            Phase::Draining { deadline } | Phase::Terminating { deadline } => {
+                next = Some(next.map_or(deadline, |t| t.min(deadline)));
+            }
+            Phase::Running | Phase::Killing => {}
+        }
+        next.map(|t| t.saturating_duration_since(now))
+    }
+
+    // ---- reading ---------------------------------------------------------
+
+    fn read_all(&mut self) {
+        for slot in 0..self.procs.len() {
+            self.read_chan(slot, Chan::A);
+            self.read_chan(slot, Chan::B);
+        }
+    }
+
+    fn read_chan(&mut self, slot: Slot, chan: Chan) {
+        for _ in 0..READS_PER_TURN {
+            let p = &mut self.procs[slot];
+            if p.doomed || (chan == Chan::B && p.b_paused) {
+                return;
+            }
+            let Some(conn) = p.conn_mut(chan) else { return };
+            if !conn.readable {
+                return;
+            }
+            let mut buf = std::mem::take(&mut self.buf);
+            let n = match conn.read(&mut buf) {
+                Ok(Some(0)) => {
+                    // The child closed its end: it is exiting; reaping
+                    // does the rest.
+                    self.buf = buf;
+                    self.drop_conns(slot);
+                    return;
+                }
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    self.buf = buf;
+                    return;
+                }
+                Err(e) => {
+                    self.buf = buf;
+                    tracing::warn!("{}: channel read failed: {e}", self.procs[slot].id);
+                    self.drop_conns(slot);
+                    return;
+                }
+            };
+            let mut decoder = std::mem::take(&mut conn.decoder);
+            let fed = decoder.feed(&buf[..n], &mut |m| self.on_msg(slot, chan, m));
+            self.buf = buf;
+            if let Some(c) = self.procs[slot].conn_mut(chan) {
+                c.decoder = decoder;
+            }
+            if let Err(e) = fed {
+                tracing::error!("{}: {e}; killing it", self.procs[slot].id);
+                self.procs[slot].doomed = true;
+                return;
+            }
+        }
+    }
+
+    fn on_msg(&mut self, slot: Slot, chan: Chan, m: Msg<'_>) {
+        let me = self.procs[slot].id;
+        match m {
+            Msg::Frame(Frame::Raise { num }) => {
+                self.raise(num, Origin::Process(me), Some((slot, chan)));
+            }
+            Msg::Frame(Frame::Ack { seq }) => self.on_ack(slot, seq),
+            Msg::Payload {
+                frame: Frame::Request { id, .. },
+                body,
+            } => {
+                let reply = match serde_json::from_slice::<Request>(body) {
+                    Ok(req) => self.on_request(slot, req),
+                    Err(e) => Reply::Err(WireError::Other(format!("unreadable request: {e}"))),
+                };
+                if let Some(c) = self.procs[slot].conn_mut(chan) {
+                    if let Err(e) = encode_with_payload(true, id, &reply, c.out()) {
+                        tracing::error!("{me}: cannot encode a reply: {e}");
+                    }
+                    self.mark_dirty(slot);
+                }
+            }
+            other => {
+                tracing::error!("{me}: sent a message only the master may send: {other:?}");
+                self.procs[slot].doomed = true;
+            }
+        }
+    }
+
+    fn on_request(&mut self, slot: Slot, req: Request) -> Reply {
+        let me = self.procs[slot].id;
+        match req {
+            Request::Register { num, target } => {
+                let done = target
+                    .parse::<Target>()
+                    .and_then(|t| self.table.register(num, &t, Owner::Child(slot)));
+                match done {
+                    Ok(how) => {
+                        self.mirror(num);
+                        let how = match how {
+                            Registration::New => "runs only there",
+                            Registration::Joined => "joined as a runner",
+                            Registration::Replaced => "handler replaced",
+                        };
+                        tracing::info!("signal {num} registered by {me} (target {target}): {how}");
+                        // A pool may have a new member able to run it.
+                        self.credit_freed = true;
+                        Reply::Ok
+                    }
+                    Err(e) => {
+                        tracing::warn!("{me}: registration refused: {e}");
+                        Reply::Err(e.into())
+                    }
+                }
+            }
+            Request::Reserve => match self.table.reserve(Owner::Child(slot)) {
+                Ok(num) => {
+                    self.mirror(num);
+                    Reply::Num(num)
+                }
+                Err(e) => Reply::Err(e.into()),
+            },
+            Request::Stop => {
+                self.begin_shutdown(&format!("stop requested by {me}"));
+                Reply::Ok
+            }
+        }
+    }
+
+    fn mirror(&self, num: u8) {
+        self.shm.table()[num as usize].store(self.table.mirror_word(num), Release);
+    }
+
+    // ---- routing ---------------------------------------------------------
+
+    /// Routes one raised signal. `sender` is the channel it came in on, for
+    /// back-pressure.
+    fn raise(&mut self, num: u8, origin: Origin, sender: Option<(Slot, Chan)>) {
+        self.counters.raised += 1;
+        let decision = router::decide(
+            self.table.route(num),
+            &self.topo,
+            &self.views,
+            &mut self.scratch,
+        );
+        match decision {
+            Decision::Each => {
+                self.counters.routed += 1;
+                for i in 0..self.scratch.len() {
+                    let s = self.scratch[i];
+                    self.enqueue(s, num, origin, 1, false);
+                    if self.procs[s].outbox.len() > self.opts.high_water {
+                        self.throttle(sender, Some(s), num);
+                    }
+                }
+            }
+            Decision::Pool => {
+                self.counters.routed += 1;
+                let q = &mut self.pools[num as usize];
+                if q.len() >= self.opts.outbox_limit {
+                    self.drop_one(num, "its pool's queue is full");
+                    return;
+                }
+                q.push_back(Pooled { origin, attempt: 1 });
+                self.dispatch_pool(num);
+                if self.pools[num as usize].len() > self.opts.high_water {
+                    self.throttle(sender, None, num);
+                }
+            }
+            Decision::Unrouted(why) => {
+                self.counters.unrouted += 1;
+                if let Some(held) = self.unrouted_log.allow(Instant::now()) {
+                    let why = match why {
+                        Unrouted::NoProcess => "no process of its target can run it now".into(),
+                        Unrouted::Cheaped(s) => format!("{} is cheaped", self.topo.proc_at(s)),
+                    };
+                    let target = self
+                        .table
+                        .route(num)
+                        .map_or("worker".into(), |r| r.target.to_string());
+                    tracing::warn!(
+                        "signal {num} (target {target}, raised by {origin}) unrouted: {why}{}",
+                        suppressed(held)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stops reading the sender's channel B until the queue it filled
+    /// drains (`dest` a child's outbox, or the pool of `num`).
+    fn throttle(&mut self, sender: Option<(Slot, Chan)>, dest: Option<Slot>, num: u8) {
+        let Some((s, Chan::B)) = sender else { return };
+        self.procs[s].b_paused = true;
+        let waiters = match dest {
+            Some(d) => &mut self.procs[d].waiters,
+            None => &mut self.pool_waiters[num as usize],
+        };
+        if !waiters.contains(&s) {
+            waiters.push(s);
+        }
+    }
+
+    /// Reads paused senders again once their queue is under the low-water
+    /// mark (or gone).
+    fn wake_senders(&mut self) {
+        let low = self.opts.low_water;
+        let mut woken = Vec::new();
+        for p in &mut self.procs {
+            if !p.waiters.is_empty() && p.outbox.len() <= low {
+                woken.append(&mut p.waiters);
+            }
+        }
+        for (q, w) in self.pools.iter().zip(&mut self.pool_waiters) {
+            if !w.is_empty() && q.len() <= low {
+                woken.append(w);
+            }
+        }
+        for s in woken {
+            self.procs[s].b_paused = false;
+        }
+    }
+
+    fn enqueue(&mut self, s: Slot, num: u8, origin: Origin, attempt: u8, pooled: bool) {
+        let p = &mut self.procs[s];
+        if p.outbox.len() >= self.opts.outbox_limit {
+            let why = format!("the queue of {} is full ({})", p.id, self.opts.outbox_limit);
+            self.drop_one(num, &why);
+            return;
+        }
+        let seq = p.next_seq;
+        p.next_seq += 1;
+        p.outbox.frames.push_back(
+            Frame::Deliver {
+                num,
+                attempt,
+                origin,
+                seq,
+                pooled,
+            }
+            .encode(),
+        );
+        self.views[s].load += 1;
+        self.counters.delivered += 1;
+        self.mark_dirty(s);
+    }
+
+    fn drop_one(&mut self, num: u8, why: &str) {
+        self.counters.dropped += 1;
+        if let Some(held) = self.dropped_log.allow(Instant::now()) {
+            tracing::warn!("signal {num} dropped: {why}{}", suppressed(held));
+        }
+    }
+
+    /// Gives queued pool signals of `num` to members with free credit.
+    fn dispatch_pool(&mut self, num: u8) {
+        let n = num as usize;
+        if self.pools[n].is_empty() {
+            return;
+        }
+        router::pool_candidates(self.table.route(num), &self.topo, &mut self.cands);
+        while let Some(&item) = self.pools[n].front() {
+            let picked = router::pick(
+                &self.cands,
+                &self.views,
+                self.opts.prefetch,
+                &mut self.pool_cursor[n],
+            );
+            let Some(s) = picked else { break };
+            self.pools[n].pop_front();
+            self.enqueue(s, num, item.origin, item.attempt, true);
+        }
+    }
+
+    fn dispatch_pools(&mut self) {
+        for num in 0..=255u8 {
+            self.dispatch_pool(num);
+        }
+    }
+
+    fn on_ack(&mut self, slot: Slot, seq: u64) {
+        let p = &mut self.procs[slot];
+        let before = p.inflight.len();
+        while p.inflight.front().is_some_and(|f| Frame::seq_of(f) <= seq) {
+            p.inflight.pop_front();
+        }
+        let done = before - p.inflight.len();
+        if done > 0 {
+            self.views[slot].load -= done;
+            self.counters.handled += done as u64;
+            self.credit_freed = true;
+        }
+    }
+
+    // ---- writing ---------------------------------------------------------
+
+    fn mark_dirty(&mut self, s: Slot) {
+        if !self.is_dirty[s] {
+            self.is_dirty[s] = true;
+            self.dirty.push(s);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &s in &dirty {
+            self.is_dirty[s] = false;
+            let p = &mut self.procs[s];
+            let mut failed = None;
+            if let Some(a) = p.a.as_mut() {
+                if let Err(e) = a.flush(&mut p.outbox, &mut p.inflight) {
+                    failed = Some(e);
+                }
+            }
+            if let Some(b) = p.b.as_mut() {
+                if let Err(e) = b.flush(&mut Outbox::default(), &mut VecDeque::new()) {
+                    failed = Some(e);
+                }
+            }
+            if let Some(e) = failed {
+                tracing::debug!("{}: channel write failed: {e}", p.id);
+                self.drop_conns(s);
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    // ---- processes -------------------------------------------------------
+
+    fn set_state(&mut self, s: Slot, state: ProcState) {
+        self.views[s].state = state;
+        self.shm.slot(s).set_state(state);
+    }
+
+    /// Descriptors a new child must close.
+    fn master_fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![self.poll.as_raw_fd(), self.sigfd.as_raw_fd()];
+        for p in &self.procs {
+            fds.extend(p.a.iter().chain(&p.b).map(Conn::raw_fd));
+        }
+        fds
+    }
+
+    fn spawn(&mut self, slot: Slot) -> Result<()> {
+        let (a_master, a_child) = sys::stream_pair()?;
+        let (b_master, b_child) = sys::stream_pair()?;
+        let mut inherited = self.master_fds();
+        inherited.extend([a_master.as_raw_fd(), b_master.as_raw_fd()]);
+        let id = self.procs[slot].id;
+        // What is buffered now would be written twice: by us and the child.
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        match sys::fork()? {
+            Forked::Child => child_main(ChildSetup {
+                me: id,
+                slot,
+                topo: self.topo.clone(),
+                shm: self.shm,
+                chan_a: a_child,
+                chan_b: b_child,
+                inherited,
+                entry: self.entries.for_role(id.role),
+                master_pid: self.master_pid,
+            }),
+            Forked::Parent(pid) => {
+                drop((a_child, b_child));
+                let mut a = Conn::new(a_master).map_err(|e| Error::io("channel setup", e))?;
+                let mut b = Conn::new(b_master).map_err(|e| Error::io("channel setup", e))?;
+                let reg = self.poll.registry();
+                let rw = Interest::READABLE | Interest::WRITABLE;
+                reg.register(&mut a.stream, token(slot, Chan::A), rw)
+                    .and_then(|()| reg.register(&mut b.stream, token(slot, Chan::B), rw))
+                    .map_err(|e| Error::io("watching a child channel", e))?;
+                let p = &mut self.procs[slot];
+                p.a = Some(a);
+                p.b = Some(b);
+                p.pid = Some(pid);
+                p.last_pid = pid.as_raw() as u32;
+                p.spawned_at = Instant::now();
+                p.b_paused = false;
+                p.doomed = false;
+                self.shm.slot(slot).pid.store(pid.as_raw() as u32, Relaxed);
+                self.set_state(slot, ProcState::Running);
+                self.mark_dirty(slot);
+                self.credit_freed = true;
+                tracing::debug!("{id} started (pid {pid})");
+                Ok(())
+            }
+        }
+    }
+
+    fn drop_conns(&mut self, slot: Slot) {
+        let p = &mut self.procs[slot];
+        for c in [p.a.take(), p.b.take()].into_iter().flatten() {
+            let mut stream = c.stream;
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+    }
+
+    fn kill_doomed(&mut self) {
+        for p in &mut self.procs {
+            if p.doomed {
+                if let Some(pid) = p.pid {
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
+                p.doomed = false;
+                // Reading stops with the channel; reaping does the rest.
+                for c in [p.a.take(), p.b.take()].into_iter().flatten() {
+                    let mut stream = c.stream;
+                    let _ = self.poll.registry().deregister(&mut stream);
+                }
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        loop {
+            match self.sigfd.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => self.reap(),
+                    Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                        self.begin_shutdown(&format!("{s}"));
+                    }
+                    Ok(s) => tracing::info!("master: {s} ignored"),
+                    Err(_) => {}
+                },
+                Ok(None) => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("master: reading signals failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.on_exit(pid, &format!("exited with status {code}"));
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.on_exit(pid, &format!("killed by {sig}"));
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("master: waitpid failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: Pid, how: &str) {
+        let Some(slot) = self.procs.iter().position(|p| p.pid == Some(pid)) else {
+            return;
+        };
+        self.drop_conns(slot);
+        let now = Instant::now();
+        let p = &mut self.procs[slot];
+        p.pid = None;
+        let lived = now.duration_since(p.spawned_at);
+        let id = p.id;
+        self.shm.slot(slot).pid.store(0, Relaxed);
+        self.requeue(slot);
+        for num in self.table.release_child(slot) {
+            self.mirror(num);
+        }
+        if self.phase != Phase::Running {
+            tracing::debug!("{id} (pid {pid}) {how}");
+            self.set_state(slot, ProcState::Stopped);
+            return;
+        }
+        let p = &mut self.procs[slot];
+        p.quick_deaths = if lived < self.opts.min_lifetime {
+            p.quick_deaths + 1
+        } else {
+            0
+        };
+        let delay = backoff(p.quick_deaths, self.opts.max_backoff);
+        tracing::warn!(
+            "{id} (pid {pid}) {how} after {:.1}s; respawning in {}ms",
+            lived.as_secs_f64(),
+            delay.as_millis()
+        );
+        self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
+        self.set_state(slot, ProcState::Respawning);
+        self.respawns.push(Reverse((now + delay, slot)));
+        // Its pool signals went back to the pools: others may take them.
+        self.credit_freed = true;
+    }
+
+    /// After a death: what the child had been given but not acknowledged
+    /// goes again, to the respawned child or (pool signals) to the pool;
+    /// past `max_attempts` it is dead-lettered.
+    fn requeue(&mut self, slot: Slot) {
+        let p = &mut self.procs[slot];
+        p.outbox.partial = 0;
+        let inflight = std::mem::take(&mut p.inflight);
+        let queued = std::mem::take(&mut p.outbox.frames);
+        let mut keep = VecDeque::with_capacity(inflight.len() + queued.len());
+        let mut to_pools: Vec<(u8, Pooled)> = Vec::new();
+        let sent = inflight.len();
+        for (i, raw) in inflight.into_iter().chain(queued).enumerate() {
+            let Ok(Frame::Deliver {
+                num,
+                attempt,
+                origin,
+                seq,
+                pooled,
+            }) = Frame::decode(&raw)
+            else {
+                continue;
+            };
+            // Only what was written may have started; what was still queued
+            // keeps its attempt count.
+            let attempt = if i < sent {
+                attempt.saturating_add(1)
+            } else {
+                attempt
+            };
+            if attempt > self.opts.max_attempts {
+                self.counters.dead_lettered += 1;
+                tracing::error!(
+                    "signal {num} (raised by {origin}) dead-lettered after {} attempts; \
+                     last given to {}",
+                    attempt - 1,
+                    self.procs[slot].id
+                );
+                continue;
+            }
+            if i < sent {
+                self.counters.redelivered += 1;
+            }
+            if pooled {
+                to_pools.push((num, Pooled { origin, attempt }));
+            } else {
+                keep.push_back(
+                    Frame::Deliver {
+                        num,
+                        attempt,
+                        origin,
+                        seq,
+                        pooled,
+                    }
+                    .encode(),
+                );
+            }
+        }
+        for (num, item) in to_pools.into_iter().rev() {
+            self.pools[num as usize].push_front(item);
+        }
+        let p = &mut self.procs[slot];
+        p.outbox.frames = keep;
+        self.views[slot].load = p.load();
+    }
+
+    fn fire_respawns(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((t, slot))) = self.respawns.peek() {
+            if t > now {
+                break;
+            }
+            self.respawns.pop();
+            if self.phase != Phase::Running || self.procs[slot].pid.is_some() {
+                continue;
+            }
+            if let Err(e) = self.spawn(slot) {
+                let delay = self.opts.max_backoff;
+                tracing::error!(
+                    "{}: respawn failed: {e}; trying again in {}ms",
+                    self.procs[slot].id,
+                    delay.as_millis()
+                );
+                self.respawns.push(Reverse((now + delay, slot)));
+            }
+        }
+    }
+
+    // ---- shutdown --------------------------------------------------------
+
+    fn begin_shutdown(&mut self, why: &str) {
+        let now = Instant::now();
+        match self.phase {
+            Phase::Running => {
+                let queued: usize = self.procs.iter().map(Proc::load).sum::<usize>()
+                    + self.pools.iter().map(VecDeque::len).sum::<usize>();
+                tracing::info!("shutting down ({why}): draining {queued} queued signals");
+                self.phase = Phase::Draining {
+                    deadline: now + self.opts.drain_timeout,
+                };
+                for s in 0..self.procs.len() {
+                    if self.procs[s].pid.is_none() {
+                        self.set_state(s, ProcState::Stopped);
+                    }
+                }
+            }
+            Phase::Draining { .. } => {
+                tracing::info!("shutting down ({why}) again: stopping the children now");
+                self.terminate(now);
+            }
+            Phase::Terminating { .. } | Phase::Killing => {
+                tracing::info!("shutting down ({why}) again: killing the children");
+                self.kill_all(Signal::SIGKILL);
+                self.phase = Phase::Killing;
+            }
+        }
+    }
+
+    fn terminate(&mut self, now: Instant) {
+        self.kill_all(Signal::SIGTERM);
+        self.phase = Phase::Terminating {
+            deadline: now + self.opts.kill_timeout,
+        };
+    }
+
+    fn kill_all(&mut self, sig: Signal) {
+        for p in &self.procs {
+            if let Some(pid) = p.pid {
+                let _ = kill(pid, sig);
+            }
+        }
+    }
+
+    /// Moves the shutdown along; true when every child is gone.
+    fn advance_phase(&mut self) -> bool {
+        let now = Instant::now();
+        let alive = self.procs.iter().any(|p| p.pid.is_some());
+        match self.phase {
+            Phase::Running => false,
+            Phase::Draining { deadline } => {
+                let drained = self.procs.iter().all(|p| p.pid.is_none() || p.load() == 0)
+                    && self.pools.iter().all(VecDeque::is_empty);
+                if drained || now >= deadline {
+                    if !drained {
+                        tracing::warn!("drain timeout: stopping with signals still queued");
+                    }
+                    self.terminate(now);
+                }
+                false
+            }
+            Phase::Terminating { deadline } => {
+                if alive && now >= deadline {
+                    tracing::warn!("children still alive after SIGTERM: sending SIGKILL");
+                    self.kill_all(Signal::SIGKILL);
+                    self.phase = Phase::Killing;
+                }
+                !alive
+            }
+            Phase::Killing => !alive,
+        }
+    }
+
+    fn finish(self) -> Summary {
+        let mut counters = self.counters;
+        counters.pending_at_exit = self.procs.iter().map(|p| p.load() as u64).sum::<u64>()
+            + self.pools.iter().map(|q| q.len() as u64).sum::<u64>();
+        let pids: Vec<u32> = self.procs.iter().map(|p| p.last_pid).collect();
+        tracing::info!(
+            "master {} exiting: {} raised, {} handled",
+            self.master_pid,
+            counters.raised,
+            counters.handled
+        );
+        Summary::collect(counters, &self.topo, &self.shm, &pids)
+    }
+}
+
+/// Wait before respawning after `quick` consecutive quick deaths: none for
+/// a child that lived long enough, then 100 ms doubling up to `max`.
+fn backoff(quick: u32, max: Duration) -> Duration {
+    if quick == 0 {
+        return Duration::ZERO;
+    }
+    let ms = 100u64.saturating_mul(1u64 << (quick - 1).min(30));
+    Duration::from_millis(ms).min(max)
+}
+
+fn suppressed(held: u64) -> String {
+    if held == 0 {
+        String::new()
+    } else {
+        format!(" ({held} similar lines suppressed)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_bounded() {
+        let max = Duration::from_secs(10);
+        let got: Vec<u128> = (0..10).map(|q| backoff(q, max).as_millis()).collect();
+        assert_eq!(got, [0, 100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
+        assert_eq!(backoff(u32::MAX, max), max);
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        for slot in [0, 1, 4095] {
+            for chan in [Chan::A, Chan::B] {
+                assert_ne!(token(slot, chan), SIGNALS);
+                assert_eq!(from_token(token(slot, chan)), (slot, chan));
+            }
+        }
+    }
+}

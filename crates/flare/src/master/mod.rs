@@ -1,0 +1,361 @@
+//! The master: configuration, registration before `run()`, and `run()`.
+//!
+//! `Master::builder()` describes the process group; `build()` maps the
+//! shared memory and makes this process the master, so handlers registered
+//! from then on (before `run()`) are inherited by every child. `run()` forks
+//! the children and runs the single-threaded event loop in [`engine`] until
+//! a graceful shutdown.
+
+mod conn;
+mod engine;
+mod summary;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+pub use summary::{Counters, ProcessSummary, Summary};
+
+use crate::child::{Entry, ProcessInfo};
+use crate::error::{Error, Result};
+use crate::shm::Shm;
+use crate::sys;
+use crate::table::{Owner, Table};
+use crate::topology::{FarmSpec, Role, Topology};
+
+/// Tunables of the master. The defaults suit most groups.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Deliveries one child may have queued in the master before more are
+    /// dropped (and counted). Default 1,048,576.
+    pub outbox_limit: usize,
+    /// A child's queue length past which the master stops reading the
+    /// channel of a process whose `send()` fills it, so that `send()` waits
+    /// instead of the queue growing. Default 65,536.
+    pub high_water: usize,
+    /// Queue length under which paused senders are read again. Default 16,384.
+    pub low_water: usize,
+    /// Deliveries a pool member may hold unacknowledged before the pool
+    /// skips it ("first available"). Default 4.
+    pub prefetch: usize,
+    /// Deliveries of one signal before it is dead-lettered, when the
+    /// processes it was given to keep dying. Default 5.
+    pub max_attempts: u8,
+    /// How long a graceful shutdown waits for queued signals to be handled.
+    /// Default 5 s.
+    pub drain_timeout: Duration,
+    /// How long children get after SIGTERM before SIGKILL. Default 5 s.
+    pub kill_timeout: Duration,
+    /// A child that dies sooner than this after its fork counts as a quick
+    /// death: the next respawn waits (exponential backoff). Default 1 s.
+    pub min_lifetime: Duration,
+    /// Longest wait before a respawn. Default 10 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            outbox_limit: 1 << 20,
+            high_water: 1 << 16,
+            low_water: 1 << 14,
+            prefetch: 4,
+            max_attempts: 5,
+            drain_timeout: Duration::from_secs(5),
+            kill_timeout: Duration::from_secs(5),
+            min_lifetime: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Entry functions by role.
+#[derive(Default)]
+pub(crate) struct Entries {
+    pub(crate) worker: Option<Entry>,
+    pub(crate) mule: Option<Entry>,
+    pub(crate) spooler: Option<Entry>,
+}
+
+impl Entries {
+    pub(crate) fn for_role(&self, role: Role) -> Option<&Entry> {
+        match role {
+            Role::Worker => self.worker.as_ref(),
+            Role::Mule => self.mule.as_ref(),
+            Role::Spooler => self.spooler.as_ref(),
+            Role::Master => None,
+        }
+    }
+}
+
+/// Describes a process group; [`MasterBuilder::build`] makes the master.
+///
+/// ```no_run
+/// use flare::{Master, Signal};
+///
+/// let master = Master::builder()
+///     .workers(4)
+///     .mules(2)
+///     .farm("reports", [1, 2])
+///     .spoolers(1)
+///     .worker_entry(|me| {
+///         Signal::new(1).send().unwrap();
+///         flare::serve_forever();
+///     })
+///     .build()?;
+/// Signal::new(1).register_handler("workers", |rx| println!("got {}", rx.num))?;
+/// let summary = master.run()?;
+/// println!("{}", summary.table());
+/// # Ok::<(), flare::Error>(())
+/// ```
+#[must_use]
+pub struct MasterBuilder {
+    topo: Topology,
+    entries: Entries,
+    opts: Options,
+}
+
+impl MasterBuilder {
+    /// Number of workers (uWSGI `--workers`). Default 1.
+    pub fn workers(mut self, n: u32) -> Self {
+        self.topo.workers = n;
+        self
+    }
+
+    /// Number of mules (uWSGI `--mule`, repeated). Default 0.
+    pub fn mules(mut self, n: u32) -> Self {
+        self.topo.mules = n;
+        self
+    }
+
+    /// Declares a farm of mules (uWSGI `--farm NAME:1,2`). Farms are numbered
+    /// 1.. in declaration order (`farm1`); a mule may be in several farms.
+    pub fn farm(mut self, name: impl Into<String>, mules: impl IntoIterator<Item = u32>) -> Self {
+        self.topo.farms.push(FarmSpec {
+            name: name.into(),
+            mules: mules.into_iter().collect(),
+        });
+        self
+    }
+
+    /// Number of spoolers (uWSGI `--spooler`). Default 0.
+    pub fn spoolers(mut self, n: u32) -> Self {
+        self.topo.spoolers = n;
+        self
+    }
+
+    /// The function each worker runs after fork. Without one, a worker
+    /// serves signals until shutdown.
+    pub fn worker_entry(mut self, f: impl Fn(ProcessInfo) + 'static) -> Self {
+        self.entries.worker = Some(Box::new(f));
+        self
+    }
+
+    /// The function each mule runs after fork (uWSGI `--mule=script`).
+    /// Without one, a mule serves signals until shutdown.
+    pub fn mule_entry(mut self, f: impl Fn(ProcessInfo) + 'static) -> Self {
+        self.entries.mule = Some(Box::new(f));
+        self
+    }
+
+    /// The function each spooler runs after fork. Without one, a spooler
+    /// serves signals until shutdown.
+    pub fn spooler_entry(mut self, f: impl Fn(ProcessInfo) + 'static) -> Self {
+        self.entries.spooler = Some(Box::new(f));
+        self
+    }
+
+    /// Replaces every tunable at once.
+    pub fn options(mut self, opts: Options) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// See [`Options::outbox_limit`].
+    pub fn outbox_limit(mut self, n: usize) -> Self {
+        self.opts.outbox_limit = n;
+        self
+    }
+
+    /// See [`Options::prefetch`].
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.opts.prefetch = n;
+        self
+    }
+
+    /// See [`Options::drain_timeout`].
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.opts.drain_timeout = d;
+        self
+    }
+
+    /// See [`Options::kill_timeout`].
+    pub fn kill_timeout(mut self, d: Duration) -> Self {
+        self.opts.kill_timeout = d;
+        self
+    }
+
+    /// Checks the configuration, maps shared memory and makes this process
+    /// the master: from now on `Signal::register_handler` registers in the
+    /// master (inherited by every child) until [`Master::run`].
+    pub fn build(self) -> Result<Master> {
+        self.topo.validate()?;
+        let o = &self.opts;
+        if o.prefetch == 0 || o.outbox_limit == 0 || o.max_attempts == 0 {
+            return Err(Error::Config(
+                "prefetch, outbox_limit and max_attempts must be at least 1".into(),
+            ));
+        }
+        if o.low_water > o.high_water || o.high_water > o.outbox_limit {
+            return Err(Error::Config(format!(
+                "queue bounds must satisfy low_water ({}) <= high_water ({}) <= outbox_limit ({})",
+                o.low_water, o.high_water, o.outbox_limit
+            )));
+        }
+        if crate::child::context().is_some() {
+            return Err(Error::Config(
+                "a flare child cannot build a master of its own".into(),
+            ));
+        }
+        let topo = Arc::new(self.topo);
+        let shm = Shm::create(topo.slots())?;
+        let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
+        if !matches!(*state, Phase::None) {
+            return Err(Error::Config(
+                "this process already built a master; one master per process".into(),
+            ));
+        }
+        *state = Phase::Setup(Setup {
+            table: Table::new(topo.clone()),
+            shm,
+            raised: Vec::new(),
+        });
+        Ok(Master {
+            topo,
+            entries: self.entries,
+            opts: self.opts,
+            shm,
+        })
+    }
+}
+
+/// The master of a process group (uWSGI's master process).
+///
+/// Built by [`Master::builder`]; [`Master::run`] forks the children and
+/// supervises them until SIGTERM/SIGINT or a child calls [`crate::stop`].
+pub struct Master {
+    topo: Arc<Topology>,
+    entries: Entries,
+    opts: Options,
+    shm: Shm,
+}
+
+impl Master {
+    /// A builder with one worker and nothing else.
+    pub fn builder() -> MasterBuilder {
+        MasterBuilder {
+            topo: Topology {
+                workers: 1,
+                mules: 0,
+                spoolers: 0,
+                farms: Vec::new(),
+            },
+            entries: Entries::default(),
+            opts: Options::default(),
+        }
+    }
+
+    /// The process group this master runs.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    /// Forks every child and supervises the group until a graceful
+    /// shutdown; returns what happened. In the children this never returns.
+    ///
+    /// The master must be single-threaded: forking a process that has other
+    /// threads can leave a child with locks nobody will release. `run()`
+    /// refuses to start if this process has more than one thread.
+    pub fn run(self) -> Result<Summary> {
+        if let Some(n) = sys::thread_count().filter(|&n| n > 1) {
+            return Err(Error::Config(format!(
+                "the master must be single-threaded before run(), but this process has {n} \
+                 threads; build and run the master before starting any thread"
+            )));
+        }
+        let setup = {
+            let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
+            match std::mem::replace(&mut *state, Phase::Running) {
+                Phase::Setup(s) => s,
+                other => {
+                    *state = other;
+                    return Err(Error::Config("run() called twice".into()));
+                }
+            }
+        };
+        let engine = engine::Engine::new(self.topo, self.entries, self.opts, self.shm, setup)?;
+        engine.run()
+    }
+}
+
+/// Master state before `run()`: what the signal API reaches in the master.
+pub(crate) struct Setup {
+    pub(crate) table: Table,
+    pub(crate) shm: Shm,
+    /// Signals the master raised before `run()`, raised when it starts.
+    pub(crate) raised: Vec<u8>,
+}
+
+impl Setup {
+    /// Registers in the master and mirrors the entry for the children.
+    pub(crate) fn register(&mut self, num: u8, target: &crate::Target) -> Result<()> {
+        self.table.register(num, target, Owner::Master)?;
+        self.mirror(num);
+        Ok(())
+    }
+
+    /// Reserves the first free number for the master.
+    pub(crate) fn reserve(&mut self) -> Result<u8> {
+        let num = self.table.reserve(Owner::Master)?;
+        self.mirror(num);
+        Ok(num)
+    }
+
+    fn mirror(&self, num: u8) {
+        self.shm.table()[num as usize].store(
+            self.table.mirror_word(num),
+            std::sync::atomic::Ordering::Release,
+        );
+    }
+}
+
+enum Phase {
+    None,
+    Setup(Setup),
+    Running,
+}
+
+static STATE: Mutex<Phase> = Mutex::new(Phase::None);
+
+/// Runs `f` on the master's setup state, if this process is a master that
+/// has not started `run()` yet.
+pub(crate) fn with_setup<R>(f: impl FnOnce(&mut Setup) -> R) -> Result<R> {
+    let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
+    match &mut *state {
+        Phase::Setup(s) => Ok(f(s)),
+        Phase::Running => Err(Error::NoRuntime(
+            "the master is running: register handlers and raise signals in the master before \
+             run(), or from a child",
+        )),
+        Phase::None => Err(Error::NoRuntime(
+            "not a flare process: build a master with Master::builder() first",
+        )),
+    }
+}
+
+/// Whether this process is a master (built, running or not).
+pub(crate) fn is_master() -> bool {
+    !matches!(
+        *STATE.lock().unwrap_or_else(PoisonError::into_inner),
+        Phase::None
+    )
+}

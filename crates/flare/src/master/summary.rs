@@ -1,0 +1,145 @@
+//! What a master run did: totals and one row per process.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde::Serialize;
+
+use crate::router::ProcState;
+use crate::shm::Shm;
+use crate::topology::{ProcId, Topology};
+
+/// The master's counters of every outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Signals raised (by children, the master, and every other source).
+    pub raised: u64,
+    /// Raised signals that reached at least one process or pool.
+    pub routed: u64,
+    /// Signals no process could get (counted once per raise).
+    pub unrouted: u64,
+    /// Deliveries queued to processes (a `workers` signal makes one per worker).
+    pub delivered: u64,
+    /// Deliveries acknowledged as handled.
+    pub handled: u64,
+    /// Deliveries dropped because a queue was at its bound.
+    pub dropped: u64,
+    /// Deliveries given again after the process that had them died.
+    pub redelivered: u64,
+    /// Deliveries given up after too many attempts.
+    pub dead_lettered: u64,
+    /// Deliveries still queued or unacknowledged when the master exited.
+    pub pending_at_exit: u64,
+}
+
+/// One process of the group, as the run ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcessSummary {
+    /// Role and id.
+    pub proc: ProcId,
+    /// Last pid that ran in this slot.
+    pub pid: u32,
+    /// State at the end.
+    pub state: ProcState,
+    /// Times the process was forked again after dying.
+    pub respawns: u64,
+    /// Signals the process raised.
+    pub raised: u64,
+    /// Deliveries the process handled.
+    pub handled: u64,
+    /// Handlers that panicked.
+    pub panics: u64,
+    /// Deliveries handled, by signal number (numbers never handled left out).
+    pub handled_by_num: BTreeMap<u8, u64>,
+}
+
+/// The outcome of [`crate::Master::run`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Master totals.
+    pub counters: Counters,
+    /// Every process, in slot order (workers, mules, spoolers).
+    pub processes: Vec<ProcessSummary>,
+}
+
+impl Summary {
+    pub(crate) fn collect(
+        counters: Counters,
+        topo: &Topology,
+        shm: &Shm,
+        last_pids: &[u32],
+    ) -> Self {
+        let processes = (0..topo.slots())
+            .map(|s| {
+                let st = shm.slot(s);
+                let handled_by_num = st
+                    .handled_by_num
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(n, c)| {
+                        let c = c.load(Relaxed);
+                        (c > 0).then_some((n as u8, c))
+                    })
+                    .collect();
+                ProcessSummary {
+                    proc: topo.proc_at(s),
+                    pid: last_pids.get(s).copied().unwrap_or(0),
+                    state: st.state(),
+                    respawns: st.respawns.load(Relaxed),
+                    raised: st.raised.load(Relaxed),
+                    handled: st.handled.load(Relaxed),
+                    panics: st.panics.load(Relaxed),
+                    handled_by_num,
+                }
+            })
+            .collect();
+        Summary {
+            counters,
+            processes,
+        }
+    }
+
+    /// The process with this role and id.
+    pub fn process(&self, proc: ProcId) -> Option<&ProcessSummary> {
+        self.processes.iter().find(|p| p.proc == proc)
+    }
+
+    /// A table for people: one row per process, then the master's totals.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<10} {:>8} {:>9} {:>10} {:>10} {:>7}",
+            "process", "pid", "respawns", "raised", "handled", "panics"
+        );
+        for p in &self.processes {
+            let _ = writeln!(
+                s,
+                "{:<10} {:>8} {:>9} {:>10} {:>10} {:>7}",
+                p.proc.to_string(),
+                p.pid,
+                p.respawns,
+                p.raised,
+                p.handled,
+                p.panics
+            );
+        }
+        let c = &self.counters;
+        let _ = writeln!(
+            s,
+            "master: raised {} | routed {} | unrouted {} | delivered {} | handled {} | \
+             dropped {} | redelivered {} | dead-lettered {} | pending at exit {}",
+            c.raised,
+            c.routed,
+            c.unrouted,
+            c.delivered,
+            c.handled,
+            c.dropped,
+            c.redelivered,
+            c.dead_lettered,
+            c.pending_at_exit
+        );
+        s
+    }
+}

@@ -1,0 +1,144 @@
+//! Shared memory between the master and its children: the read-only mirror
+//! of the signal table and one status slot per child.
+//!
+//! The region is mapped once, before the first fork, and every child
+//! inherits it. It holds atomics only, each with one writer (the master for
+//! the table, pid and state; the child for its own counters), so no process
+//! can ever hold a lock another one needs. It lives as long as the process.
+
+use std::mem::size_of;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+
+use crate::error::{Error, Result};
+use crate::router::ProcState;
+
+/// The status of one child, written by the child (counters) and the master
+/// (pid, state, respawns).
+#[repr(C, align(64))]
+pub(crate) struct SlotStatus {
+    /// Pid of the current process in the slot, 0 when none.
+    pub(crate) pid: AtomicU32,
+    /// [`ProcState::code`].
+    pub(crate) state: AtomicU32,
+    /// Signal whose handler runs now, plus one; 0 when idle.
+    pub(crate) current: AtomicU32,
+    /// Last signal received, plus one; 0 before the first.
+    pub(crate) last_received: AtomicU32,
+    /// `CLOCK_MONOTONIC` nanoseconds when the current handler started.
+    pub(crate) handler_started_ns: AtomicU64,
+    /// Times the slot was forked again after a death.
+    pub(crate) respawns: AtomicU64,
+    /// Signals raised by processes in this slot.
+    pub(crate) raised: AtomicU64,
+    /// Deliveries handled (handler ran, or recorded when no handler).
+    pub(crate) handled: AtomicU64,
+    /// Handlers that panicked.
+    pub(crate) panics: AtomicU64,
+    /// Deliveries handled, per signal number.
+    pub(crate) handled_by_num: [AtomicU64; 256],
+}
+
+#[repr(C, align(64))]
+struct Header {
+    slots: u64,
+    table: [AtomicU64; 256],
+}
+
+/// A handle on the shared region; cheap to copy.
+#[derive(Clone, Copy)]
+pub(crate) struct Shm {
+    header: &'static Header,
+    slots: &'static [SlotStatus],
+}
+
+impl Shm {
+    /// Maps a zeroed region for `slots` children.
+    pub(crate) fn create(slots: usize) -> Result<Shm> {
+        let slots_at = size_of::<Header>().next_multiple_of(64);
+        let len = slots_at + slots * size_of::<SlotStatus>();
+        let len = NonZeroUsize::new(len).ok_or_else(|| Error::Config("empty region".into()))?;
+        // SAFETY: a fresh anonymous mapping with no address hint aliases no
+        // existing memory; the arguments are valid for mmap.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }
+        .map_err(|e| Error::io("mapping shared memory", e))?
+        .cast::<u8>();
+        // SAFETY: the mapping is page-aligned, at least `len` bytes long,
+        // zero-filled, and never unmapped, so it outlives every reference.
+        // An all-zero bit pattern is a valid `Header` and `SlotStatus`
+        // (integers and atomics only). All later access goes through
+        // atomics (or the `slots` field, written here before any sharing).
+        let (header, slot_list) = unsafe {
+            let header = base.cast::<Header>().as_ptr();
+            (*header).slots = slots as u64;
+            let first = base.add(slots_at).cast::<SlotStatus>().as_ptr();
+            (
+                &*header,
+                std::slice::from_raw_parts(first as *const SlotStatus, slots),
+            )
+        };
+        Ok(Shm {
+            header,
+            slots: slot_list,
+        })
+    }
+
+    /// The table mirror: one word per signal number (see `table::MirrorEntry`).
+    pub(crate) fn table(&self) -> &'static [AtomicU64; 256] {
+        &self.header.table
+    }
+
+    /// The status of one child.
+    pub(crate) fn slot(&self, slot: usize) -> &'static SlotStatus {
+        &self.slots[slot]
+    }
+
+    #[cfg(test)]
+    /// Number of child slots.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.header.slots as usize
+    }
+}
+
+impl SlotStatus {
+    pub(crate) fn set_state(&self, s: ProcState) {
+        self.state.store(s.code(), Relaxed);
+    }
+
+    pub(crate) fn state(&self) -> ProcState {
+        ProcState::from_code(self.state.load(Relaxed))
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: comparable across processes.
+pub(crate) fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_is_zeroed_and_sized() {
+        let shm = Shm::create(5).unwrap();
+        assert_eq!(shm.slot_count(), 5);
+        assert!(shm.table().iter().all(|w| w.load(Relaxed) == 0));
+        let s = shm.slot(4);
+        assert_eq!(s.handled.load(Relaxed), 0);
+        s.handled_by_num[255].fetch_add(2, Relaxed);
+        assert_eq!(shm.slot(4).handled_by_num[255].load(Relaxed), 2);
+        assert!(monotonic_ns() > 0);
+    }
+}

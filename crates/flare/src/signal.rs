@@ -1,0 +1,340 @@
+//! The signal API, named after `uwsgiconf.runtime.signals`.
+//!
+//! Each call works out where it runs: in a master before `run()` it acts on
+//! the master's table directly; in a child it talks to the master over the
+//! child's channels and reads the shared-memory mirror.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Acquire;
+use std::time::Duration;
+
+use crate::child;
+use crate::error::{Error, Result};
+use crate::handlers::{self, SignalDescription};
+use crate::master;
+use crate::origin::Received;
+use crate::proto::{Reply, Request};
+use crate::table::MirrorEntry;
+use crate::target::IntoTarget;
+
+/// A uWSGI signal: a number from 0 to 255 (uwsgiconf `Signal`).
+///
+/// ```no_run
+/// use flare::Signal;
+///
+/// let sig = Signal::auto()?;                      // uwsgiconf: Signal()
+/// sig.register_handler("workers", |rx| {          // @sig.register_handler(target="workers")
+///     println!("signal {} from {}", rx.num, rx.origin);
+/// })?;
+/// sig.send()?;                                    // sig.send()
+/// # Ok::<(), flare::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Signal {
+    num: u8,
+}
+
+impl Signal {
+    /// The signal with this number (uwsgiconf `Signal(num)`).
+    pub const fn new(num: u8) -> Signal {
+        Signal { num }
+    }
+
+    /// The first free number, reserved atomically in the master so no other
+    /// process can take it before this one registers it (uwsgiconf
+    /// `Signal()`, which only looks the number up).
+    pub fn auto() -> Result<Signal> {
+        let num = match child::context() {
+            Some(ctx) => match ctx.request(&Request::Reserve)? {
+                Reply::Num(n) => n,
+                Reply::Err(e) => return Err(e.into()),
+                Reply::Ok => {
+                    return Err(Error::Protocol("reserve answered without a number".into()));
+                }
+            },
+            None => master::with_setup(|s| s.reserve())??,
+        };
+        Ok(Signal { num })
+    }
+
+    /// The number (uwsgiconf `int(signal)`).
+    pub const fn num(self) -> u8 {
+        self.num
+    }
+
+    /// Whether the number is registered anywhere in the group (uwsgiconf
+    /// `signal.registered`). False outside a flare process.
+    pub fn registered(self) -> bool {
+        match child::context() {
+            Some(ctx) => mirror_entry(ctx, self.num).registered,
+            None => master::with_setup(|s| s.table.is_registered(self.num)).unwrap_or(false),
+        }
+    }
+
+    /// Registers `handler` for this signal on `target` (uwsgiconf
+    /// `signal.register_handler(target=...)`; default target `worker`).
+    ///
+    /// In the master before `run()`, every child inherits the handler. In a
+    /// child, only that child can run it; other children registering the
+    /// same number and target join it. See DESIGN.md section 3 and the
+    /// README for the rules and the errors.
+    pub fn register_handler<T, F>(self, target: T, handler: F) -> Result<()>
+    where
+        T: IntoTarget,
+        F: Fn(Received) + Send + Sync + 'static,
+    {
+        self.register_handler_then(target, handler, |_| {})
+    }
+
+    /// [`Signal::register_handler`], then `callback(self)` once the
+    /// registration is in place (uwsgiconf's `callback=` argument).
+    pub fn register_handler_then<T, F, C>(self, target: T, handler: F, callback: C) -> Result<()>
+    where
+        T: IntoTarget,
+        F: Fn(Received) + Send + Sync + 'static,
+        C: FnOnce(Signal),
+    {
+        let target = target.into_target()?;
+        let num = self.num;
+        let desc = SignalDescription {
+            num,
+            target: target.clone(),
+            func: Arc::new(handler),
+        };
+        match child::context() {
+            Some(ctx) => {
+                // The grammar and the group are checked here for a clear
+                // error without a round trip; the master checks again.
+                target.resolve(&ctx.topo)?;
+                // Installed first: the master may route the signal here as
+                // soon as it accepts, before the reply is read.
+                let previous = handlers::install(desc);
+                let req = Request::Register {
+                    num,
+                    target: target.to_string(),
+                };
+                match ctx.request(&req) {
+                    Ok(Reply::Ok) => {}
+                    Ok(Reply::Err(e)) => {
+                        handlers::restore(num, previous);
+                        return Err(e.into());
+                    }
+                    Ok(other) => {
+                        handlers::restore(num, previous);
+                        return Err(Error::Protocol(format!("unexpected reply {other:?}")));
+                    }
+                    Err(e) => {
+                        handlers::restore(num, previous);
+                        return Err(e);
+                    }
+                }
+            }
+            None => {
+                master::with_setup(|s| s.register(num, &target))??;
+                handlers::install(desc);
+            }
+        }
+        tracing::debug!("signal {num} registered for {target}");
+        callback(self);
+        Ok(())
+    }
+
+    /// Raises the signal: the master routes it by its target (uwsgiconf
+    /// `signal.send()`). Waits while the channel to the master is full;
+    /// never drops. In a master before `run()`, the signal is raised when
+    /// `run()` starts.
+    pub fn send(self) -> Result<()> {
+        match child::context() {
+            Some(ctx) => ctx.raise(self.num, true),
+            None => master::with_setup(|s| s.raised.push(self.num)),
+        }
+    }
+
+    /// Like [`Signal::send`], but returns [`Error::QueueFull`] instead of
+    /// waiting when the channel to the master is full.
+    pub fn try_send(self) -> Result<()> {
+        match child::context() {
+            Some(ctx) => ctx.raise(self.num, false),
+            None => master::with_setup(|s| s.raised.push(self.num)),
+        }
+    }
+
+    /// Blocks until this process receives this signal, and its handler (if
+    /// it has one) has run (uwsgiconf `signal.wait()`). Only in a child, and
+    /// not from inside a handler.
+    pub fn wait(self) -> Result<Received> {
+        waiting(Some(self.num), None)?.ok_or_else(|| Error::Wait("woke without a signal".into()))
+    }
+
+    /// [`Signal::wait`] with a limit: `Ok(None)` when it passes.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Option<Received>> {
+        waiting(Some(self.num), Some(timeout))
+    }
+}
+
+/// Blocks until this process receives any signal (uWSGI `signal_wait()`
+/// without a number).
+pub fn wait_any() -> Result<Received> {
+    waiting(None, None)?.ok_or_else(|| Error::Wait("woke without a signal".into()))
+}
+
+/// [`wait_any`] with a limit: `Ok(None)` when it passes.
+pub fn wait_any_timeout(timeout: Duration) -> Result<Option<Received>> {
+    waiting(None, Some(timeout))
+}
+
+fn waiting(num: Option<u8>, timeout: Option<Duration>) -> Result<Option<Received>> {
+    match child::context() {
+        Some(ctx) => ctx.wait(num, timeout),
+        None => Err(Error::Wait(
+            "only a child process receives signals; the master routes them".into(),
+        )),
+    }
+}
+
+/// The first signal number neither registered nor reserved (uwsgiconf
+/// `get_available_num()`). Only looks; [`Signal::auto`] also reserves.
+pub fn get_available_num() -> Result<u8> {
+    match child::context() {
+        Some(ctx) => (0..=255u8)
+            .find(|&n| !mirror_entry(ctx, n).taken)
+            .ok_or(Error::NoSignalAvailable),
+        None => master::with_setup(|s| s.table.first_available())?.ok_or(Error::NoSignalAvailable),
+    }
+}
+
+/// The last signal this process received (uwsgiconf `get_last_received()`);
+/// `None` before the first.
+pub fn get_last_received() -> Option<Signal> {
+    last_received().map(|rx| Signal::new(rx.num))
+}
+
+/// The last signal this process received, with who raised it.
+pub fn last_received() -> Option<Received> {
+    child::context().and_then(|ctx| ctx.last_received())
+}
+
+/// The registrations this process made or inherited from the master
+/// (uwsgiconf `registry_signals` / `REGISTERED_SIGNALS`), by number.
+pub fn registry_signals() -> Vec<SignalDescription> {
+    handlers::all()
+}
+
+/// Asks the master to shut the whole group down gracefully (uWSGI
+/// `uwsgi.stop()`): queued signals are handled, then every child is ended.
+pub fn stop() -> Result<()> {
+    match child::context() {
+        Some(ctx) => match ctx.request(&Request::Stop)? {
+            Reply::Err(e) => Err(e.into()),
+            _ => Ok(()),
+        },
+        None => Err(Error::NoRuntime(
+            "stop() is for child processes; the master stops on SIGTERM or SIGINT",
+        )),
+    }
+}
+
+/// Blocks the calling thread for good: for an entry function that has
+/// nothing left to do but let its process serve signals until shutdown.
+pub fn serve_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Who this process is, or `None` outside a flare process group.
+pub fn whoami() -> Option<child::ProcessInfo> {
+    match child::context() {
+        Some(ctx) => Some(ctx.info),
+        None if master::is_master() => Some(child::ProcessInfo {
+            role: crate::Role::Master,
+            id: 0,
+            pid: std::process::id(),
+        }),
+        None => None,
+    }
+}
+
+fn mirror_entry(ctx: &child::ChildCtx, num: u8) -> MirrorEntry {
+    MirrorEntry::decode(ctx.shm.table()[num as usize].load(Acquire), &ctx.topo)
+}
+
+impl From<Signal> for u8 {
+    fn from(s: Signal) -> u8 {
+        s.num
+    }
+}
+
+impl From<u8> for Signal {
+    fn from(num: u8) -> Signal {
+        Signal { num }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.num.fmt(f)
+    }
+}
+
+impl FromStr for Signal {
+    type Err = Error;
+
+    /// Parses a decimal number from 0 to 255; anything else (300, -1, x)
+    /// is [`Error::BadNumber`], never a wrap-around.
+    fn from_str(text: &str) -> Result<Signal> {
+        text.trim()
+            .parse::<u8>()
+            .map(Signal::new)
+            .map_err(|_| Error::BadNumber {
+                text: text.to_owned(),
+            })
+    }
+}
+
+impl TryFrom<i64> for Signal {
+    type Error = Error;
+
+    /// Any integer from 0 to 255; anything else is [`Error::BadNumber`].
+    fn try_from(n: i64) -> Result<Signal> {
+        u8::try_from(n)
+            .map(Signal::new)
+            .map_err(|_| Error::BadNumber {
+                text: n.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_parse_without_wrapping() {
+        assert_eq!("0".parse::<Signal>().unwrap().num(), 0);
+        assert_eq!(" 255 ".parse::<Signal>().unwrap().num(), 255);
+        for bad in ["256", "300", "-1", "", "x", "1.5", "0x10"] {
+            let e = bad.parse::<Signal>().unwrap_err();
+            assert!(matches!(e, Error::BadNumber { .. }), "{bad}");
+            assert!(e.to_string().contains("0 to 255"), "{e}");
+        }
+        assert!(Signal::try_from(256i64).is_err());
+        assert!(Signal::try_from(-1i64).is_err());
+        assert_eq!(u8::from(Signal::try_from(17i64).unwrap()), 17);
+    }
+
+    #[test]
+    fn outside_a_group_calls_say_so() {
+        assert!(!Signal::new(1).registered());
+        assert!(matches!(get_available_num(), Err(Error::NoRuntime(_))));
+        assert!(matches!(Signal::new(1).wait(), Err(Error::Wait(_))));
+        assert!(get_last_received().is_none());
+        assert!(whoami().is_none());
+        let e = Signal::new(3)
+            .register_handler("workers", |_| {})
+            .unwrap_err();
+        assert!(e.to_string().contains("Master::builder()"), "{e}");
+    }
+}

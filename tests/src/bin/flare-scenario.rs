@@ -1,0 +1,312 @@
+//! Multi-process scenarios, one per process: `flare-scenario NAME [ARGS]`.
+//!
+//! Each scenario builds a master, registers handlers, runs a scripted group
+//! and prints `SUMMARY <json>` at the end. Children report what they saw as
+//! `FACT key=value` lines. The tests in `tests/tests/` start this binary,
+//! so the master is never forked from the (multi-threaded) test harness.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::time::Duration;
+
+use flare::{Error, Master, Mule, Signal, Target};
+
+fn fact(key: &str, value: impl std::fmt::Display) {
+    println!("FACT {key}={value}");
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = args.first().map(String::as_str).unwrap_or("");
+    let result = match name {
+        "targets" => targets(count_arg(&args, 40)),
+        "runtime-registration" => runtime_registration(count_arg(&args, 50)),
+        "respawn" => respawn(PathBuf::from(&args[1]), count_arg_at(&args, 2, 20)),
+        "wait" => wait(),
+        "available" => available(),
+        "auto-race" => auto_race(),
+        "burst" => burst(count_arg(&args, 100_000)),
+        other => {
+            eprintln!(
+                "unknown scenario `{other}`; scenarios: targets, runtime-registration, \
+                 respawn DIR, wait, available, auto-race, burst [N]"
+            );
+            std::process::exit(2);
+        }
+    };
+    match result {
+        Ok(summary) => {
+            println!(
+                "SUMMARY {}",
+                serde_json::to_string(&summary).expect("serialize")
+            );
+        }
+        Err(e) => {
+            eprintln!("scenario failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn count_arg(args: &[String], default: u64) -> u64 {
+    count_arg_at(args, 1, default)
+}
+
+fn count_arg_at(args: &[String], i: usize, default: u64) -> u64 {
+    args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// One signal per target kind, raised `k` times by mule 1; then stop.
+/// Unregistered signal 42 goes to the first available worker.
+fn targets(k: u64) -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(4)
+        .mules(2)
+        .farm("reports", [1, 2])
+        .farm("solo", [2])
+        .spoolers(1)
+        .mule_entry(move |me| {
+            if me.id == 1 {
+                for _ in 0..k {
+                    for num in 1..=12 {
+                        Signal::new(num).send().expect("send");
+                    }
+                    Signal::new(42).send().expect("send");
+                }
+                flare::stop().expect("stop");
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    let table: [(u8, Target); 12] = [
+        (1, "workers".parse()?),
+        (2, "worker".parse()?),
+        (3, "worker3".parse()?),
+        (4, "active-workers".parse()?),
+        (5, "mules".parse()?),
+        (6, "mule".parse()?),
+        (7, Mule(2).into()),
+        (8, "spooler".parse()?),
+        (9, "farm1".parse()?),
+        (10, flare::Farm::named("solo").into()),
+        (11, "worker0".parse()?),
+        (12, "mule0".parse()?),
+    ];
+    for (num, target) in table {
+        Signal::new(num).register_handler(target, |_| {})?;
+    }
+    master.run()
+}
+
+static SEEN_20: AtomicU64 = AtomicU64::new(0);
+
+/// Registrations made by children at run time, and their errors.
+fn runtime_registration(k: u64) -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(4)
+        .mules(1)
+        .worker_entry(move |me| {
+            let sig = Signal::new(20);
+            match me.id {
+                1 => {
+                    sig.register_handler("workers", |_| {
+                        SEEN_20.fetch_add(1, SeqCst);
+                    })
+                    .expect("worker1 registers 20");
+                    fact("w1_registered", sig.registered());
+                    // Re-registering replaces this process's handler.
+                    sig.register_handler("workers", |_| {
+                        SEEN_20.fetch_add(1, SeqCst);
+                    })
+                    .expect("worker1 replaces 20");
+                    let e = Signal::new(21).register_handler("mules", |_| {});
+                    fact("w1_unrunnable", err_kind(e));
+                    let e = Signal::new(21).register_handler("worker99", |_| {});
+                    fact("w1_invalid", err_kind(e));
+                    let e = Signal::new(31).register_handler("worker", |_| {});
+                    fact("w1_conflict_master", err_text(e));
+                    for _ in 0..k {
+                        sig.send().expect("send");
+                    }
+                    // Hand over to mule 1: it raises 20 too, then stops us.
+                    Signal::new(30).send().expect("send");
+                }
+                2 => {
+                    // Waits until worker 1's registration is visible.
+                    while !sig.registered() {
+                        std::thread::yield_now();
+                    }
+                    let e = sig.register_handler("worker", |_| {});
+                    fact("w2_conflict", err_text(e));
+                }
+                _ => {}
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    // Master registrations: 30 to mule 1 ("go"), 31 to every worker.
+    Signal::new(30).register_handler("mule1", move |_| {
+        for _ in 0..k {
+            Signal::new(20).send().expect("send");
+        }
+        flare::stop().expect("stop");
+    })?;
+    Signal::new(31).register_handler("workers", |_| {})?;
+    master.run()
+}
+
+fn err_kind(r: flare::Result<()>) -> &'static str {
+    match r {
+        Ok(()) => "ok",
+        Err(Error::Unrunnable { .. }) => "unrunnable",
+        Err(Error::InvalidTarget { .. }) => "invalid-target",
+        Err(Error::Conflict { .. }) => "conflict",
+        Err(_) => "other",
+    }
+}
+
+fn err_text(r: flare::Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Worker 2 announces itself and waits to be SIGKILLed by the test; its
+/// respawned successor raises signal 1 (master-registered for `worker2`).
+fn respawn(dir: PathBuf, k: u64) -> flare::Result<flare::Summary> {
+    let marker = dir.join("worker2-started");
+    let master = Master::builder()
+        .workers(2)
+        .worker_entry(move |me| {
+            if me.id == 2 {
+                if std::fs::create_dir(&marker).is_ok() {
+                    fact("victim_pid", me.pid);
+                } else {
+                    fact("respawned_pid", me.pid);
+                    for _ in 0..k {
+                        Signal::new(1).send().expect("send");
+                    }
+                    flare::stop().expect("stop");
+                }
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(1).register_handler("worker2", |_| {})?;
+    master.run()
+}
+
+static HANDLED_5: AtomicBool = AtomicBool::new(false);
+static GOT_6: AtomicBool = AtomicBool::new(false);
+
+/// wait() returns after the handler ran; get_last_received() agrees.
+fn wait() -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(1)
+        .mules(1)
+        .worker_entry(|_| {
+            fact("last_before", format!("{:?}", flare::get_last_received()));
+            let rx = Signal::new(5).wait().expect("wait");
+            fact("waited", rx.num);
+            fact("handler_ran_before_wait_returned", HANDLED_5.load(SeqCst));
+            fact("waited_origin", rx.origin);
+            fact(
+                "last_after",
+                flare::get_last_received().map_or(-1, |s| s.num() as i32),
+            );
+            Signal::new(6).send().expect("send");
+            flare::serve_forever();
+        })
+        .mule_entry(|_| {
+            // Keep raising 5 until worker 1 confirms, so the test does not
+            // depend on when its wait() started.
+            while !GOT_6.load(SeqCst) {
+                Signal::new(5).send().expect("send");
+                let _ = flare::wait_any_timeout(Duration::from_millis(20));
+            }
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(5).register_handler("worker1", |_| HANDLED_5.store(true, SeqCst))?;
+    Signal::new(6).register_handler("mule1", |_| GOT_6.store(true, SeqCst))?;
+    master.run()
+}
+
+/// get_available_num: 0, then 1, then NoSignalAvailable after 256.
+fn available() -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(1)
+        .worker_entry(|_| {
+            fact("first", flare::get_available_num().expect("available"));
+            Signal::new(0)
+                .register_handler("worker", |_| {})
+                .expect("register 0");
+            fact("second", flare::get_available_num().expect("available"));
+            let mut got = 1;
+            loop {
+                match Signal::auto() {
+                    Ok(_) => got += 1,
+                    Err(Error::NoSignalAvailable) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            fact("taken", got);
+            fact("after", err_text(flare::get_available_num().map(|_| ())));
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
+        .build()?;
+    master.run()
+}
+
+/// Four workers take 60 numbers each with Signal::auto() at the same time.
+fn auto_race() -> flare::Result<flare::Summary> {
+    static DONE: AtomicU64 = AtomicU64::new(0);
+    let master = Master::builder()
+        .workers(4)
+        .mules(1)
+        .worker_entry(|_| {
+            let nums: BTreeSet<u8> = (0..60)
+                .map(|_| Signal::auto().expect("auto").num())
+                .collect();
+            let list: Vec<String> = nums.iter().map(u8::to_string).collect();
+            fact("auto", list.join(","));
+            Signal::new(255).send().expect("send");
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(255).register_handler("mule1", |_| {
+        if DONE.fetch_add(1, SeqCst) + 1 == 4 {
+            flare::stop().expect("stop");
+        }
+    })?;
+    master.run()
+}
+
+/// Worker 1 raises `n` signals for `workers` as fast as it can.
+fn burst(n: u64) -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(4)
+        .worker_entry(move |me| {
+            if me.id == 1 {
+                for _ in 0..n {
+                    Signal::new(1).send().expect("send");
+                }
+                flare::stop().expect("stop");
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(1).register_handler("workers", |_| {})?;
+    master.run()
+}

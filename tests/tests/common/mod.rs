@@ -1,0 +1,184 @@
+//! Starts scenario processes and reads what they report.
+//!
+//! A scenario prints `FACT key=value` lines as it goes and `SUMMARY <json>`
+//! at the end. Every wait here has a deadline; nothing sleeps.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any scenario may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A scenario process that is still running.
+pub struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    started: Instant,
+    args: Vec<String>,
+}
+
+/// A finished scenario.
+pub struct Run {
+    pub status: ExitStatus,
+    pub lines: Vec<String>,
+    pub summary: Value,
+}
+
+pub fn start(args: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flare-scenario"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start flare-scenario");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running {
+        child,
+        lines: rx,
+        seen: Vec::new(),
+        started: Instant::now(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+impl Running {
+    fn next_line(&mut self) -> Option<String> {
+        let left = DEADLINE.saturating_sub(self.started.elapsed());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                Some(line)
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                panic!(
+                    "scenario {:?} still running after {DEADLINE:?}; output so far:\n{}",
+                    self.args,
+                    self.seen.join("\n")
+                );
+            }
+        }
+    }
+
+    /// Waits for `FACT key=...` and returns the value.
+    pub fn wait_fact(&mut self, key: &str) -> String {
+        let prefix = format!("FACT {key}=");
+        loop {
+            match self.next_line() {
+                Some(line) => {
+                    if let Some(v) = line.strip_prefix(&prefix) {
+                        return v.to_string();
+                    }
+                }
+                None => panic!(
+                    "scenario {:?} ended without FACT {key}; output:\n{}",
+                    self.args,
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Run {
+        while self.next_line().is_some() {}
+        let status = self.child.wait().expect("wait for scenario");
+        let summary = self
+            .seen
+            .iter()
+            .find_map(|l| l.strip_prefix("SUMMARY "))
+            .map(|j| serde_json::from_str(j).expect("summary is JSON"))
+            .unwrap_or(Value::Null);
+        assert!(
+            status.success() && !summary.is_null(),
+            "scenario {:?} failed ({status}); output:\n{}",
+            self.args,
+            self.seen.join("\n")
+        );
+        Run {
+            status,
+            lines: self.seen,
+            summary,
+        }
+    }
+}
+
+/// Runs a scenario to its end.
+pub fn run(args: &[&str]) -> Run {
+    start(args).finish()
+}
+
+impl Run {
+    /// Every value of `FACT key=...`, in order.
+    pub fn facts(&self, key: &str) -> Vec<String> {
+        let prefix = format!("FACT {key}=");
+        self.lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+
+    pub fn fact(&self, key: &str) -> String {
+        let all = self.facts(key);
+        assert_eq!(all.len(), 1, "FACT {key}: {all:?}");
+        all[0].clone()
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.summary["counters"][name].as_u64().expect(name)
+    }
+
+    fn process(&self, role: &str, id: u64) -> &Value {
+        self.summary["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .find(|p| p["proc"]["role"] == role && p["proc"]["id"] == id)
+            .unwrap_or_else(|| panic!("no {role}{id} in the summary"))
+    }
+
+    /// Times `role``id` handled signal `num`.
+    pub fn handled(&self, role: &str, id: u64, num: u8) -> u64 {
+        self.process(role, id)["handled_by_num"][num.to_string()]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    pub fn field(&self, role: &str, id: u64, name: &str) -> u64 {
+        self.process(role, id)[name].as_u64().expect(name)
+    }
+
+    /// Handled counts of `num` for every process, as `(name, count)`.
+    pub fn spread(&self, num: u8) -> Vec<(String, u64)> {
+        self.summary["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .map(|p| {
+                let name = format!(
+                    "{}{}",
+                    p["proc"]["role"].as_str().unwrap_or("?"),
+                    p["proc"]["id"]
+                );
+                let n = p["handled_by_num"][num.to_string()].as_u64().unwrap_or(0);
+                (name, n)
+            })
+            .collect()
+    }
+}
