@@ -149,3 +149,113 @@ fn a_burst_of_100000_to_workers_runs_400000_handlers() {
     assert_eq!(r.counter("handled"), 400_000);
     assert_eq!(r.counter("dropped"), 0);
 }
+
+/// Sends a Unix signal to a process (or, negative, a process group).
+fn unix_signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("kill");
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("flare-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn sigterm_drains_queued_signals_then_exits_zero() {
+    let mut s = start(&["drain", "20000"]);
+    assert_eq!(s.wait_fact("sent"), "20000");
+    unix_signal(s.pid() as i32, nix::sys::signal::Signal::SIGTERM);
+    let r = s.finish();
+    exactly(&r, 1, &[("worker1", 20_000), ("worker2", 20_000)]);
+    assert_eq!(r.counter("pending_at_exit"), 0);
+    assert_eq!(r.field("worker", 1, "respawns"), 0);
+}
+
+#[test]
+fn ctrl_c_to_the_whole_process_group_is_a_graceful_shutdown() {
+    // As in a terminal: SIGINT reaches the master and every child at once.
+    let mut s = common::start_in_own_group(&["drain", "20000"]);
+    assert_eq!(s.wait_fact("sent"), "20000");
+    unix_signal(-(s.pid() as i32), nix::sys::signal::Signal::SIGINT);
+    let r = s.finish();
+    exactly(&r, 1, &[("worker1", 20_000), ("worker2", 20_000)]);
+    assert_eq!(
+        r.field("worker", 2, "respawns"),
+        0,
+        "children ignore SIGINT"
+    );
+}
+
+#[test]
+fn a_child_is_respawned_after_return_panic_and_exit_with_growing_backoff() {
+    let dir = temp_dir("lifecycle");
+    let r = run(&["lifecycle", dir.to_str().unwrap()]);
+    assert_eq!(r.fact("incarnation"), "3");
+    assert_eq!(r.field("worker", 1, "respawns"), 3);
+    let t: Vec<u128> = (0..4)
+        .map(|i| r.fact(&format!("t{i}")).parse().unwrap())
+        .collect();
+    // Quick deaths back off 100 ms, 200 ms, 400 ms (lower bounds only).
+    assert!(t[1] - t[0] >= 100, "{t:?}");
+    assert!(t[2] - t[1] >= 200, "{t:?}");
+    assert!(t[3] - t[2] >= 400, "{t:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn try_send_reports_a_full_queue_and_nothing_is_dropped() {
+    let mut s = start(&["queue-full"]);
+    let sent: u64 = s.wait_fact("queue_full_after").parse().unwrap();
+    assert!(sent > 0);
+    unix_signal(s.pid() as i32, nix::sys::signal::Signal::SIGTERM);
+    let r = s.finish();
+    assert_eq!(
+        r.counter("dropped"),
+        0,
+        "the sender was paused, not dropped"
+    );
+    assert!(r.counter("raised") <= sent);
+    assert!(r.counter("pending_at_exit") > 0);
+}
+
+#[test]
+fn send_waits_instead_of_dropping_with_tiny_queues() {
+    let r = run(&["tight-burst", "100000"]);
+    exactly(&r, 1, &WORKERS.map(|w| (w, 100_000)));
+    assert_eq!(r.counter("dropped"), 0);
+}
+
+#[test]
+fn a_member_busy_in_a_long_handler_does_not_hold_up_the_pool() {
+    let dir = temp_dir("busy");
+    let n = 200u64;
+    let r = run(&["busy-pool", dir.to_str().unwrap(), &n.to_string()]);
+    let busy: u64 = r.fact("busy").parse().unwrap();
+    assert_eq!(
+        r.handled("worker", busy, 2),
+        0,
+        "stuck in its first handler"
+    );
+    let others: u64 = (1..=4)
+        .filter(|&w| w != busy)
+        .map(|w| r.handled("worker", w, 2))
+        .sum();
+    // The busy worker holds at most its prefetch credit (4); the rest of
+    // the n + 1 signals went to the others.
+    assert!(others >= n + 1 - 4, "others handled {others}");
+    assert_eq!(others + r.counter("pending_at_exit"), n + 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn past_the_queue_bound_signals_are_dropped_and_counted() {
+    let n = 100_000u64;
+    let r = run(&["drops", &n.to_string()]);
+    assert_eq!(r.counter("raised"), n + 1);
+    assert!(r.counter("dropped") > 0);
+    assert_eq!(r.counter("delivered") + r.counter("dropped"), n + 1);
+    assert_eq!(r.counter("handled"), r.counter("delivered"));
+    assert_eq!(r.handled("worker", 2, 1) + 1, r.counter("delivered"));
+}

@@ -281,30 +281,34 @@ impl ChildCtx {
                 buf,
             } = d;
             let me = self.info.proc_id();
-            decoder.feed(&buf[..n], &mut |m| match m {
-                Msg::Frame(Frame::Deliver {
-                    num,
-                    attempt,
-                    origin,
-                    seq,
-                    ..
-                }) => queue.push_back(Delivery {
-                    rx: Received {
+            decoder.feed(&buf[..n], &mut |m| {
+                match m {
+                    Msg::Frame(Frame::Deliver {
                         num,
-                        origin,
                         attempt,
+                        origin,
+                        seq,
+                        ..
+                    }) => queue.push_back(Delivery {
+                        rx: Received {
+                            num,
+                            origin,
+                            attempt,
+                        },
+                        seq,
+                    }),
+                    Msg::Payload {
+                        frame: Frame::Reply { id, .. },
+                        body,
+                    } => match serde_json::from_slice(body) {
+                        Ok(r) => replies.push((id, r)),
+                        Err(e) => tracing::error!("{me}: unreadable reply from the master: {e}"),
                     },
-                    seq,
-                }),
-                Msg::Payload {
-                    frame: Frame::Reply { id, .. },
-                    body,
-                } => match serde_json::from_slice(body) {
-                    Ok(r) => replies.push((id, r)),
-                    Err(e) => tracing::error!("{me}: unreadable reply from the master: {e}"),
-                },
-                other => tracing::error!("{me}: unexpected message from the master: {other:?}"),
-            })
+                    other => tracing::error!("{me}: unexpected message from the master: {other:?}"),
+                }
+                true
+            })?;
+            Ok(())
         })
     }
 

@@ -164,59 +164,68 @@ pub(crate) enum Msg<'a> {
 }
 
 /// Splits a byte stream into messages, however the reads cut it.
+///
+/// The consumer may stop after any message; what follows stays here until
+/// the next `feed` (an empty one just resumes).
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
-    carry: Vec<u8>,
+    pending: Vec<u8>,
 }
 
 impl Decoder {
-    /// Feeds the bytes of one read, calling `on_msg` for each whole message.
+    /// Feeds the bytes of one read, calling `on_msg` for each whole message
+    /// until it returns `false`. Returns whether the consumer stopped.
     /// After an error the stream is unusable: close the channel.
     pub(crate) fn feed(
         &mut self,
-        mut data: &[u8],
-        on_msg: &mut dyn FnMut(Msg<'_>),
-    ) -> Result<(), Error> {
-        // Finish the message a previous read cut.
-        while !self.carry.is_empty() {
-            let need = self.unit_len()?;
-            if self.carry.len() == need {
-                emit(&self.carry, on_msg)?;
-                self.carry.clear();
-                break;
-            }
-            if data.is_empty() {
-                return Ok(());
-            }
-            let take = (need - self.carry.len()).min(data.len());
-            self.carry.extend_from_slice(&data[..take]);
-            data = &data[take..];
-        }
-        while data.len() >= FRAME_LEN {
-            let len = unit_len(header(data))?;
-            if data.len() < len {
-                break;
-            }
-            emit(&data[..len], on_msg)?;
-            data = &data[len..];
-        }
-        self.carry.extend_from_slice(data);
-        Ok(())
-    }
-
-    #[cfg(test)]
-    /// Whether a message is cut in the middle (bytes are waiting).
-    pub(crate) fn is_mid_message(&self) -> bool {
-        !self.carry.is_empty()
-    }
-
-    fn unit_len(&self) -> Result<usize, Error> {
-        if self.carry.len() < FRAME_LEN {
-            Ok(FRAME_LEN)
+        data: &[u8],
+        on_msg: &mut dyn FnMut(Msg<'_>) -> bool,
+    ) -> Result<bool, Error> {
+        if self.pending.is_empty() {
+            // The usual case: decode straight from the read buffer.
+            let (used, stopped) = decode_units(data, on_msg)?;
+            self.pending.extend_from_slice(&data[used..]);
+            Ok(stopped)
         } else {
-            unit_len(header(&self.carry))
+            self.pending.extend_from_slice(data);
+            let (used, stopped) = decode_units(&self.pending, on_msg)?;
+            self.pending.drain(..used);
+            Ok(stopped)
         }
     }
+
+    /// Whether a whole message is waiting (the consumer stopped early).
+    pub(crate) fn has_message(&self) -> Result<bool, Error> {
+        Ok(self.pending.len() >= FRAME_LEN
+            && self.pending.len() >= unit_len(header(&self.pending))?)
+    }
+
+    /// Whether any byte is waiting (a message cut by a read, or held back).
+    #[cfg(test)]
+    pub(crate) fn is_mid_message(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+/// Emits the whole messages at the start of `buf`; returns the bytes used
+/// and whether the consumer stopped.
+fn decode_units(
+    buf: &[u8],
+    on_msg: &mut dyn FnMut(Msg<'_>) -> bool,
+) -> Result<(usize, bool), Error> {
+    let mut at = 0;
+    while buf.len() - at >= FRAME_LEN {
+        let len = unit_len(header(&buf[at..]))?;
+        if buf.len() - at < len {
+            break;
+        }
+        let go_on = emit(&buf[at..at + len], on_msg)?;
+        at += len;
+        if !go_on {
+            return Ok((at, true));
+        }
+    }
+    Ok((at, false))
 }
 
 fn header(data: &[u8]) -> &RawFrame {
@@ -233,16 +242,15 @@ fn unit_len(h: &RawFrame) -> Result<usize, Error> {
     })
 }
 
-fn emit(unit: &[u8], on_msg: &mut dyn FnMut(Msg<'_>)) -> Result<(), Error> {
+fn emit(unit: &[u8], on_msg: &mut dyn FnMut(Msg<'_>) -> bool) -> Result<bool, Error> {
     let frame = Frame::decode(header(unit))?;
-    match frame {
+    Ok(match frame {
         Frame::Request { .. } | Frame::Reply { .. } => on_msg(Msg::Payload {
             frame,
             body: &unit[FRAME_LEN..],
         }),
         _ => on_msg(Msg::Frame(frame)),
-    }
-    Ok(())
+    })
 }
 
 /// A request from a child to the master.
@@ -425,7 +433,7 @@ mod tests {
         b[4..8].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
         assert!(Frame::decode(&b).is_err());
         let mut d = Decoder::default();
-        assert!(d.feed(&b, &mut |_| {}).is_err());
+        assert!(d.feed(&b, &mut |_| true).is_err());
     }
 
     /// A stream of frames and payload messages, with what decoding it yields.
@@ -456,7 +464,23 @@ mod tests {
     fn decode_in_pieces(bytes: &[u8], cuts: &[usize]) -> Vec<String> {
         let mut d = Decoder::default();
         let mut got = Vec::new();
-        let mut on = |m: Msg<'_>| match m {
+        let mut on = |m: Msg<'_>| {
+            record(m, &mut got);
+            true
+        };
+        let mut at = 0;
+        for &c in cuts {
+            let c = c.clamp(at, bytes.len());
+            d.feed(&bytes[at..c], &mut on).unwrap();
+            at = c;
+        }
+        d.feed(&bytes[at..], &mut on).unwrap();
+        assert!(!d.is_mid_message());
+        got
+    }
+
+    fn record(m: Msg<'_>, got: &mut Vec<String>) {
+        match m {
             Msg::Frame(f) => got.push(format!("{f:?}")),
             Msg::Payload {
                 frame: Frame::Request { id, .. },
@@ -474,16 +498,33 @@ mod tests {
                 got.push(format!("reply {id}"));
             }
             m => panic!("{m:?}"),
-        };
-        let mut at = 0;
-        for &c in cuts {
-            let c = c.clamp(at, bytes.len());
-            d.feed(&bytes[at..c], &mut on).unwrap();
-            at = c;
         }
-        d.feed(&bytes[at..], &mut on).unwrap();
-        assert!(!d.is_mid_message());
-        got
+    }
+
+    #[test]
+    fn the_consumer_can_stop_and_resume_anywhere() {
+        let (bytes, want) = stream();
+        for stop_after in 1..want.len() {
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            let stopped = d
+                .feed(&bytes, &mut |m| {
+                    record(m, &mut got);
+                    got.len() < stop_after
+                })
+                .unwrap();
+            assert!(stopped);
+            assert_eq!(got.len(), stop_after);
+            assert!(d.has_message().unwrap());
+            let stopped = d
+                .feed(&[], &mut |m| {
+                    record(m, &mut got);
+                    true
+                })
+                .unwrap();
+            assert!(!stopped && !d.has_message().unwrap() && !d.is_mid_message());
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
@@ -510,8 +551,12 @@ mod tests {
             let mut d = Decoder::default();
             let cut = cut.min(data.len());
             let mut n = 0;
-            if d.feed(&data[..cut], &mut |_| n += 1).is_ok() {
-                let _ = d.feed(&data[cut..], &mut |_| n += 1);
+            let mut count = |_: Msg<'_>| {
+                n += 1;
+                true
+            };
+            if d.feed(&data[..cut], &mut count).is_ok() {
+                let _ = d.feed(&data[cut..], &mut count);
             }
         }
     }

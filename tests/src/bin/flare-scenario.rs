@@ -33,11 +33,18 @@ fn main() {
         "wait" => wait(),
         "available" => available(),
         "auto-race" => auto_race(),
-        "burst" => burst(count_arg(&args, 100_000)),
+        "burst" => burst(count_arg(&args, 100_000), false),
+        "tight-burst" => burst(count_arg(&args, 100_000), true),
+        "drain" => drain(count_arg(&args, 20_000)),
+        "lifecycle" => lifecycle(PathBuf::from(&args[1])),
+        "queue-full" => queue_full(),
+        "busy-pool" => busy_pool(PathBuf::from(&args[1]), count_arg_at(&args, 2, 200)),
+        "drops" => drops(count_arg(&args, 100_000)),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: targets, runtime-registration, \
-                 respawn DIR, wait, available, auto-race, burst [N]"
+                 respawn DIR, wait, available, auto-race, burst [N], tight-burst [N], \
+                 drain [N], lifecycle DIR, queue-full, busy-pool DIR [N], drops [N]"
             );
             std::process::exit(2);
         }
@@ -146,19 +153,29 @@ fn runtime_registration(k: u64) -> flare::Result<flare::Summary> {
                     }
                     let e = sig.register_handler("worker", |_| {});
                     fact("w2_conflict", err_text(e));
+                    Signal::new(32).send().expect("send");
                 }
                 _ => {}
             }
             flare::serve_forever();
         })
         .build()?;
-    // Master registrations: 30 to mule 1 ("go"), 31 to every worker.
-    Signal::new(30).register_handler("mule1", move |_| {
-        for _ in 0..k {
-            Signal::new(20).send().expect("send");
+    // Master registrations: 30 to mule 1 (worker 1 is done: raise 20 too),
+    // 32 to mule 1 (worker 2 is done), 31 to every worker. Mule 1 stops the
+    // group when both are done.
+    static DONE: AtomicU64 = AtomicU64::new(0);
+    let step = move |rx: flare::Received| {
+        if rx.num == 30 {
+            for _ in 0..k {
+                Signal::new(20).send().expect("send");
+            }
         }
-        flare::stop().expect("stop");
-    })?;
+        if DONE.fetch_add(1, SeqCst) + 1 == 2 {
+            flare::stop().expect("stop");
+        }
+    };
+    Signal::new(30).register_handler("mule1", step)?;
+    Signal::new(32).register_handler("mule1", step)?;
     Signal::new(31).register_handler("workers", |_| {})?;
     master.run()
 }
@@ -293,9 +310,14 @@ fn auto_race() -> flare::Result<flare::Summary> {
     master.run()
 }
 
-/// Worker 1 raises `n` signals for `workers` as fast as it can.
-fn burst(n: u64) -> flare::Result<flare::Summary> {
-    let master = Master::builder()
+/// Worker 1 raises `n` signals for `workers` as fast as it can; `tight`
+/// makes the queues tiny so the sender is paused over and over.
+fn burst(n: u64, tight: bool) -> flare::Result<flare::Summary> {
+    let mut builder = Master::builder();
+    if tight {
+        builder = builder.water_marks(16, 64).outbox_limit(128);
+    }
+    let master = builder
         .workers(4)
         .worker_entry(move |me| {
             if me.id == 1 {
@@ -308,5 +330,143 @@ fn burst(n: u64) -> flare::Result<flare::Summary> {
         })
         .build()?;
     Signal::new(1).register_handler("workers", |_| {})?;
+    master.run()
+}
+
+/// Worker 1 queues `n` signals for `workers`, reports, and waits: the test
+/// then stops the master with SIGTERM or SIGINT, which must drain them.
+fn drain(n: u64) -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(2)
+        .worker_entry(move |me| {
+            if me.id == 1 {
+                for _ in 0..n {
+                    Signal::new(1).send().expect("send");
+                }
+                fact("sent", n);
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(1).register_handler("workers", |_| {})?;
+    master.run()
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Worker 1's entry returns, then panics, then exits(3); the fourth
+/// incarnation stops the group. Each reports when it started.
+fn lifecycle(dir: PathBuf) -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(1)
+        .worker_entry(move |_| {
+            let n = (0..).find(|i| std::fs::create_dir(dir.join(format!("{i}"))).is_ok());
+            let n = n.expect("some incarnation number is free");
+            fact(&format!("t{n}"), now_ms());
+            match n {
+                0 => {}
+                1 => panic!("incarnation 1 panics on purpose"),
+                2 => std::process::exit(3),
+                _ => {
+                    fact("incarnation", n);
+                    flare::stop().expect("stop");
+                    flare::serve_forever();
+                }
+            }
+        })
+        .build()?;
+    master.run()
+}
+
+/// Worker 2 blocks in its first handler; worker 1 try_sends to it until the
+/// master stops reading worker 1 and its channel fills. The test then
+/// stops the master.
+fn queue_full() -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(2)
+        .water_marks(16, 64)
+        .outbox_limit(1024)
+        .drain_timeout(Duration::from_millis(500))
+        .worker_entry(|me| {
+            if me.id == 1 {
+                let mut sent = 0u64;
+                loop {
+                    match Signal::new(1).try_send() {
+                        Ok(()) => sent += 1,
+                        Err(Error::QueueFull { num: 1 }) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                fact("queue_full_after", sent);
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(1).register_handler("worker2", |_| flare::serve_forever())?;
+    master.run()
+}
+
+/// The first `worker` signal blocks its worker for good; the pool must
+/// carry on without it.
+fn busy_pool(dir: PathBuf, n: u64) -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(4)
+        .mules(1)
+        .drain_timeout(Duration::from_millis(500))
+        .mule_entry(move |_| {
+            for _ in 0..=n {
+                Signal::new(2).send().expect("send");
+            }
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(2).register_handler("worker", move |_| {
+        if std::fs::create_dir(dir.join("busy")).is_ok() {
+            fact("busy", flare::whoami().map_or(0, |w| w.id));
+            flare::serve_forever();
+        }
+    })?;
+    master.run()
+}
+
+/// A handler floods worker 2 (blocked on a pipe) past its queue bound:
+/// the excess is dropped and counted, nothing else is lost.
+fn drops(n: u64) -> flare::Result<flare::Summary> {
+    let (r, w) = nix::unistd::pipe().map_err(|e| Error::Io {
+        context: "pipe",
+        source: e.into(),
+    })?;
+    let (r, w) = (std::sync::Arc::new(r), std::sync::Arc::new(w));
+    let master = Master::builder()
+        .workers(2)
+        .water_marks(10, 50)
+        .outbox_limit(100)
+        .worker_entry(|me| {
+            if me.id == 1 {
+                Signal::new(3).send().expect("send");
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    static BLOCKED: AtomicBool = AtomicBool::new(false);
+    Signal::new(1).register_handler("worker2", move |_| {
+        if !BLOCKED.swap(true, SeqCst) {
+            // Blocks until worker 1 has flooded the queue.
+            let mut byte = [0u8];
+            let _ = nix::unistd::read(&*r, &mut byte);
+        }
+    })?;
+    Signal::new(3).register_handler("worker1", move |_| {
+        for _ in 0..n {
+            Signal::new(1).send().expect("send");
+        }
+        nix::unistd::write(&*w, b"x").expect("unblock worker 2");
+        flare::stop().expect("stop");
+    })?;
     master.run()
 }

@@ -32,12 +32,25 @@ pub struct Run {
 }
 
 pub fn start(args: &[&str]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flare-scenario"))
-        .args(args)
+    launch(args, false)
+}
+
+/// Starts the scenario as the leader of a new process group, as a shell
+/// does for a foreground job.
+pub fn start_in_own_group(args: &[&str]) -> Running {
+    launch(args, true)
+}
+
+fn launch(args: &[&str], own_group: bool) -> Running {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flare-scenario"));
+    cmd.args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start flare-scenario");
+        .stderr(Stdio::inherit());
+    if own_group {
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().expect("start flare-scenario");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = channel();
     std::thread::spawn(move || {
@@ -58,6 +71,11 @@ pub fn start(args: &[&str]) -> Running {
 }
 
 impl Running {
+    /// The scenario's pid: the master's.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn next_line(&mut self) -> Option<String> {
         let left = DEADLINE.saturating_sub(self.started.elapsed());
         match self.lines.recv_timeout(left) {

@@ -196,13 +196,17 @@ mod tests {
         let mut buf = vec![0; 65536];
         while seen.len() < 200_000 {
             match (&b).read(&mut buf) {
-                Ok(n) => dec
-                    .feed(&buf[..n], &mut |m| match m {
-                        Msg::Frame(Frame::Deliver { seq, .. }) => seen.push(seq),
-                        Msg::Payload { .. } => replies += 1,
-                        m => panic!("{m:?}"),
+                Ok(n) => {
+                    dec.feed(&buf[..n], &mut |m| {
+                        match m {
+                            Msg::Frame(Frame::Deliver { seq, .. }) => seen.push(seq),
+                            Msg::Payload { .. } => replies += 1,
+                            m => panic!("{m:?}"),
+                        }
+                        true
                     })
-                    .unwrap(),
+                    .unwrap();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.writable = true;
                     conn.flush(&mut outbox, &mut inflight).unwrap();

@@ -98,6 +98,17 @@ impl Proc {
     fn load(&self) -> usize {
         self.outbox.len() + self.inflight.len()
     }
+
+    /// Whether the master should read this channel now: it has unread
+    /// bytes or held-back messages, and (for B) the sender is not paused.
+    fn has_input(&self, chan: Chan) -> bool {
+        let conn = match chan {
+            Chan::A => self.a.as_ref(),
+            Chan::B if self.b_paused => None,
+            Chan::B => self.b.as_ref(),
+        };
+        conn.is_some_and(|c| c.readable || c.decoder.has_message().unwrap_or(true))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,10 +296,10 @@ impl Engine {
 
     /// How long the next poll may sleep.
     fn timeout(&self) -> Option<Duration> {
-        let busy = self.procs.iter().any(|p| {
-            p.a.as_ref().is_some_and(|c| c.readable)
-                || (!p.b_paused && p.b.as_ref().is_some_and(|c| c.readable))
-        });
+        let busy = self
+            .procs
+            .iter()
+            .any(|p| p.has_input(Chan::A) || p.has_input(Chan::B));
         if busy {
             return Some(Duration::ZERO);
         }
@@ -315,36 +326,48 @@ impl Engine {
     fn read_chan(&mut self, slot: Slot, chan: Chan) {
         for _ in 0..READS_PER_TURN {
             let p = &mut self.procs[slot];
-            if p.doomed || (chan == Chan::B && p.b_paused) {
+            if p.doomed || !p.has_input(chan) {
                 return;
             }
             let Some(conn) = p.conn_mut(chan) else { return };
-            if !conn.readable {
-                return;
-            }
             let mut buf = std::mem::take(&mut self.buf);
-            let n = match conn.read(&mut buf) {
-                Ok(Some(0)) => {
-                    // The child closed its end: it is exiting; reaping
-                    // does the rest.
-                    self.buf = buf;
-                    self.drop_conns(slot);
-                    return;
-                }
-                Ok(Some(n)) => n,
-                Ok(None) => {
-                    self.buf = buf;
-                    return;
-                }
-                Err(e) => {
-                    self.buf = buf;
-                    tracing::warn!("{}: channel read failed: {e}", self.procs[slot].id);
-                    self.drop_conns(slot);
-                    return;
+            // Messages held back while the sender was paused go first.
+            let n = if conn.decoder.has_message().unwrap_or(true) {
+                0
+            } else {
+                match conn.read(&mut buf) {
+                    Ok(Some(0)) => {
+                        // The child closed its end: it is exiting; reaping
+                        // does the rest.
+                        self.buf = buf;
+                        self.drop_conns(slot);
+                        return;
+                    }
+                    Ok(Some(n)) => n,
+                    Ok(None) => {
+                        self.buf = buf;
+                        return;
+                    }
+                    Err(e) => {
+                        self.buf = buf;
+                        // A reset is a child dying with unread input: the
+                        // reaper reports it.
+                        if e.kind() == std::io::ErrorKind::ConnectionReset {
+                            tracing::debug!("{}: channel reset", self.procs[slot].id);
+                        } else {
+                            tracing::warn!("{}: channel read failed: {e}", self.procs[slot].id);
+                        }
+                        self.drop_conns(slot);
+                        return;
+                    }
                 }
             };
             let mut decoder = std::mem::take(&mut conn.decoder);
-            let fed = decoder.feed(&buf[..n], &mut |m| self.on_msg(slot, chan, m));
+            let fed = decoder.feed(&buf[..n], &mut |m| {
+                self.on_msg(slot, chan, m);
+                // A paused sender's next raises wait in the decoder.
+                chan == Chan::A || !self.procs[slot].b_paused
+            });
             self.buf = buf;
             if let Some(c) = self.procs[slot].conn_mut(chan) {
                 c.decoder = decoder;
@@ -764,7 +787,9 @@ impl Engine {
         let lived = now.duration_since(p.spawned_at);
         let id = p.id;
         self.shm.slot(slot).pid.store(0, Relaxed);
-        self.requeue(slot);
+        if matches!(self.phase, Phase::Running | Phase::Draining { .. }) {
+            self.requeue(slot);
+        }
         for num in self.table.release_child(slot) {
             self.mirror(num);
         }
@@ -931,8 +956,10 @@ impl Engine {
         match self.phase {
             Phase::Running => false,
             Phase::Draining { deadline } => {
-                let drained = self.procs.iter().all(|p| p.pid.is_none() || p.load() == 0)
-                    && self.pools.iter().all(VecDeque::is_empty);
+                let drained = self.procs.iter().all(|p| {
+                    p.pid.is_none()
+                        || (p.load() == 0 && !p.has_input(Chan::A) && !p.has_input(Chan::B))
+                }) && self.pools.iter().all(VecDeque::is_empty);
                 if drained || now >= deadline {
                     if !drained {
                         tracing::warn!("drain timeout: stopping with signals still queued");

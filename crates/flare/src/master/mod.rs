@@ -26,7 +26,10 @@ use crate::topology::{FarmSpec, Role, Topology};
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Deliveries one child may have queued in the master before more are
-    /// dropped (and counted). Default 1,048,576.
+    /// dropped (and counted). Default 1,048,576. Raises from outside a
+    /// handler stop at `high_water` (the sender waits), so only raises made
+    /// inside handlers can reach this bound; `high_water` plus the number
+    /// of processes must not exceed it.
     pub outbox_limit: usize,
     /// A child's queue length past which the master stops reading the
     /// channel of a process whose `send()` fills it, so that `send()` waits
@@ -176,6 +179,13 @@ impl MasterBuilder {
         self
     }
 
+    /// Sets [`Options::high_water`] and [`Options::low_water`].
+    pub fn water_marks(mut self, low: usize, high: usize) -> Self {
+        self.opts.low_water = low;
+        self.opts.high_water = high;
+        self
+    }
+
     /// See [`Options::prefetch`].
     pub fn prefetch(mut self, n: usize) -> Self {
         self.opts.prefetch = n;
@@ -209,6 +219,14 @@ impl MasterBuilder {
             return Err(Error::Config(format!(
                 "queue bounds must satisfy low_water ({}) <= high_water ({}) <= outbox_limit ({})",
                 o.low_water, o.high_water, o.outbox_limit
+            )));
+        }
+        let senders = self.topo.slots();
+        if o.high_water + senders > o.outbox_limit {
+            return Err(Error::Config(format!(
+                "high_water ({}) plus the number of processes ({senders}) must not exceed \
+                 outbox_limit ({}): send() waits at high_water so that it never drops",
+                o.high_water, o.outbox_limit
             )));
         }
         if crate::child::context().is_some() {
