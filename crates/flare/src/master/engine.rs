@@ -241,13 +241,14 @@ impl Engine {
     }
 
     pub(super) fn run(mut self) -> Result<Summary> {
+        let t = &self.topo;
         tracing::info!(
-            "master {} starting {} workers, {} mules ({} farms), {} spoolers",
+            "master {} starting {}, {} ({}), {}",
             self.master_pid,
-            self.topo.workers,
-            self.topo.mules,
-            self.topo.farms.len(),
-            self.topo.spoolers
+            plural(t.workers as usize, "worker"),
+            plural(t.mules as usize, "mule"),
+            plural(t.farms.len(), "farm"),
+            plural(t.spoolers as usize, "spooler"),
         );
         for s in 0..self.procs.len() {
             self.spawn(s)?;
@@ -1003,6 +1004,14 @@ fn backoff(quick: u32, max: Duration) -> Duration {
     }
     let ms = 100u64.saturating_mul(1u64 << (quick - 1).min(30));
     Duration::from_millis(ms).min(max)
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 fn suppressed(held: u64) -> String {
