@@ -80,6 +80,13 @@ fn a_handler_registered_in_a_worker_runs_only_there() {
     assert_eq!(r.fact("w1_invalid"), "invalid-target");
     let master = r.fact("w1_conflict_master");
     assert!(master.contains("by the master"), "{master}");
+    assert_eq!(r.fact("w1_callback"), "20 true");
+    // Inherited from the master plus its own; refused ones left no trace.
+    assert_eq!(
+        r.fact("w1_registry"),
+        "20:workers,30:mule1,31:workers,32:mule1"
+    );
+    assert_eq!(r.fact("w2_registry"), "30:mule1,31:workers,32:mule1");
 }
 
 #[test]

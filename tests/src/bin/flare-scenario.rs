@@ -129,10 +129,15 @@ fn runtime_registration(k: u64) -> flare::Result<flare::Summary> {
                     })
                     .expect("worker1 registers 20");
                     fact("w1_registered", sig.registered());
-                    // Re-registering replaces this process's handler.
-                    sig.register_handler("workers", |_| {
-                        SEEN_20.fetch_add(1, SeqCst);
-                    })
+                    // Re-registering replaces this process's handler; the
+                    // callback runs once the registration is in place.
+                    sig.register_handler_then(
+                        "workers",
+                        |_| {
+                            SEEN_20.fetch_add(1, SeqCst);
+                        },
+                        |s| fact("w1_callback", format!("{} {}", s.num(), s.registered())),
+                    )
                     .expect("worker1 replaces 20");
                     let e = Signal::new(21).register_handler("mules", |_| {});
                     fact("w1_unrunnable", err_kind(e));
@@ -140,6 +145,7 @@ fn runtime_registration(k: u64) -> flare::Result<flare::Summary> {
                     fact("w1_invalid", err_kind(e));
                     let e = Signal::new(31).register_handler("worker", |_| {});
                     fact("w1_conflict_master", err_text(e));
+                    fact("w1_registry", registry());
                     for _ in 0..k {
                         sig.send().expect("send");
                     }
@@ -153,6 +159,7 @@ fn runtime_registration(k: u64) -> flare::Result<flare::Summary> {
                     }
                     let e = sig.register_handler("worker", |_| {});
                     fact("w2_conflict", err_text(e));
+                    fact("w2_registry", registry());
                     Signal::new(32).send().expect("send");
                 }
                 _ => {}
@@ -178,6 +185,15 @@ fn runtime_registration(k: u64) -> flare::Result<flare::Summary> {
     Signal::new(32).register_handler("mule1", step)?;
     Signal::new(31).register_handler("workers", |_| {})?;
     master.run()
+}
+
+/// This process's registrations as `num:target` pairs.
+fn registry() -> String {
+    let list: Vec<String> = flare::registry_signals()
+        .iter()
+        .map(|d| format!("{}:{}", d.num, d.target))
+        .collect();
+    list.join(",")
 }
 
 fn err_kind(r: flare::Result<()>) -> &'static str {
