@@ -15,7 +15,19 @@ pub struct Args {
     /// Pause between steps, in milliseconds.
     #[arg(long, default_value_t = 350)]
     step_ms: u64,
+    /// Also listen for remote signals here (`host:port`, `:port`, a socket
+    /// path): try `flare signal ADDR 17`. The demo then keeps running after
+    /// its script, until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    remote: Option<String>,
+    /// With --remote: only these signal numbers may be raised remotely
+    /// (comma separated); others are answered "rejected".
+    #[arg(long, value_name = "NUMS", value_delimiter = ',', requires = "remote")]
+    remote_allow: Option<Vec<u8>>,
 }
+
+/// The signal the demo offers to remote nodes.
+const REMOTE_SIGNAL: u8 = 17;
 
 /// What one step does, and who does it.
 struct Step {
@@ -135,9 +147,24 @@ fn raise_all(step: &Step) {
 
 pub fn run(args: Args) -> flare::Result<()> {
     let pause = Duration::from_millis(args.step_ms);
+    let linger = args.remote.is_some();
     println!("flare demo: 4 workers, 2 mules (farm `reports` = mules 1 and 2), 1 spooler");
-    println!("every handler run prints: process, signal, target, who raised it\n");
-    let master = Master::builder()
+    println!("every handler run prints: process, signal, target, who raised it");
+    if let Some(addr) = &args.remote {
+        println!(
+            "listening for remote signals on {addr}: try `flare signal {addr} {REMOTE_SIGNAL}` \
+             (signal {REMOTE_SIGNAL} runs in every worker)"
+        );
+    }
+    println!();
+    let mut builder = Master::builder();
+    if let Some(addr) = &args.remote {
+        builder = builder.remote(addr.clone());
+        if let Some(allow) = args.remote_allow {
+            builder = builder.remote_allow(allow);
+        }
+    }
+    let master = builder
         .workers(4)
         .mules(2)
         .farm("reports", [1, 2])
@@ -156,6 +183,10 @@ pub fn run(args: Args) -> flare::Result<()> {
                     println!("     cannot cue {}: {e}", step.actor);
                 }
                 std::thread::sleep(pause);
+            }
+            if linger {
+                println!("[end] script done; still listening for remote signals: Ctrl-C to stop\n");
+                flare::serve_forever();
             }
             println!(
                 "[end] mule1 asks the master to stop; the master drains, then stops everyone\n"
@@ -181,6 +212,7 @@ pub fn run(args: Args) -> flare::Result<()> {
     for (num, target) in targets {
         Signal::new(num).register_handler(target.clone(), show(target))?;
     }
+    Signal::new(REMOTE_SIGNAL).register_handler(Target::Workers, show(Target::Workers))?;
     for (i, step) in STEPS.iter().enumerate() {
         let target: Target = match step.actor {
             "mule1" => continue,

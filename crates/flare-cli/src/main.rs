@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod signal;
 
 /// Pre-forked process groups that talk through numbered signals.
 #[derive(Parser)]
@@ -21,6 +22,9 @@ enum Command {
     /// spooler; every target kind gets a signal. Ends by itself (Ctrl-C
     /// stops it at once, gracefully).
     Demo(demo::Args),
+    /// Raise a signal on a remote node (uWSGI: `uwsgi --signal ADDR,NUM`).
+    /// Exit 0 delivered, 1 unable to deliver, 2 rejected, 3 bad number.
+    Signal(signal::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Signal(args) => return signal::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

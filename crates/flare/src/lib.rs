@@ -52,6 +52,7 @@ mod master;
 mod origin;
 mod proto;
 mod ratelog;
+mod remote;
 mod router;
 mod shm;
 mod signal;
@@ -63,8 +64,12 @@ mod topology;
 pub use child::{Entry, ProcessInfo};
 pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
-pub use master::{Counters, Master, MasterBuilder, Options, ProcessSummary, Summary};
+pub use master::{
+    Counters, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions, Summary,
+};
 pub use origin::{Origin, Received};
+pub use proto::uwsgi;
+pub use remote::{DEFAULT_TIMEOUT, RemoteAddr, send_remote};
 pub use router::ProcState;
 pub use signal::{
     Signal, get_available_num, get_last_received, last_received, registry_signals, serve_forever,
@@ -72,3 +77,29 @@ pub use signal::{
 };
 pub use target::{Farm, IntoTarget, Mule, Target};
 pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, Role, Topology};
+
+/// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::proto::{Decoder, Msg};
+
+    /// Decodes `data` fed in pieces cut at `cuts`; returns the messages
+    /// (debug-printed) up to the first error, and the error if any.
+    pub fn channel_messages(data: &[u8], cuts: &[usize]) -> (Vec<String>, Option<String>) {
+        let mut d = Decoder::default();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for &c in cuts.iter().chain([&data.len()]) {
+            let c = c.clamp(at, data.len());
+            let fed = d.feed(&data[at..c], &mut |m: Msg<'_>| {
+                got.push(format!("{m:?}"));
+                true
+            });
+            if let Err(e) = fed {
+                return (got, Some(e.to_string()));
+            }
+            at = c;
+        }
+        (got, None)
+    }
+}

@@ -152,6 +152,15 @@ impl Signal {
         }
     }
 
+    /// Raises the signal on the remote node at `addr` (uwsgiconf
+    /// `signal.send(remote=addr)`; uWSGI `uwsgi --signal addr,num`):
+    /// [`Error::Rejected`] when the node refuses it, [`Error::Unreachable`]
+    /// when it cannot be reached or does not answer within 4 s. Works in any
+    /// process, flare or not.
+    pub fn send_remote(self, addr: &str) -> Result<()> {
+        crate::remote::send_remote(addr, self.num, crate::remote::DEFAULT_TIMEOUT)
+    }
+
     /// Like [`Signal::send`], but returns [`Error::QueueFull`] instead of
     /// waiting when the channel to the master is full.
     pub fn try_send(self) -> Result<()> {

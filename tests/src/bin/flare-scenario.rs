@@ -40,11 +40,13 @@ fn main() {
         "queue-full" => queue_full(),
         "busy-pool" => busy_pool(PathBuf::from(&args[1]), count_arg_at(&args, 2, 200)),
         "drops" => drops(count_arg(&args, 100_000)),
+        "remote" => remote(&args[1..]),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: targets, runtime-registration, \
                  respawn DIR, wait, available, auto-race, burst [N], tight-burst [N], \
-                 drain [N], lifecycle DIR, queue-full, busy-pool DIR [N], drops [N]"
+                 drain [N], lifecycle DIR, queue-full, busy-pool DIR [N], drops [N], \
+                 remote ADDR MAX_CONNECTIONS TIMEOUT_MS [ALLOWED,...]"
             );
             std::process::exit(2);
         }
@@ -484,5 +486,34 @@ fn drops(n: u64) -> flare::Result<flare::Summary> {
         nix::unistd::write(&*w, b"x").expect("unblock worker 2");
         flare::stop().expect("stop");
     })?;
+    master.run()
+}
+
+/// A master listening for remote signals: 17 goes to the first available
+/// worker, 18 to every worker. Runs until the test sends SIGTERM.
+fn remote(args: &[String]) -> flare::Result<flare::Summary> {
+    let mut opts = flare::RemoteOptions::new(args[0].clone());
+    opts.max_connections = args[1].parse().expect("MAX_CONNECTIONS");
+    opts.read_timeout = Duration::from_millis(args[2].parse().expect("TIMEOUT_MS"));
+    if let Some(list) = args.get(3) {
+        opts.allow = Some(
+            list.split(',')
+                .map(|n| n.parse().expect("ALLOWED"))
+                .collect(),
+        );
+    }
+    let master = Master::builder()
+        .workers(4)
+        .remote_options(opts)
+        .worker_entry(|me| {
+            if me.id == 1 {
+                fact("ready", me.pid);
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    fact("listening", master.remote_addr().expect("listening"));
+    Signal::new(17).register_handler("worker", |_| {})?;
+    Signal::new(18).register_handler("workers", |_| {})?;
     master.run()
 }

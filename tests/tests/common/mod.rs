@@ -24,6 +24,19 @@ pub struct Running {
     args: Vec<String>,
 }
 
+impl Drop for Running {
+    /// A test that fails midway must not leave its group running: the
+    /// master is told to stop (it ends its children), then killed.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A finished scenario.
 pub struct Run {
     pub status: ExitStatus,
@@ -131,7 +144,7 @@ impl Running {
         );
         Run {
             status,
-            lines: self.seen,
+            lines: std::mem::take(&mut self.seen),
             summary,
         }
     }

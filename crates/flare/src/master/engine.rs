@@ -21,11 +21,13 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::conn::{Conn, Outbox};
+use super::remote::{Input, Remote};
 use super::summary::{Counters, Summary};
 use super::{Entries, Options, Setup};
 use crate::child::{ChildSetup, child_main};
 use crate::error::{Error, Result};
 use crate::origin::Origin;
+use crate::proto::uwsgi::{Read, signal_reply};
 use crate::proto::{Frame, Msg, RawFrame, Reply, Request, WireError, encode_with_payload};
 use crate::ratelog::RateLog;
 use crate::router::{self, Decision, ProcState, ProcView, Unrouted};
@@ -35,7 +37,12 @@ use crate::table::{Owner, Registration, Table};
 use crate::target::Target;
 use crate::topology::{ProcId, Slot, Topology};
 
+// Tokens: 0 signals, 1 the remote listener, CHILD_BASE + 2 * slot + chan
+// the child channels, REMOTE_BASE + n the remote connections.
 const SIGNALS: Token = Token(0);
+const REMOTE_LISTENER: Token = Token(1);
+const CHILD_BASE: usize = 16;
+pub(super) const REMOTE_BASE: usize = 1 << 24;
 /// Reads of one channel per loop turn, so one busy child cannot starve the
 /// others.
 const READS_PER_TURN: usize = 8;
@@ -51,12 +58,42 @@ enum Chan {
 }
 
 fn token(slot: Slot, chan: Chan) -> Token {
-    Token(1 + slot * 2 + usize::from(chan == Chan::B))
+    Token(CHILD_BASE + slot * 2 + usize::from(chan == Chan::B))
 }
 
-fn from_token(t: Token) -> (Slot, Chan) {
-    let i = t.0 - 1;
-    (i / 2, if i % 2 == 0 { Chan::A } else { Chan::B })
+fn from_token(t: Token) -> Option<(Slot, Chan)> {
+    if !(CHILD_BASE..REMOTE_BASE).contains(&t.0) {
+        return None;
+    }
+    let i = t.0 - CHILD_BASE;
+    Some((i / 2, if i % 2 == 0 { Chan::A } else { Chan::B }))
+}
+
+/// Records `sender` as waiting on a queue; true when it must now wait.
+fn wait_on(waiters: &mut Vec<Sender>, sender: Option<Sender>) -> bool {
+    let Some(s) = sender else { return false };
+    if !waiters.contains(&s) {
+        waiters.push(s);
+    }
+    true
+}
+
+/// Who raised a signal, when the master can make them wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sender {
+    /// A child's channel B.
+    Child(Slot),
+    /// A remote connection.
+    Remote(usize),
+}
+
+/// What became of one raised signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Outcome {
+    /// Routed, and no delivery of it dropped.
+    accepted: bool,
+    /// A queue it went to is above high water: stop reading the sender.
+    throttle: bool,
 }
 
 /// A signal waiting for a pool member.
@@ -80,7 +117,7 @@ struct Proc {
     /// Channel B is not read until the queue it flooded drains.
     b_paused: bool,
     /// Senders paused because this child's queue passed the high-water mark.
-    waiters: Vec<Slot>,
+    waiters: Vec<Sender>,
     spawned_at: Instant,
     quick_deaths: u32,
     /// Kill it: it broke the channel protocol.
@@ -139,7 +176,7 @@ pub(super) struct Engine {
     /// Pooled signals by number, waiting for a member with credit.
     pools: Vec<VecDeque<Pooled>>,
     pool_cursor: Vec<Slot>,
-    pool_waiters: Vec<Vec<Slot>>,
+    pool_waiters: Vec<Vec<Sender>>,
     /// Respawn times, earliest first.
     respawns: BinaryHeap<Reverse<(Instant, Slot)>>,
     counters: Counters,
@@ -155,6 +192,8 @@ pub(super) struct Engine {
     credit_freed: bool,
     unrouted_log: RateLog,
     dropped_log: RateLog,
+    remote_log: RateLog,
+    remote: Option<Remote>,
 }
 
 impl Engine {
@@ -164,6 +203,7 @@ impl Engine {
         opts: Options,
         shm: Shm,
         setup: Setup,
+        remote: Option<Remote>,
     ) -> Result<Engine> {
         let mut mask = SigSet::empty();
         for s in [
@@ -186,6 +226,10 @@ impl Engine {
                 Interest::READABLE,
             )
             .map_err(|e| Error::io("watching signals", e))?;
+        let mut remote = remote;
+        if let Some(r) = remote.as_mut() {
+            r.register(poll.registry(), REMOTE_LISTENER)?;
+        }
         let n = topo.slots();
         let now = Instant::now();
         let procs = (0..n)
@@ -236,6 +280,8 @@ impl Engine {
             credit_freed: false,
             unrouted_log: RateLog::new(10, Duration::from_secs(1)),
             dropped_log: RateLog::new(10, Duration::from_secs(1)),
+            remote_log: RateLog::new(10, Duration::from_secs(1)),
+            remote,
             topo,
         })
     }
@@ -265,11 +311,28 @@ impl Engine {
                 }
             }
             for ev in events.iter() {
-                if ev.token() == SIGNALS {
-                    self.on_signals();
-                    continue;
+                let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let writable = ev.is_writable() || ev.is_error();
+                match ev.token() {
+                    SIGNALS => {
+                        self.on_signals();
+                        continue;
+                    }
+                    REMOTE_LISTENER => {
+                        self.accept_remote();
+                        continue;
+                    }
+                    _ => {}
                 }
-                let (slot, chan) = from_token(ev.token());
+                if let Some(r) = self.remote.as_mut() {
+                    if let Some(idx) = r.index_of(ev.token()) {
+                        r.ready(idx, readable, writable);
+                        continue;
+                    }
+                }
+                let Some((slot, chan)) = from_token(ev.token()) else {
+                    continue;
+                };
                 if let Some(c) = self.procs.get_mut(slot).and_then(|p| p.conn_mut(chan)) {
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         c.readable = true;
@@ -281,6 +344,7 @@ impl Engine {
                 }
             }
             self.read_all();
+            self.serve_remote();
             self.fire_respawns();
             if std::mem::take(&mut self.credit_freed) {
                 self.dispatch_pools();
@@ -301,11 +365,14 @@ impl Engine {
             .procs
             .iter()
             .any(|p| p.has_input(Chan::A) || p.has_input(Chan::B));
-        if busy {
+        if busy || self.remote.as_ref().is_some_and(Remote::any_input) {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
         let mut next = self.respawns.peek().map(|Reverse((t, _))| *t);
+        if let Some(t) = self.remote.as_ref().and_then(Remote::next_sweep) {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
         match self.phase {
             Phase::Draining { deadline } | Phase::Terminating { deadline } => {
                 next = Some(next.map_or(deadline, |t| t.min(deadline)));
@@ -365,9 +432,11 @@ impl Engine {
             };
             let mut decoder = std::mem::take(&mut conn.decoder);
             let fed = decoder.feed(&buf[..n], &mut |m| {
-                self.on_msg(slot, chan, m);
+                if self.on_msg(slot, chan, m) {
+                    self.procs[slot].b_paused = true;
+                }
                 // A paused sender's next raises wait in the decoder.
-                chan == Chan::A || !self.procs[slot].b_paused
+                !self.procs[slot].b_paused
             });
             self.buf = buf;
             if let Some(c) = self.procs[slot].conn_mut(chan) {
@@ -381,11 +450,15 @@ impl Engine {
         }
     }
 
-    fn on_msg(&mut self, slot: Slot, chan: Chan, m: Msg<'_>) {
+    /// Handles one message from a child; true when its sender must now
+    /// wait (back-pressure).
+    fn on_msg(&mut self, slot: Slot, chan: Chan, m: Msg<'_>) -> bool {
         let me = self.procs[slot].id;
         match m {
             Msg::Frame(Frame::Raise { num }) => {
-                self.raise(num, Origin::Process(me), Some((slot, chan)));
+                // Channel A (handlers) is never made to wait.
+                let sender = (chan == Chan::B).then_some(Sender::Child(slot));
+                return self.raise(num, Origin::Process(me), sender).throttle;
             }
             Msg::Frame(Frame::Ack { seq }) => self.on_ack(slot, seq),
             Msg::Payload {
@@ -408,6 +481,7 @@ impl Engine {
                 self.procs[slot].doomed = true;
             }
         }
+        false
     }
 
     fn on_request(&mut self, slot: Slot, req: Request) -> Reply {
@@ -456,10 +530,12 @@ impl Engine {
 
     // ---- routing ---------------------------------------------------------
 
-    /// Routes one raised signal. `sender` is the channel it came in on, for
-    /// back-pressure.
-    fn raise(&mut self, num: u8, origin: Origin, sender: Option<(Slot, Chan)>) {
+    /// Routes one raised signal. `sender`, when it can be made to wait, is
+    /// recorded on any queue the signal pushed past high water.
+    fn raise(&mut self, num: u8, origin: Origin, sender: Option<Sender>) -> Outcome {
         self.counters.raised += 1;
+        let dropped_before = self.counters.dropped;
+        let mut throttle = false;
         let decision = router::decide(
             self.table.route(num),
             &self.topo,
@@ -473,21 +549,21 @@ impl Engine {
                     let s = self.scratch[i];
                     self.enqueue(s, num, origin, 1, false);
                     if self.procs[s].outbox.len() > self.opts.high_water {
-                        self.throttle(sender, Some(s), num);
+                        throttle |= wait_on(&mut self.procs[s].waiters, sender);
                     }
                 }
             }
             Decision::Pool => {
                 self.counters.routed += 1;
-                let q = &mut self.pools[num as usize];
-                if q.len() >= self.opts.outbox_limit {
+                let n = num as usize;
+                if self.pools[n].len() >= self.opts.outbox_limit {
                     self.drop_one(num, "its pool's queue is full");
-                    return;
-                }
-                q.push_back(Pooled { origin, attempt: 1 });
-                self.dispatch_pool(num);
-                if self.pools[num as usize].len() > self.opts.high_water {
-                    self.throttle(sender, None, num);
+                } else {
+                    self.pools[n].push_back(Pooled { origin, attempt: 1 });
+                    self.dispatch_pool(num);
+                    if self.pools[n].len() > self.opts.high_water {
+                        throttle |= wait_on(&mut self.pool_waiters[n], sender);
+                    }
                 }
             }
             Decision::Unrouted(why) => {
@@ -506,21 +582,15 @@ impl Engine {
                         suppressed(held)
                     );
                 }
+                return Outcome {
+                    accepted: false,
+                    throttle,
+                };
             }
         }
-    }
-
-    /// Stops reading the sender's channel B until the queue it filled
-    /// drains (`dest` a child's outbox, or the pool of `num`).
-    fn throttle(&mut self, sender: Option<(Slot, Chan)>, dest: Option<Slot>, num: u8) {
-        let Some((s, Chan::B)) = sender else { return };
-        self.procs[s].b_paused = true;
-        let waiters = match dest {
-            Some(d) => &mut self.procs[d].waiters,
-            None => &mut self.pool_waiters[num as usize],
-        };
-        if !waiters.contains(&s) {
-            waiters.push(s);
+        Outcome {
+            accepted: self.counters.dropped == dropped_before,
+            throttle,
         }
     }
 
@@ -539,8 +609,154 @@ impl Engine {
                 woken.append(w);
             }
         }
-        for s in woken {
-            self.procs[s].b_paused = false;
+        for sender in woken {
+            match sender {
+                Sender::Child(s) => self.procs[s].b_paused = false,
+                Sender::Remote(i) => {
+                    if let Some(c) = self.remote.as_mut().and_then(|r| r.conn_mut(i)) {
+                        c.paused = false;
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- remote signals --------------------------------------------------
+
+    fn accept_remote(&mut self) {
+        let Some(r) = self.remote.as_mut() else {
+            return;
+        };
+        let refused = r.accept(self.poll.registry());
+        if refused > 0 {
+            self.counters.remote_refused += refused;
+            if let Some(held) = self.remote_log.allow(Instant::now()) {
+                tracing::warn!(
+                    "remote signals: {refused} connection(s) closed: the limit of {} is reached{}",
+                    r.opts.max_connections,
+                    suppressed(held)
+                );
+            }
+        }
+    }
+
+    /// Reads every remote connection with input, raises what it asks for,
+    /// queues the replies and writes them.
+    fn serve_remote(&mut self) {
+        let Some(mut remote) = self.remote.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let allowed = remote.allowed;
+        for idx in 0..remote.slots() {
+            for _ in 0..READS_PER_TURN {
+                let Some(c) = remote.conn_mut(idx) else { break };
+                if !c.has_input() {
+                    break;
+                }
+                let mut buf = std::mem::take(&mut self.buf);
+                let input = c.read(&mut buf);
+                let n = match input {
+                    Ok(Input::Bytes(n)) => n,
+                    Ok(Input::Empty) => {
+                        self.buf = buf;
+                        break;
+                    }
+                    Ok(Input::Closed) => {
+                        self.buf = buf;
+                        if let Some(m) = c.reader.finish() {
+                            let peer = c.peer.clone();
+                            self.remote_malformed(&peer, &m.to_string());
+                        }
+                        let _ = c.flush();
+                        remote.close(self.poll.registry(), idx);
+                        break;
+                    }
+                    Err(e) => {
+                        self.buf = buf;
+                        tracing::debug!("remote signals: {}: {e}", c.peer);
+                        remote.close(self.poll.registry(), idx);
+                        break;
+                    }
+                };
+                let mut reader = std::mem::take(&mut c.reader);
+                let mut requests = 0u64;
+                let read = reader.feed(&buf[..n], &mut |num| {
+                    requests += 1;
+                    let out = self.raise_remote(num, idx, allowed[num as usize]);
+                    c.reply(&signal_reply(out.accepted));
+                    if out.throttle {
+                        c.paused = true;
+                    }
+                    !c.paused
+                });
+                c.reader = reader;
+                self.buf = buf;
+                if requests > 0 {
+                    c.last_active = now;
+                }
+                if let Read::Malformed(m) = read {
+                    let peer = c.peer.clone();
+                    self.remote_malformed(&peer, &m.to_string());
+                    let _ = c.flush();
+                    remote.close(self.poll.registry(), idx);
+                    break;
+                }
+            }
+            if let Some(c) = remote.conn_mut(idx) {
+                if let Err(e) = c.flush() {
+                    tracing::debug!("remote signals: {}: {e}", c.peer);
+                    remote.close(self.poll.registry(), idx);
+                }
+            }
+        }
+        for peer in remote.sweep(self.poll.registry(), now) {
+            self.counters.remote_timed_out += 1;
+            if let Some(held) = self.remote_log.allow(now) {
+                tracing::warn!(
+                    "remote signals: {peer}: closed after {} ms without a whole request{}",
+                    remote.opts.read_timeout.as_millis(),
+                    suppressed(held)
+                );
+            }
+        }
+        self.remote = Some(remote);
+    }
+
+    /// Raises a signal a remote node asked for (if `allowed` by the
+    /// allow-list); the reply says whether it was accepted.
+    fn raise_remote(&mut self, num: u8, idx: usize, allowed: bool) -> Outcome {
+        let out = if allowed {
+            self.raise(num, Origin::Remote, Some(Sender::Remote(idx)))
+        } else {
+            Outcome {
+                accepted: false,
+                throttle: false,
+            }
+        };
+        if out.accepted {
+            self.counters.remote_accepted += 1;
+        } else {
+            self.counters.remote_rejected += 1;
+            if !allowed {
+                if let Some(held) = self.remote_log.allow(Instant::now()) {
+                    tracing::warn!(
+                        "remote signals: signal {num} rejected: not on the allow-list{}",
+                        suppressed(held)
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn remote_malformed(&mut self, peer: &str, what: &str) {
+        self.counters.remote_malformed += 1;
+        if let Some(held) = self.remote_log.allow(Instant::now()) {
+            tracing::warn!(
+                "remote signals: {peer}: {what}; connection closed{}",
+                suppressed(held)
+            );
         }
     }
 
@@ -661,6 +877,9 @@ impl Engine {
         let mut fds = vec![self.poll.as_raw_fd(), self.sigfd.as_raw_fd()];
         for p in &self.procs {
             fds.extend(p.a.iter().chain(&p.b).map(Conn::raw_fd));
+        }
+        if let Some(r) = &self.remote {
+            fds.extend(r.fds());
         }
         fds
     }
@@ -914,6 +1133,10 @@ impl Engine {
                 let queued: usize = self.procs.iter().map(Proc::load).sum::<usize>()
                     + self.pools.iter().map(VecDeque::len).sum::<usize>();
                 tracing::info!("shutting down ({why}): draining {queued} queued signals");
+                // Sources stop first: no new work from outside.
+                if let Some(r) = self.remote.as_mut() {
+                    r.shut(self.poll.registry());
+                }
                 self.phase = Phase::Draining {
                     deadline: now + self.opts.drain_timeout,
                 };
@@ -1038,9 +1261,13 @@ mod tests {
     fn tokens_round_trip() {
         for slot in [0, 1, 4095] {
             for chan in [Chan::A, Chan::B] {
-                assert_ne!(token(slot, chan), SIGNALS);
-                assert_eq!(from_token(token(slot, chan)), (slot, chan));
+                let t = token(slot, chan);
+                assert!(t != SIGNALS && t != REMOTE_LISTENER && t.0 < REMOTE_BASE);
+                assert_eq!(from_token(t), Some((slot, chan)));
             }
         }
+        assert_eq!(from_token(SIGNALS), None);
+        assert_eq!(from_token(REMOTE_LISTENER), None);
+        assert_eq!(from_token(Token(REMOTE_BASE)), None);
     }
 }

@@ -8,11 +8,13 @@
 
 mod conn;
 mod engine;
+mod remote;
 mod summary;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub use remote::RemoteOptions;
 pub use summary::{Counters, ProcessSummary, Summary};
 
 use crate::child::{Entry, ProcessInfo};
@@ -115,6 +117,7 @@ pub struct MasterBuilder {
     topo: Topology,
     entries: Entries,
     opts: Options,
+    remote: Option<RemoteOptions>,
 }
 
 impl MasterBuilder {
@@ -204,6 +207,29 @@ impl MasterBuilder {
         self
     }
 
+    /// Listens for remote signals (uwsgi protocol, as a uWSGI node does) at
+    /// `addr`: `host:port`, `:port`, a Unix socket path (created 0600) or
+    /// `@name`. Off unless called. See [`RemoteOptions`] for the limits.
+    pub fn remote(mut self, addr: impl Into<String>) -> Self {
+        self.remote = Some(RemoteOptions::new(addr));
+        self
+    }
+
+    /// Listens for remote signals with every setting given.
+    pub fn remote_options(mut self, opts: RemoteOptions) -> Self {
+        self.remote = Some(opts);
+        self
+    }
+
+    /// Only these signal numbers may be raised remotely; others are
+    /// answered "rejected". Needs [`MasterBuilder::remote`] first.
+    pub fn remote_allow(mut self, nums: impl IntoIterator<Item = u8>) -> Self {
+        if let Some(r) = self.remote.as_mut() {
+            r.allow = Some(nums.into_iter().collect());
+        }
+        self
+    }
+
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
@@ -234,6 +260,13 @@ impl MasterBuilder {
                 "a flare child cannot build a master of its own".into(),
             ));
         }
+        if let Some(r) = &self.remote {
+            if r.max_connections == 0 || r.read_timeout.is_zero() {
+                return Err(Error::Config(
+                    "remote signals need max_connections and read_timeout above zero".into(),
+                ));
+            }
+        }
         let topo = Arc::new(self.topo);
         let shm = Shm::create(topo.slots())?;
         let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
@@ -242,6 +275,11 @@ impl MasterBuilder {
                 "this process already built a master; one master per process".into(),
             ));
         }
+        // Bound now, so a taken address fails build(), not run().
+        let remote = self
+            .remote
+            .map(|r| remote::Remote::bind(r, engine::REMOTE_BASE))
+            .transpose()?;
         *state = Phase::Setup(Setup {
             table: Table::new(topo.clone()),
             shm,
@@ -252,6 +290,7 @@ impl MasterBuilder {
             entries: self.entries,
             opts: self.opts,
             shm,
+            remote,
         })
     }
 }
@@ -265,6 +304,7 @@ pub struct Master {
     entries: Entries,
     opts: Options,
     shm: Shm,
+    remote: Option<remote::Remote>,
 }
 
 impl Master {
@@ -279,12 +319,19 @@ impl Master {
             },
             entries: Entries::default(),
             opts: Options::default(),
+            remote: None,
         }
     }
 
     /// The process group this master runs.
     pub fn topology(&self) -> &Topology {
         &self.topo
+    }
+
+    /// Where the master listens for remote signals, with the actual port
+    /// when port 0 was asked for; `None` when it does not listen.
+    pub fn remote_addr(&self) -> Option<String> {
+        self.remote.as_ref().and_then(remote::Remote::local_addr)
     }
 
     /// Forks every child and supervises the group until a graceful
@@ -310,7 +357,14 @@ impl Master {
                 }
             }
         };
-        let engine = engine::Engine::new(self.topo, self.entries, self.opts, self.shm, setup)?;
+        let engine = engine::Engine::new(
+            self.topo,
+            self.entries,
+            self.opts,
+            self.shm,
+            setup,
+            self.remote,
+        )?;
         engine.run()
     }
 }

@@ -31,6 +31,17 @@ pub struct Counters {
     pub dead_lettered: u64,
     /// Deliveries still queued or unacknowledged when the master exited.
     pub pending_at_exit: u64,
+    /// Remote signal requests answered "delivered".
+    pub remote_accepted: u64,
+    /// Remote signal requests answered "rejected" (not allowed, unrouted,
+    /// or dropped).
+    pub remote_rejected: u64,
+    /// Remote connections closed for a malformed or short packet.
+    pub remote_malformed: u64,
+    /// Remote connections closed for sending no whole request in time.
+    pub remote_timed_out: u64,
+    /// Remote connections closed at once: the connection limit was reached.
+    pub remote_refused: u64,
 }
 
 /// One process of the group, as the run ends.
@@ -140,6 +151,20 @@ impl Summary {
             c.dead_lettered,
             c.pending_at_exit
         );
+        let remote = [
+            c.remote_accepted,
+            c.remote_rejected,
+            c.remote_malformed,
+            c.remote_timed_out,
+            c.remote_refused,
+        ];
+        if remote.iter().any(|&n| n > 0) {
+            let _ = writeln!(
+                s,
+                "remote: accepted {} | rejected {} | malformed {} | timed out {} | refused {}",
+                remote[0], remote[1], remote[2], remote[3], remote[4]
+            );
+        }
         s
     }
 }

@@ -1,4 +1,4 @@
-//! The child <-> master channel codec.
+//! Wire codecs: the child <-> master channel and uwsgi packets.
 //!
 //! Every message is a 16-byte frame; requests and replies carry a JSON
 //! payload right after their frame. Both sides read and write many frames
@@ -13,7 +13,10 @@
 //! | 4..8 | u32: origin (deliver), payload length (request, reply) |
 //! | 8..16 | u64: sequence (deliver, ack), request id (request, reply) |
 //!
-//! Pure: no I/O. See docs/wire-formats.md.
+//! Pure: no I/O. See docs/wire-formats.md. The uwsgi packet codec for
+//! remote signals is in [`uwsgi`].
+
+pub mod uwsgi;
 
 use serde::{Deserialize, Serialize};
 
