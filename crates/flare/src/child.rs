@@ -452,17 +452,26 @@ impl WaitHub {
         }
     }
 
+    /// Waits until `num` (any signal for `None`) was received since the
+    /// calling thread's previous wait for it returned (since the process
+    /// started, for its first wait). So `send(); wait()` cannot miss a
+    /// reply that lands before `wait()` is called, and arrivals between two
+    /// waits wake the next one at once (coalesced into one wake-up; every
+    /// handler still runs).
     fn wait(&self, num: Option<u8>, timeout: Option<Duration>) -> Option<Received> {
+        let key = num.map_or(256, usize::from);
         let (counter, last) = match num {
             Some(n) => (&self.counts[n as usize], &self.last[n as usize]),
             None => (&self.total, &self.last_any),
         };
-        let start = counter.load(SeqCst);
+        let seen = CURSORS.with(|c| c.borrow().get(&key).copied().unwrap_or(0));
         let deadline = timeout.map(|t| Instant::now() + t);
         self.waiters.fetch_add(1, SeqCst);
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let got = loop {
-            if counter.load(SeqCst) != start {
+            let now_count = counter.load(SeqCst);
+            if now_count > seen {
+                CURSORS.with(|c| c.borrow_mut().insert(key, now_count));
                 break unpack(last.load(SeqCst));
             }
             match deadline {
@@ -486,6 +495,13 @@ impl WaitHub {
         self.waiters.fetch_sub(1, SeqCst);
         got
     }
+}
+
+thread_local! {
+    /// Per thread: how many of each signal (key 256: of any) had arrived
+    /// when its last wait returned.
+    static CURSORS: RefCell<std::collections::HashMap<usize, u64>> =
+        RefCell::new(std::collections::HashMap::new());
 }
 
 const VALID: u64 = 1 << 63;
@@ -517,17 +533,19 @@ mod tests {
         assert_eq!(unpack(0), None);
     }
 
+    fn rx(num: u8) -> Received {
+        Received {
+            num,
+            origin: Origin::Timer,
+            attempt: 1,
+        }
+    }
+
     #[test]
     fn waiters_wake_on_their_signal_only() {
         let hub = Arc::new(WaitHub::default());
         let h = hub.clone();
         let t = std::thread::spawn(move || h.wait(Some(7), Some(Duration::from_secs(20))));
-        // The waiter may not be asleep yet; record until it returns.
-        let rx = |num| Received {
-            num,
-            origin: Origin::Timer,
-            attempt: 1,
-        };
         while hub.waiters.load(SeqCst) == 0 {
             std::thread::yield_now();
         }
@@ -535,5 +553,23 @@ mod tests {
         hub.record(rx(7));
         assert_eq!(t.join().unwrap(), Some(rx(7)));
         assert_eq!(hub.wait(Some(9), Some(Duration::from_millis(1))), None);
+    }
+
+    #[test]
+    fn a_signal_that_arrived_before_the_wait_is_not_missed() {
+        let hub = WaitHub::default();
+        hub.record(rx(3)); // the reply lands before wait() is called
+        let short = Some(Duration::from_millis(1));
+        assert_eq!(hub.wait(Some(3), short), Some(rx(3)));
+        // Consumed: the next wait needs a new arrival...
+        assert_eq!(hub.wait(Some(3), short), None);
+        // ...and arrivals in between coalesce into one wake-up.
+        hub.record(rx(3));
+        hub.record(rx(3));
+        assert_eq!(hub.wait(Some(3), short), Some(rx(3)));
+        assert_eq!(hub.wait(Some(3), short), None);
+        // wait_any keeps its own cursor.
+        assert_eq!(hub.wait(None, short), Some(rx(3)));
+        assert_eq!(hub.wait(None, short), None);
     }
 }

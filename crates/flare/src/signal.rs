@@ -170,9 +170,14 @@ impl Signal {
         }
     }
 
-    /// Blocks until this process receives this signal, and its handler (if
-    /// it has one) has run (uwsgiconf `signal.wait()`). Only in a child, and
-    /// not from inside a handler.
+    /// Blocks until this process has received this signal and run its
+    /// handler (uwsgiconf `signal.wait()`). Only in a child, and not from
+    /// inside a handler.
+    ///
+    /// As in uWSGI, a signal is not missed because it arrived before the
+    /// call: `wait()` returns at once when the signal was received since
+    /// this thread's previous `wait()` for it returned (or since the process
+    /// started). Several arrivals in between wake one `wait()`.
     pub fn wait(self) -> Result<Received> {
         waiting(Some(self.num), None)?.ok_or_else(|| Error::Wait("woke without a signal".into()))
     }
