@@ -5,9 +5,11 @@
 //! stays readable, and at the end asks the master to stop. Every handler
 //! run prints one line: who ran it, the signal, its target, who raised it.
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use flare::{Farm, Master, Mule, Received, Signal, Target};
+use flare::{Farm, Master, Mule, Received, Signal, Source, Target};
 
 /// Options of `flare demo`.
 #[derive(clap::Args)]
@@ -93,6 +95,11 @@ const STEPS: &[Step] = &[
         raise: &[10],
     },
     Step {
+        actor: "worker2",
+        what: "writes the watched file: its file monitor raises 32 for `spooler`",
+        raise: &[],
+    },
+    Step {
         actor: "worker3",
         what: "raises 99, which nobody registered: the first available worker records it",
         raise: &[99],
@@ -104,6 +111,15 @@ const CUE: u8 = 200;
 
 /// The one unregistered signal of the script.
 const UNREGISTERED: u8 = 99;
+
+/// Signals raised by the demo's sources: an rb timer, a cron entry and a
+/// file monitor.
+const TIMER_SIGNAL: u8 = 30;
+const CRON_SIGNAL: u8 = 31;
+const FILE_SIGNAL: u8 = 32;
+
+/// The file the demo watches (set before the fork, so every child has it).
+static WATCHED: OnceLock<PathBuf> = OnceLock::new();
 
 fn me() -> String {
     flare::whoami().map_or("?".into(), |w| w.proc_id().to_string())
@@ -127,6 +143,14 @@ fn perform(rx: Received) {
     let Some(step) = STEPS.get(usize::from(rx.num - CUE)) else {
         return;
     };
+    if step.raise.is_empty() {
+        if let Some(path) = WATCHED.get() {
+            if let Err(e) = std::fs::write(path, b"changed by the demo\n") {
+                println!("    {}: could not write {}: {e}", me(), path.display());
+            }
+        }
+        return;
+    }
     if step.raise == [20] {
         let target = Target::Workers;
         if let Err(e) = Signal::new(20).register_handler(target.clone(), show(target)) {
@@ -157,6 +181,12 @@ pub fn run(args: Args) -> flare::Result<()> {
         );
     }
     println!();
+    let dir = std::env::temp_dir().join(format!("flare-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| flare::Error::Io {
+        context: "creating the demo's directory",
+        source: e,
+    })?;
+    let watched = WATCHED.get_or_init(|| dir.join("watched.txt")).clone();
     let mut builder = Master::builder();
     if let Some(addr) = &args.remote {
         builder = builder.remote(addr.clone());
@@ -213,6 +243,21 @@ pub fn run(args: Args) -> flare::Result<()> {
         Signal::new(num).register_handler(target.clone(), show(target))?;
     }
     Signal::new(REMOTE_SIGNAL).register_handler(Target::Workers, show(Target::Workers))?;
+    // Sources: a timer firing three times, a cron entry for every minute
+    // (it fires in the minute it is added), and a file monitor.
+    Signal::new(TIMER_SIGNAL).register_handler(Target::Worker, show(Target::Worker))?;
+    Signal::new(CRON_SIGNAL).register_handler(Target::Mules, show(Target::Mules))?;
+    Signal::new(FILE_SIGNAL).register_handler(Target::Spooler, show(Target::Spooler))?;
+    let period = (pause * 3).max(Duration::from_millis(20));
+    Source::rb_timer(period, Some(3)).raise(TIMER_SIGNAL)?;
+    flare::add_cron(CRON_SIGNAL, "* * * * *")?;
+    flare::add_file_monitor(FILE_SIGNAL, &watched)?;
+    println!(
+        "sources: an rb timer (signal {TIMER_SIGNAL}, every {} ms, 3 times), a cron entry \
+         for every minute (signal {CRON_SIGNAL}), a file monitor on {} (signal {FILE_SIGNAL})\n",
+        period.as_millis(),
+        watched.display()
+    );
     for (i, step) in STEPS.iter().enumerate() {
         let target: Target = match step.actor {
             "mule1" => continue,
@@ -221,7 +266,9 @@ pub fn run(args: Args) -> flare::Result<()> {
         };
         Signal::new(CUE + i as u8).register_handler(target, perform)?;
     }
-    let summary = master.run()?;
+    let summary = master.run();
+    let _ = std::fs::remove_dir_all(&dir);
+    let summary = summary?;
     for p in &summary.processes {
         if p.handled_by_num.contains_key(&UNREGISTERED) {
             println!(

@@ -12,7 +12,8 @@ pub struct Args {
     /// The node: `host:port`, `:port`, a Unix socket path or `@name`; or
     /// uWSGI's `ADDR,NUM` form with no NUM argument.
     addr: String,
-    /// The signal number, 0-255.
+    /// The signal number, 0-255 (anything else exits 3).
+    #[arg(allow_hyphen_values = true)]
     num: Option<String>,
     /// Seconds to wait to connect, and again for the answer.
     #[arg(long, default_value_t = 4.0)]

@@ -536,7 +536,7 @@ mod tests {
     fn rx(num: u8) -> Received {
         Received {
             num,
-            origin: Origin::Timer,
+            origin: Origin::Remote,
             attempt: 1,
         }
     }

@@ -113,6 +113,26 @@ pub enum Error {
     #[error("the master is gone (its channel closed)")]
     MasterGone,
 
+    /// A timer, cron entry or file monitor that cannot work.
+    #[error("invalid signal source: {0}")]
+    InvalidSource(String),
+
+    /// The same source was already added for the same signal (uWSGI would
+    /// silently double it: unbit/uwsgi#782).
+    #[error("signal {sig} already has this source ({what}) as source #{id}")]
+    DuplicateSource {
+        /// The signal number.
+        sig: u8,
+        /// The source, described.
+        what: String,
+        /// The id of the existing source.
+        id: u32,
+    },
+
+    /// No source has this id (never added, or already removed).
+    #[error("no signal source #{0}")]
+    NoSuchSource(u32),
+
     /// The process group was configured with values that cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),

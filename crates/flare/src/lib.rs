@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod child;
+mod cron;
 mod error;
 mod handlers;
 mod master;
@@ -54,16 +55,21 @@ mod proto;
 mod ratelog;
 mod remote;
 mod router;
+mod schedule;
+pub mod scheduling;
 mod shm;
 mod signal;
+mod source;
 mod sys;
 mod table;
 mod target;
 mod topology;
 
 pub use child::{Entry, ProcessInfo};
+pub use cron::CronSpec;
 pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
+pub use master::SourceSummary;
 pub use master::{
     Counters, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions, Summary,
 };
@@ -74,6 +80,10 @@ pub use router::ProcState;
 pub use signal::{
     Signal, get_available_num, get_last_received, last_received, registry_signals, serve_forever,
     stop, wait_any, wait_any_timeout, whoami,
+};
+pub use source::{
+    IntoCron, Source, SourceId, SourceKind, add_cron, add_file_monitor, add_rb_timer, add_timer,
+    add_timer_ms, remove_source,
 };
 pub use target::{Farm, IntoTarget, Mule, Target};
 pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, Role, Topology};

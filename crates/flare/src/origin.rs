@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::source::SourceId;
 use crate::topology::{ProcId, Role};
 
 /// Who raised a signal.
@@ -21,18 +22,31 @@ pub enum Origin {
     Process(ProcId),
     /// A remote node, over the uwsgi protocol.
     Remote,
-    /// A timer.
-    Timer,
+    /// A timer (rb timers included).
+    Timer(SourceId),
     /// A cron entry.
-    Cron,
+    Cron(SourceId),
     /// A file monitor.
-    FileMonitor,
+    FileMonitor(SourceId),
     /// The control endpoint.
     Control,
 }
 
 impl Origin {
-    /// Packs into 32 bits: kind in the top byte, process id below.
+    /// The source that raised it, for timers, crons and file monitors.
+    pub fn source(self) -> Option<SourceId> {
+        match self {
+            Origin::Timer(id) | Origin::Cron(id) | Origin::FileMonitor(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The source id in an encoded origin word, if it names a source.
+    pub(crate) fn source_of(word: u32) -> Option<u32> {
+        matches!(word >> 24, 5..=7).then_some(word & 0x00ff_ffff)
+    }
+
+    /// Packs into 32 bits: kind in the top byte, process or source id below.
     pub(crate) fn encode(self) -> u32 {
         let (kind, id): (u32, u32) = match self {
             Origin::Process(p) => (
@@ -45,9 +59,9 @@ impl Origin {
                 p.id,
             ),
             Origin::Remote => (4, 0),
-            Origin::Timer => (5, 0),
-            Origin::Cron => (6, 0),
-            Origin::FileMonitor => (7, 0),
+            Origin::Timer(id) => (5, id.0),
+            Origin::Cron(id) => (6, id.0),
+            Origin::FileMonitor(id) => (7, id.0),
             Origin::Control => (8, 0),
         };
         kind << 24 | (id & 0x00ff_ffff)
@@ -62,9 +76,9 @@ impl Origin {
             2 => proc(Role::Mule),
             3 => proc(Role::Spooler),
             4 => Origin::Remote,
-            5 => Origin::Timer,
-            6 => Origin::Cron,
-            7 => Origin::FileMonitor,
+            5 => Origin::Timer(SourceId(id)),
+            6 => Origin::Cron(SourceId(id)),
+            7 => Origin::FileMonitor(SourceId(id)),
             8 => Origin::Control,
             _ => Origin::Process(ProcId::MASTER),
         }
@@ -76,9 +90,9 @@ impl fmt::Display for Origin {
         match self {
             Origin::Process(p) => p.fmt(f),
             Origin::Remote => f.write_str("remote"),
-            Origin::Timer => f.write_str("timer"),
-            Origin::Cron => f.write_str("cron"),
-            Origin::FileMonitor => f.write_str("file-monitor"),
+            Origin::Timer(id) => write!(f, "timer{id}"),
+            Origin::Cron(id) => write!(f, "cron{id}"),
+            Origin::FileMonitor(id) => write!(f, "file-monitor{id}"),
             Origin::Control => f.write_str("control"),
         }
     }
@@ -108,13 +122,15 @@ mod tests {
             Origin::Process(ProcId::new(Role::Mule, 77)),
             Origin::Process(ProcId::new(Role::Spooler, 4096)),
             Origin::Remote,
-            Origin::Timer,
-            Origin::Cron,
-            Origin::FileMonitor,
+            Origin::Timer(SourceId(3)),
+            Origin::Cron(SourceId(0xff_ffff)),
+            Origin::FileMonitor(SourceId(1)),
             Origin::Control,
         ];
         for o in all {
             assert_eq!(Origin::decode(o.encode()), o);
+            assert_eq!(Origin::source_of(o.encode()), o.source().map(SourceId::get));
         }
+        assert_eq!(Origin::Timer(SourceId(3)).to_string(), "timer#3");
     }
 }

@@ -50,8 +50,10 @@ impl Signal {
             Some(ctx) => match ctx.request(&Request::Reserve)? {
                 Reply::Num(n) => n,
                 Reply::Err(e) => return Err(e.into()),
-                Reply::Ok => {
-                    return Err(Error::Protocol("reserve answered without a number".into()));
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "reserve answered without a number: {other:?}"
+                    )));
                 }
             },
             None => master::with_setup(|s| s.reserve())??,

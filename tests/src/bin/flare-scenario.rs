@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
-use flare::{Error, Master, Mule, Signal, Target};
+use flare::{Error, Master, Mule, Signal, Source, Target};
 
 fn fact(key: &str, value: impl std::fmt::Display) {
     println!("FACT {key}={value}");
@@ -41,12 +41,19 @@ fn main() {
         "busy-pool" => busy_pool(PathBuf::from(&args[1]), count_arg_at(&args, 2, 200)),
         "drops" => drops(count_arg(&args, 100_000)),
         "remote" => remote(&args[1..]),
+        "timer" => timer(),
+        "rb-timer" => rb_timer(),
+        "file-monitor" => file_monitor(PathBuf::from(&args[1])),
+        "source-rules" => source_rules(PathBuf::from(&args[1])),
+        "unique" => unique(),
+        "cron" => cron(),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: targets, runtime-registration, \
                  respawn DIR, wait, available, auto-race, burst [N], tight-burst [N], \
                  drain [N], lifecycle DIR, queue-full, busy-pool DIR [N], drops [N], \
-                 remote ADDR MAX_CONNECTIONS TIMEOUT_MS [ALLOWED,...]"
+                 remote ADDR MAX_CONNECTIONS TIMEOUT_MS [ALLOWED,...], timer, rb-timer, \
+                 file-monitor DIR, source-rules DIR, unique, cron"
             );
             std::process::exit(2);
         }
@@ -515,5 +522,197 @@ fn remote(args: &[String]) -> flare::Result<flare::Summary> {
     fact("listening", master.remote_addr().expect("listening"));
     Signal::new(17).register_handler("worker", |_| {})?;
     Signal::new(18).register_handler("workers", |_| {})?;
+    master.run()
+}
+
+fn mono_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
+/// A 50 ms timer for worker 1: its handler notes when each run started;
+/// after 30 runs it reports them and stops the group.
+fn timer() -> flare::Result<flare::Summary> {
+    static TIMES: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+    let master = Master::builder().workers(2).build()?;
+    Signal::new(1).register_handler("worker1", |_| {
+        let mut t = TIMES.lock().expect("times");
+        t.push(mono_ns());
+        if t.len() == 30 {
+            let list: Vec<String> = t.iter().map(u64::to_string).collect();
+            fact("times", list.join(","));
+            flare::stop().expect("stop");
+        }
+    })?;
+    flare::add_timer_ms(1, 50)?;
+    master.run()
+}
+
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// An rb timer firing 3 times for mule 1; the mule watches six more periods
+/// for a fourth that must not come, then stops the group.
+fn rb_timer() -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(1)
+        .mules(1)
+        .mule_entry(|_| {
+            while RUNS.load(SeqCst) < 3 {
+                Signal::new(2)
+                    .wait_timeout(Duration::from_secs(10))
+                    .expect("wait");
+            }
+            // Observation window: a fourth firing would land in here.
+            std::thread::sleep(Duration::from_millis(300));
+            fact("runs", RUNS.load(SeqCst));
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(2).register_handler("mule1", |_| {
+        RUNS.fetch_add(1, SeqCst);
+    })?;
+    Source::rb_timer(Duration::from_millis(50), Some(3)).raise(2)?;
+    master.run()
+}
+
+/// File monitors: a file that does not exist yet (mule 1), an existing
+/// directory tree watched recursively (first available worker), and a burst
+/// of writes (mule 1, counted). Worker 1 makes the changes, one step at a
+/// time, waiting for signal 10 between steps.
+fn file_monitor(dir: PathBuf) -> flare::Result<flare::Summary> {
+    std::fs::create_dir_all(dir.join("tree/sub/deeper")).expect("tree");
+    let d = dir.clone();
+    let master = Master::builder()
+        .workers(2)
+        .mules(1)
+        .worker_entry(move |me| {
+            if me.id == 1 {
+                let step = |what: &str, f: &dyn Fn()| {
+                    f();
+                    let got = Signal::new(10).wait_timeout(Duration::from_secs(20));
+                    fact(what, got.is_ok_and(|r| r.is_some()));
+                };
+                step("appeared", &|| {
+                    std::fs::write(d.join("late.txt"), b"hello").expect("write");
+                });
+                step("deep_write", &|| {
+                    std::fs::write(d.join("tree/sub/deeper/f"), b"x").expect("write");
+                });
+                for i in 0..1000 {
+                    std::fs::write(d.join("burst.txt"), format!("{i}")).expect("write");
+                }
+                // Let the coalescing window close and its trailing signal land.
+                std::thread::sleep(Duration::from_millis(500));
+                flare::stop().expect("stop");
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(3).register_handler("mule1", |rx| {
+        fact("late_by", rx.origin);
+        Signal::new(10).send().expect("send");
+    })?;
+    Signal::new(4).register_handler("worker", |_| {
+        Signal::new(10).send().expect("send");
+    })?;
+    Signal::new(5).register_handler("mule1", |_| {})?;
+    Signal::new(10).register_handler("worker1", |_| {})?;
+    flare::add_file_monitor(3, dir.join("late.txt"))?;
+    Source::file_monitor(dir.join("tree"))
+        .recursive()
+        .raise(4)?;
+    flare::add_file_monitor(5, dir.join("burst.txt"))?;
+    master.run()
+}
+
+/// Errors from the master and from a child; duplicates; removal at run time.
+fn source_rules(dir: PathBuf) -> flare::Result<flare::Summary> {
+    let missing = dir.join("no/such/dir/file");
+    let m = missing.clone();
+    let master = Master::builder()
+        .workers(1)
+        .worker_entry(move |_| {
+            fact(
+                "child_missing",
+                err_text(flare::add_file_monitor(1, &m).map(|_| ())),
+            );
+            fact(
+                "child_bad_cron",
+                err_text(flare::add_cron(1, [0, 24, -1, -1, -1]).map(|_| ())),
+            );
+            flare::add_timer(7, 3600).expect("first timer");
+            fact(
+                "child_duplicate",
+                err_text(flare::add_timer(7, 3600).map(|_| ())),
+            );
+            // A 20 ms timer added at run time, removed after five runs.
+            let id = flare::add_timer_ms(8, 20).expect("timer");
+            while RUNS.load(SeqCst) < 5 {
+                Signal::new(8)
+                    .wait_timeout(Duration::from_secs(10))
+                    .expect("wait");
+            }
+            flare::remove_source(id).expect("remove");
+            let at_removal = RUNS.load(SeqCst);
+            // Observation window: ten more periods.
+            std::thread::sleep(Duration::from_millis(200));
+            fact("after_removal", RUNS.load(SeqCst) - at_removal);
+            fact("removed_twice", err_text(flare::remove_source(id)));
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(8).register_handler("worker1", |_| {
+        RUNS.fetch_add(1, SeqCst);
+    })?;
+    fact(
+        "master_missing",
+        err_text(flare::add_file_monitor(1, &missing).map(|_| ())),
+    );
+    fact(
+        "master_bad_cron",
+        err_text(flare::add_cron(1, "61 * * * *").map(|_| ())),
+    );
+    fact(
+        "master_zero",
+        err_text(flare::add_timer_ms(1, 0).map(|_| ())),
+    );
+    master.run()
+}
+
+/// Two 10 ms timers into a handler that takes 100 ms: the unique one does
+/// not pile signals up, the other does. Mule 1 stops the group after 1 s.
+fn unique() -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(2)
+        .mules(1)
+        .drain_timeout(Duration::from_millis(200))
+        .mule_entry(|_| {
+            // The measurement window.
+            std::thread::sleep(Duration::from_secs(1));
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
+        .build()?;
+    let slow = |_| std::thread::sleep(Duration::from_millis(100));
+    Signal::new(9).register_handler("worker1", slow)?;
+    Signal::new(11).register_handler("worker2", slow)?;
+    let u = Source::timer(Duration::from_millis(10)).unique().raise(9)?;
+    let p = Source::timer(Duration::from_millis(10)).raise(11)?;
+    fact("unique_id", u.get());
+    fact("plain_id", p.get());
+    master.run()
+}
+
+/// "Every minute" fires in the minute it is added (as in uWSGI).
+fn cron() -> flare::Result<flare::Summary> {
+    let master = Master::builder().workers(1).build()?;
+    Signal::new(12).register_handler("worker1", |rx| {
+        fact("cron_origin", rx.origin);
+        flare::stop().expect("stop");
+    })?;
+    flare::add_cron(12, "* * * * *")?;
     master.run()
 }

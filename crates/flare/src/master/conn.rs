@@ -166,7 +166,7 @@ mod tests {
         Frame::Deliver {
             num: (seq % 256) as u8,
             attempt: 1,
-            origin: Origin::Timer,
+            origin: Origin::Remote,
             seq,
             pooled: false,
         }

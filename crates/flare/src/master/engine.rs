@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 
 use super::conn::{Conn, Outbox};
 use super::remote::{Input, Remote};
+use super::sources::{Sources, unix_now};
 use super::summary::{Counters, Summary};
 use super::{Entries, Options, Setup};
 use crate::child::{ChildSetup, child_main};
@@ -37,10 +38,11 @@ use crate::table::{Owner, Registration, Table};
 use crate::target::Target;
 use crate::topology::{ProcId, Slot, Topology};
 
-// Tokens: 0 signals, 1 the remote listener, CHILD_BASE + 2 * slot + chan
+// Tokens: 0 signals, 1 the remote listener, 2 inotify, CHILD_BASE + 2 * slot + chan
 // the child channels, REMOTE_BASE + n the remote connections.
 const SIGNALS: Token = Token(0);
 const REMOTE_LISTENER: Token = Token(1);
+const INOTIFY: Token = Token(2);
 const CHILD_BASE: usize = 16;
 pub(super) const REMOTE_BASE: usize = 1 << 24;
 /// Reads of one channel per loop turn, so one busy child cannot starve the
@@ -94,6 +96,8 @@ struct Outcome {
     accepted: bool,
     /// A queue it went to is above high water: stop reading the sender.
     throttle: bool,
+    /// Deliveries queued for it (0 when unrouted or dropped).
+    queued: u64,
 }
 
 /// A signal waiting for a pool member.
@@ -194,6 +198,8 @@ pub(super) struct Engine {
     dropped_log: RateLog,
     remote_log: RateLog,
     remote: Option<Remote>,
+    sources: Sources,
+    inotify_watched: bool,
 }
 
 impl Engine {
@@ -282,6 +288,8 @@ impl Engine {
             dropped_log: RateLog::new(10, Duration::from_secs(1)),
             remote_log: RateLog::new(10, Duration::from_secs(1)),
             remote,
+            sources: setup.sources,
+            inotify_watched: false,
             topo,
         })
     }
@@ -296,6 +304,8 @@ impl Engine {
             plural(t.farms.len(), "farm"),
             plural(t.spoolers as usize, "spooler"),
         );
+        self.sources.start(Instant::now());
+        self.watch_inotify();
         for s in 0..self.procs.len() {
             self.spawn(s)?;
         }
@@ -322,6 +332,13 @@ impl Engine {
                         self.accept_remote();
                         continue;
                     }
+                    INOTIFY => {
+                        let due = self.sources.on_file_events(Instant::now());
+                        if self.phase == Phase::Running {
+                            self.raise_sourced(due);
+                        }
+                        continue;
+                    }
                     _ => {}
                 }
                 if let Some(r) = self.remote.as_mut() {
@@ -345,6 +362,10 @@ impl Engine {
             }
             self.read_all();
             self.serve_remote();
+            if self.phase == Phase::Running {
+                let due = self.sources.due(Instant::now(), unix_now());
+                self.raise_sourced(due);
+            }
             self.fire_respawns();
             if std::mem::take(&mut self.credit_freed) {
                 self.dispatch_pools();
@@ -372,6 +393,11 @@ impl Engine {
         let mut next = self.respawns.peek().map(|Reverse((t, _))| *t);
         if let Some(t) = self.remote.as_ref().and_then(Remote::next_sweep) {
             next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        if self.phase == Phase::Running {
+            if let Some(t) = self.sources.next_deadline(now, unix_now()) {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
         }
         match self.phase {
             Phase::Draining { deadline } | Phase::Terminating { deadline } => {
@@ -521,6 +547,22 @@ impl Engine {
                 self.begin_shutdown(&format!("stop requested by {me}"));
                 Reply::Ok
             }
+            Request::AddSource { sig, source } => {
+                match self.sources.add(sig, source, Owner::Child(slot)) {
+                    Ok(id) => {
+                        self.watch_inotify();
+                        Reply::Source(id.get())
+                    }
+                    Err(e) => {
+                        tracing::warn!("{me}: source refused: {e}");
+                        Reply::Err(e.into())
+                    }
+                }
+            }
+            Request::RemoveSource { id } => match self.sources.remove(crate::SourceId(id)) {
+                Ok(()) => Reply::Ok,
+                Err(e) => Reply::Err(e.into()),
+            },
         }
     }
 
@@ -536,6 +578,7 @@ impl Engine {
         self.counters.raised += 1;
         let dropped_before = self.counters.dropped;
         let mut throttle = false;
+        let mut queued = 0;
         let decision = router::decide(
             self.table.route(num),
             &self.topo,
@@ -547,7 +590,7 @@ impl Engine {
                 self.counters.routed += 1;
                 for i in 0..self.scratch.len() {
                     let s = self.scratch[i];
-                    self.enqueue(s, num, origin, 1, false);
+                    queued += u64::from(self.enqueue(s, num, origin, 1, false));
                     if self.procs[s].outbox.len() > self.opts.high_water {
                         throttle |= wait_on(&mut self.procs[s].waiters, sender);
                     }
@@ -560,6 +603,7 @@ impl Engine {
                     self.drop_one(num, "its pool's queue is full");
                 } else {
                     self.pools[n].push_back(Pooled { origin, attempt: 1 });
+                    queued = 1;
                     self.dispatch_pool(num);
                     if self.pools[n].len() > self.opts.high_water {
                         throttle |= wait_on(&mut self.pool_waiters[n], sender);
@@ -585,12 +629,42 @@ impl Engine {
                 return Outcome {
                     accepted: false,
                     throttle,
+                    queued: 0,
                 };
             }
         }
         Outcome {
             accepted: self.counters.dropped == dropped_before,
             throttle,
+            queued,
+        }
+    }
+
+    /// Raises what sources asked for, keeping count for `unique`.
+    fn raise_sourced(&mut self, due: Vec<(u8, Origin)>) {
+        for (sig, origin) in due {
+            let out = self.raise(sig, origin, None);
+            if let Some(id) = origin.source() {
+                self.sources.queued(id.get(), out.queued);
+            }
+        }
+    }
+
+    /// Watches the inotify descriptor once the first file monitor made it.
+    fn watch_inotify(&mut self) {
+        if self.inotify_watched {
+            return;
+        }
+        if let Some(fd) = self.sources.fd() {
+            let r = self.poll.registry().register(
+                &mut mio::unix::SourceFd(&fd),
+                INOTIFY,
+                Interest::READABLE,
+            );
+            match r {
+                Ok(()) => self.inotify_watched = true,
+                Err(e) => tracing::error!("file monitors: cannot watch inotify: {e}"),
+            }
         }
     }
 
@@ -732,6 +806,7 @@ impl Engine {
             Outcome {
                 accepted: false,
                 throttle: false,
+                queued: 0,
             }
         };
         if out.accepted {
@@ -760,12 +835,14 @@ impl Engine {
         }
     }
 
-    fn enqueue(&mut self, s: Slot, num: u8, origin: Origin, attempt: u8, pooled: bool) {
+    /// Queues one delivery; false when the child's queue is full and it
+    /// was dropped.
+    fn enqueue(&mut self, s: Slot, num: u8, origin: Origin, attempt: u8, pooled: bool) -> bool {
         let p = &mut self.procs[s];
         if p.outbox.len() >= self.opts.outbox_limit {
             let why = format!("the queue of {} is full ({})", p.id, self.opts.outbox_limit);
             self.drop_one(num, &why);
-            return;
+            return false;
         }
         let seq = p.next_seq;
         p.next_seq += 1;
@@ -782,6 +859,14 @@ impl Engine {
         self.views[s].load += 1;
         self.counters.delivered += 1;
         self.mark_dirty(s);
+        true
+    }
+
+    /// A delivery raised by a source left the system (dropped or given up).
+    fn settle(&mut self, origin_word: u32) {
+        if let Some(id) = Origin::source_of(origin_word) {
+            self.sources.settled(id);
+        }
     }
 
     fn drop_one(&mut self, num: u8, why: &str) {
@@ -807,7 +892,9 @@ impl Engine {
             );
             let Some(s) = picked else { break };
             self.pools[n].pop_front();
-            self.enqueue(s, num, item.origin, item.attempt, true);
+            if !self.enqueue(s, num, item.origin, item.attempt, true) {
+                self.settle(item.origin.encode());
+            }
         }
     }
 
@@ -820,7 +907,10 @@ impl Engine {
     fn on_ack(&mut self, slot: Slot, seq: u64) {
         let p = &mut self.procs[slot];
         let before = p.inflight.len();
-        while p.inflight.front().is_some_and(|f| Frame::seq_of(f) <= seq) {
+        while let Some(f) = p.inflight.front().filter(|f| Frame::seq_of(f) <= seq) {
+            if let Some(id) = Origin::source_of(Frame::origin_word(f)) {
+                self.sources.settled(id);
+            }
             p.inflight.pop_front();
         }
         let done = before - p.inflight.len();
@@ -881,6 +971,7 @@ impl Engine {
         if let Some(r) = &self.remote {
             fds.extend(r.fds());
         }
+        fds.extend(self.sources.fd());
         fds
     }
 
@@ -1013,6 +1104,7 @@ impl Engine {
         for num in self.table.release_child(slot) {
             self.mirror(num);
         }
+        self.sources.release(slot);
         if self.phase != Phase::Running {
             tracing::debug!("{id} (pid {pid}) {how}");
             self.set_state(slot, ProcState::Stopped);
@@ -1068,6 +1160,7 @@ impl Engine {
             };
             if attempt > self.opts.max_attempts {
                 self.counters.dead_lettered += 1;
+                self.settle(origin.encode());
                 tracing::error!(
                     "signal {num} (raised by {origin}) dead-lettered after {} attempts; \
                      last given to {}",
@@ -1215,7 +1308,13 @@ impl Engine {
             counters.raised,
             counters.handled
         );
-        Summary::collect(counters, &self.topo, &self.shm, &pids)
+        Summary::collect(
+            counters,
+            &self.topo,
+            &self.shm,
+            &pids,
+            self.sources.summaries(),
+        )
     }
 }
 

@@ -8,13 +8,16 @@
 
 mod conn;
 mod engine;
+mod monitor;
 mod remote;
+mod sources;
 mod summary;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub use remote::RemoteOptions;
+pub use sources::SourceSummary;
 pub use summary::{Counters, ProcessSummary, Summary};
 
 use crate::child::{Entry, ProcessInfo};
@@ -280,11 +283,12 @@ impl MasterBuilder {
             .remote
             .map(|r| remote::Remote::bind(r, engine::REMOTE_BASE))
             .transpose()?;
-        *state = Phase::Setup(Setup {
+        *state = Phase::Setup(Box::new(Setup {
             table: Table::new(topo.clone()),
             shm,
             raised: Vec::new(),
-        });
+            sources: sources::Sources::default(),
+        }));
         Ok(Master {
             topo,
             entries: self.entries,
@@ -350,7 +354,7 @@ impl Master {
         let setup = {
             let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
             match std::mem::replace(&mut *state, Phase::Running) {
-                Phase::Setup(s) => s,
+                Phase::Setup(s) => *s,
                 other => {
                     *state = other;
                     return Err(Error::Config("run() called twice".into()));
@@ -375,6 +379,8 @@ pub(crate) struct Setup {
     pub(crate) shm: Shm,
     /// Signals the master raised before `run()`, raised when it starts.
     pub(crate) raised: Vec<u8>,
+    /// Sources added before `run()`.
+    pub(crate) sources: sources::Sources,
 }
 
 impl Setup {
@@ -383,6 +389,16 @@ impl Setup {
         self.table.register(num, target, Owner::Master)?;
         self.mirror(num);
         Ok(())
+    }
+
+    /// Adds a source owned by the master.
+    pub(crate) fn add_source(&mut self, sig: u8, source: crate::Source) -> Result<crate::SourceId> {
+        self.sources.add(sig, source, Owner::Master)
+    }
+
+    /// Removes a source.
+    pub(crate) fn remove_source(&mut self, id: crate::SourceId) -> Result<()> {
+        self.sources.remove(id)
     }
 
     /// Reserves the first free number for the master.
@@ -402,7 +418,7 @@ impl Setup {
 
 enum Phase {
     None,
-    Setup(Setup),
+    Setup(Box<Setup>),
     Running,
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use serde::Serialize;
 
+use super::sources::SourceSummary;
 use crate::router::ProcState;
 use crate::shm::Shm;
 use crate::topology::{ProcId, Topology};
@@ -72,6 +73,8 @@ pub struct Summary {
     pub counters: Counters,
     /// Every process, in slot order (workers, mules, spoolers).
     pub processes: Vec<ProcessSummary>,
+    /// Every source still in place at the end.
+    pub sources: Vec<SourceSummary>,
 }
 
 impl Summary {
@@ -80,6 +83,7 @@ impl Summary {
         topo: &Topology,
         shm: &Shm,
         last_pids: &[u32],
+        sources: Vec<SourceSummary>,
     ) -> Self {
         let processes = (0..topo.slots())
             .map(|s| {
@@ -108,6 +112,7 @@ impl Summary {
         Summary {
             counters,
             processes,
+            sources,
         }
     }
 

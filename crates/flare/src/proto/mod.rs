@@ -126,6 +126,11 @@ impl Frame {
         })
     }
 
+    /// The origin word of an encoded deliver frame.
+    pub(crate) fn origin_word(b: &RawFrame) -> u32 {
+        u32::from_le_bytes([b[4], b[5], b[6], b[7]])
+    }
+
     /// The sequence number of an encoded deliver frame.
     pub(crate) fn seq_of(b: &RawFrame) -> u64 {
         u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
@@ -265,6 +270,13 @@ pub(crate) enum Request {
     Reserve,
     /// Shut the whole group down gracefully.
     Stop,
+    /// Add a source raising `sig`, owned by the asking child.
+    AddSource {
+        sig: u8,
+        source: crate::source::Source,
+    },
+    /// Remove a source.
+    RemoveSource { id: u32 },
 }
 
 /// The master's answer to a [`Request`].
@@ -274,6 +286,8 @@ pub(crate) enum Reply {
     Ok,
     /// The number reserved.
     Num(u8),
+    /// The id of the source added.
+    Source(u32),
     /// Refused.
     Err(WireError),
 }
@@ -302,6 +316,13 @@ pub(crate) enum WireError {
         requested: String,
     },
     NoSignalAvailable,
+    InvalidSource(String),
+    DuplicateSource {
+        sig: u8,
+        what: String,
+        id: u32,
+    },
+    NoSuchSource(u32),
     Other(String),
 }
 
@@ -341,6 +362,11 @@ impl From<Error> for WireError {
                 requested,
             },
             Error::NoSignalAvailable => WireError::NoSignalAvailable,
+            Error::InvalidSource(s) => WireError::InvalidSource(s),
+            Error::DuplicateSource { sig, what, id } => {
+                WireError::DuplicateSource { sig, what, id }
+            }
+            Error::NoSuchSource(id) => WireError::NoSuchSource(id),
             other => WireError::Other(other.to_string()),
         }
     }
@@ -382,6 +408,11 @@ impl From<WireError> for Error {
                 requested,
             },
             WireError::NoSignalAvailable => Error::NoSignalAvailable,
+            WireError::InvalidSource(s) => Error::InvalidSource(s),
+            WireError::DuplicateSource { sig, what, id } => {
+                Error::DuplicateSource { sig, what, id }
+            }
+            WireError::NoSuchSource(id) => Error::NoSuchSource(id),
             WireError::Other(s) => Error::Protocol(s),
         }
     }

@@ -1,0 +1,411 @@
+//! The master's signal sources: timers on one heap (thousands cost no more
+//! descriptors than one), cron entries checked at each minute boundary,
+//! file monitors on one inotify descriptor, and the count of deliveries
+//! each source still has queued or running, which `unique` needs.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use serde::Serialize;
+
+use super::monitor::Monitors;
+use crate::cron::CronSpec;
+use crate::error::{Error, Result};
+use crate::origin::Origin;
+use crate::schedule::{CronCursor, TimerSchedule};
+use crate::source::{Source, SourceId, SourceKind};
+use crate::table::Owner;
+use crate::topology::Slot;
+
+enum State {
+    Timer(TimerSchedule),
+    Cron(Box<CronSpec>, CronCursor),
+    Monitor,
+}
+
+struct Entry {
+    sig: u8,
+    source: Source,
+    owner: Owner,
+    state: State,
+    fired: u64,
+    held: u64,
+}
+
+impl Entry {
+    fn origin(&self, id: u32) -> Origin {
+        let id = SourceId(id);
+        match self.state {
+            State::Timer(_) => Origin::Timer(id),
+            State::Cron(..) => Origin::Cron(id),
+            State::Monitor => Origin::FileMonitor(id),
+        }
+    }
+}
+
+/// A source, as reported in summaries and stats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceSummary {
+    /// Its id.
+    pub id: u32,
+    /// The signal it raises.
+    pub sig: u8,
+    /// What it is (`timer every 50ms`, `cron `* * * * *``, ...).
+    pub what: String,
+    /// Times it raised its signal.
+    pub fired: u64,
+    /// Firings skipped because it is unique and its last signal was still
+    /// queued or running.
+    pub held: u64,
+}
+
+/// Every source of the master.
+#[derive(Default)]
+pub(crate) struct Sources {
+    next_id: u32,
+    entries: BTreeMap<u32, Entry>,
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    monitors: Monitors,
+    /// Deliveries raised by a source and not yet handled, by source id.
+    outstanding: HashMap<u32, u64>,
+}
+
+/// Local wall-clock time of a Unix time.
+fn local(unix: i64) -> Option<NaiveDateTime> {
+    chrono::DateTime::from_timestamp(unix, 0).map(|t| t.with_timezone(&chrono::Local).naive_local())
+}
+
+/// The current Unix time in seconds.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Sources {
+    /// Adds a source for `sig`; refuses an exact duplicate.
+    pub(crate) fn add(&mut self, sig: u8, mut source: Source, owner: Owner) -> Result<SourceId> {
+        source.validate()?;
+        if let Some((&id, e)) = self
+            .entries
+            .iter()
+            .find(|(_, e)| e.sig == sig && same_kind(&e.source.kind, &source.kind))
+        {
+            return Err(Error::DuplicateSource {
+                sig,
+                what: e.source.kind.to_string(),
+                id,
+            });
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let now = Instant::now();
+        let state = match &mut source.kind {
+            SourceKind::Timer { period, repeat } => {
+                let t = TimerSchedule::new(now, *period, *repeat);
+                self.timers.push(Reverse((t.due(), id)));
+                State::Timer(t)
+            }
+            SourceKind::Cron(text) => {
+                State::Cron(Box::new(text.parse()?), CronCursor::new(unix_now()))
+            }
+            SourceKind::FileMonitor { path, recursive } => {
+                *path = self.monitors.add(id, path, *recursive)?;
+                State::Monitor
+            }
+        };
+        tracing::info!("source #{id} added: {} raising signal {sig}", source.kind);
+        self.entries.insert(
+            id,
+            Entry {
+                sig,
+                source,
+                owner,
+                state,
+                fired: 0,
+                held: 0,
+            },
+        );
+        Ok(SourceId(id))
+    }
+
+    /// Removes a source.
+    pub(crate) fn remove(&mut self, id: SourceId) -> Result<()> {
+        let e = self
+            .entries
+            .remove(&id.0)
+            .ok_or(Error::NoSuchSource(id.0))?;
+        if matches!(e.state, State::Monitor) {
+            self.monitors.remove(id.0);
+        }
+        self.outstanding.remove(&id.0);
+        tracing::info!("source #{} removed ({})", id.0, e.source.kind);
+        Ok(())
+    }
+
+    /// Removes what a dead child added.
+    pub(crate) fn release(&mut self, slot: Slot) {
+        let ids: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.owner == Owner::Child(slot))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            let _ = self.remove(SourceId(id));
+        }
+    }
+
+    /// Puts timers and crons on the clock of `run()`'s start: a source
+    /// added before `run()` counts from there.
+    pub(crate) fn start(&mut self, now: Instant) {
+        self.timers.clear();
+        let unix = unix_now();
+        for (&id, e) in &mut self.entries {
+            match &mut e.state {
+                State::Timer(t) => {
+                    if let SourceKind::Timer { period, repeat } = e.source.kind {
+                        *t = TimerSchedule::new(now, period, repeat);
+                        self.timers.push(Reverse((t.due(), id)));
+                    }
+                }
+                State::Cron(_, c) => *c = CronCursor::new(unix),
+                State::Monitor => {}
+            }
+        }
+    }
+
+    /// The raises due at `now`, oldest source first. A unique source whose
+    /// last signal is still outstanding is held instead.
+    pub(crate) fn due(&mut self, now: Instant, now_unix: i64) -> Vec<(u8, Origin)> {
+        let mut out = Vec::new();
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue; // removed
+            };
+            let State::Timer(sched) = &mut e.state else {
+                continue;
+            };
+            if sched.due() != t {
+                continue; // a stale heap entry (the timer was restarted)
+            }
+            let goes_on = sched.fire(now);
+            let next = sched.due();
+            if goes_on {
+                self.timers.push(Reverse((next, id)));
+            }
+            self.fire(id, 1, &mut out);
+            if !goes_on {
+                tracing::info!("rb timer #{id} is done");
+                self.entries.remove(&id);
+                self.outstanding.remove(&id);
+            }
+        }
+        let crons: Vec<(u32, u32)> = self
+            .entries
+            .iter_mut()
+            .filter_map(|(&id, e)| match &mut e.state {
+                State::Cron(spec, cursor) if now_unix >= cursor.next_check() => {
+                    let d = cursor.check(spec, now_unix, &local);
+                    if d.skipped > 0 {
+                        tracing::warn!(
+                            "cron #{id}: {} minutes skipped (the clock jumped or the master stalled)",
+                            d.skipped
+                        );
+                    }
+                    Some((id, d.matches))
+                }
+                _ => None,
+            })
+            .collect();
+        for (id, n) in crons {
+            self.fire(id, n, &mut out);
+        }
+        for id in self.monitors.expire(now) {
+            self.fire(id, 1, &mut out);
+        }
+        out
+    }
+
+    /// Reads the file monitors' events; returns the raises due.
+    pub(crate) fn on_file_events(&mut self, now: Instant) -> Vec<(u8, Origin)> {
+        let mut out = Vec::new();
+        for id in self.monitors.read(now) {
+            self.fire(id, 1, &mut out);
+        }
+        out
+    }
+
+    fn fire(&mut self, id: u32, times: u32, out: &mut Vec<(u8, Origin)>) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        for _ in 0..times {
+            let busy = self.outstanding.get(&id).is_some_and(|&n| n > 0);
+            if e.source.unique
+                && (busy || out.iter().any(|(_, o)| o.source() == Some(SourceId(id))))
+            {
+                e.held += 1;
+                continue;
+            }
+            e.fired += 1;
+            out.push((e.sig, e.origin(id)));
+        }
+    }
+
+    /// `n` deliveries of a raise by source `id` were queued.
+    pub(crate) fn queued(&mut self, id: u32, n: u64) {
+        if n > 0 && self.entries.contains_key(&id) {
+            *self.outstanding.entry(id).or_default() += n;
+        }
+    }
+
+    /// One delivery of source `id` was handled, dropped or given up.
+    pub(crate) fn settled(&mut self, id: u32) {
+        if let Some(n) = self.outstanding.get_mut(&id) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// When the next source may fire.
+    pub(crate) fn next_deadline(&self, now: Instant, now_unix: i64) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        let cron = self
+            .entries
+            .values()
+            .filter_map(|e| match &e.state {
+                State::Cron(_, c) => Some(c.next_check()),
+                _ => None,
+            })
+            .min()
+            .map(|at| now + Duration::from_secs(at.saturating_sub(now_unix).max(0) as u64));
+        [timer, cron, self.monitors.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The inotify descriptor, once a file monitor exists.
+    pub(crate) fn fd(&self) -> Option<RawFd> {
+        self.monitors.fd()
+    }
+
+    /// Every source, for summaries and stats.
+    pub(crate) fn summaries(&self) -> Vec<SourceSummary> {
+        self.entries
+            .iter()
+            .map(|(&id, e)| SourceSummary {
+                id,
+                sig: e.sig,
+                what: e.source.kind.to_string(),
+                fired: e.fired,
+                held: e.held,
+            })
+            .collect()
+    }
+}
+
+/// Whether two sources are the same (for duplicate detection): same period
+/// and repeat, same cron text, same path.
+fn same_kind(a: &SourceKind, b: &SourceKind) -> bool {
+    match (a, b) {
+        (SourceKind::FileMonitor { path: p, .. }, SourceKind::FileMonitor { path: q, .. }) => {
+            std::path::absolute(p).ok() == std::path::absolute(q).ok()
+        }
+        (SourceKind::Cron(x), SourceKind::Cron(y)) => x.split_whitespace().eq(y.split_whitespace()),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_refused_removal_and_release_work() {
+        let mut s = Sources::default();
+        let t = || Source::timer(Duration::from_secs(5));
+        let a = s.add(1, t(), Owner::Master).unwrap();
+        let e = s.add(1, t(), Owner::Child(0)).unwrap_err();
+        assert!(
+            matches!(e, Error::DuplicateSource { sig: 1, id, .. } if id == a.0),
+            "{e}"
+        );
+        assert!(
+            s.add(2, t(), Owner::Child(0)).is_ok(),
+            "another signal is fine"
+        );
+        let c = s
+            .add(3, Source::cron("* * * * *").unwrap(), Owner::Child(1))
+            .unwrap();
+        let e = s
+            .add(3, Source::cron(" *  * * * * ").unwrap(), Owner::Master)
+            .unwrap_err();
+        assert!(e.to_string().contains("already has this source"), "{e}");
+        s.release(0);
+        assert_eq!(s.summaries().len(), 2, "worker 1's timer went with it");
+        s.remove(c).unwrap();
+        assert!(matches!(s.remove(c), Err(Error::NoSuchSource(_))));
+        assert_eq!(s.summaries().len(), 1);
+    }
+
+    #[test]
+    fn unique_sources_hold_while_outstanding() {
+        let mut s = Sources::default();
+        let id = s
+            .add(
+                7,
+                Source::timer(Duration::from_millis(10)).unique(),
+                Owner::Master,
+            )
+            .unwrap();
+        let t0 = Instant::now();
+        s.start(t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let due = s.due(at(10), unix_now());
+        assert_eq!(due, vec![(7, Origin::Timer(id))]);
+        s.queued(id.0, 1);
+        assert!(
+            s.due(at(20), unix_now()).is_empty(),
+            "held: still outstanding"
+        );
+        s.settled(id.0);
+        assert_eq!(s.due(at(30), unix_now()).len(), 1);
+        let sum = &s.summaries()[0];
+        assert_eq!((sum.fired, sum.held), (2, 1));
+    }
+
+    #[test]
+    fn rb_timers_go_away_after_their_last_firing() {
+        let mut s = Sources::default();
+        s.add(
+            1,
+            Source::rb_timer(Duration::from_millis(10), Some(2)),
+            Owner::Master,
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        s.start(t0);
+        assert_eq!(s.due(t0 + Duration::from_millis(10), 0).len(), 1);
+        assert_eq!(s.due(t0 + Duration::from_millis(20), 0).len(), 1);
+        assert!(s.summaries().is_empty());
+        assert!(s.due(t0 + Duration::from_millis(30), 0).is_empty());
+    }
+
+    #[test]
+    fn a_missing_parent_is_a_clear_error() {
+        let mut s = Sources::default();
+        let e = s
+            .add(1, Source::file_monitor("/no/such/dir/file"), Owner::Master)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("neither it nor its parent directory"), "{e}");
+    }
+}
