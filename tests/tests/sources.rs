@@ -136,3 +136,19 @@ fn an_every_minute_cron_fires_in_the_minute_it_is_added() {
     assert_eq!(r.facts("cron_origin")[0], "cron#1");
     assert!(r.handled("worker", 1, 12) >= 1);
 }
+
+#[test]
+fn scheduling_helpers_pick_a_number_register_and_add_the_source() {
+    let r = run(&["scheduling"]);
+    let cron: u8 = r.fact("cron_signal").parse().unwrap();
+    let timer: u8 = r.fact("timer_signal").parse().unwrap();
+    assert_eq!(cron, 0, "the first free number, reserved in the master");
+    assert_eq!(timer, 1, "the next one, reserved by worker 2 at run time");
+    assert!(r.handled("worker", 2, timer) >= 3);
+    assert_eq!(
+        r.handled("worker", 1, timer),
+        0,
+        "registered in worker 2 only"
+    );
+    assert_eq!(r.handled("mule", 1, cron), 1);
+}

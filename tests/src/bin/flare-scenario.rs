@@ -47,13 +47,14 @@ fn main() {
         "source-rules" => source_rules(PathBuf::from(&args[1])),
         "unique" => unique(),
         "cron" => cron(),
+        "scheduling" => scheduling(),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: targets, runtime-registration, \
                  respawn DIR, wait, available, auto-race, burst [N], tight-burst [N], \
                  drain [N], lifecycle DIR, queue-full, busy-pool DIR [N], drops [N], \
                  remote ADDR MAX_CONNECTIONS TIMEOUT_MS [ALLOWED,...], timer, rb-timer, \
-                 file-monitor DIR, source-rules DIR, unique, cron"
+                 file-monitor DIR, source-rules DIR, unique, cron, scheduling"
             );
             std::process::exit(2);
         }
@@ -714,5 +715,29 @@ fn cron() -> flare::Result<flare::Summary> {
         flare::stop().expect("stop");
     })?;
     flare::add_cron(12, "* * * * *")?;
+    master.run()
+}
+
+/// The one-call helpers: worker 2 schedules a 20 ms timer for itself at
+/// run time; the master schedules an every-minute cron for the mules.
+fn scheduling() -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(2)
+        .mules(1)
+        .worker_entry(|me| {
+            if me.id == 2 {
+                let s = flare::scheduling::register_timer_ms(20, "worker2", |_| {
+                    if RUNS.fetch_add(1, SeqCst) + 1 == 3 {
+                        flare::stop().expect("stop");
+                    }
+                })
+                .expect("schedule");
+                fact("timer_signal", s.signal.num());
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    let s = flare::scheduling::register_cron("* * * * *", "mules", |_| {})?;
+    fact("cron_signal", s.signal.num());
     master.run()
 }

@@ -400,6 +400,31 @@ mod tests {
     }
 
     #[test]
+    fn thousands_of_timers_are_one_heap_and_no_descriptor() {
+        let mut s = Sources::default();
+        for i in 0..5000u64 {
+            s.add(
+                1,
+                Source::timer(Duration::from_millis(10 + i)),
+                Owner::Master,
+            )
+            .unwrap();
+        }
+        assert_eq!(s.fd(), None, "no descriptor per timer (nor at all)");
+        let t0 = Instant::now();
+        s.start(t0);
+        assert_eq!(s.timers.len(), 5000);
+        // After 100 ms exactly the first 91 periods (10..=100 ms) are due.
+        let due = s.due(t0 + Duration::from_millis(100), 0);
+        assert_eq!(due.len(), 91);
+        // Next: the 101 ms timer's first firing (the 10 ms one is at 110).
+        assert_eq!(
+            s.next_deadline(t0, 0),
+            Some(t0 + Duration::from_millis(101))
+        );
+    }
+
+    #[test]
     fn a_missing_parent_is_a_clear_error() {
         let mut s = Sources::default();
         let e = s
