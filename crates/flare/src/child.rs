@@ -231,8 +231,13 @@ impl ChildCtx {
     fn handle(&self, d: Delivery) {
         let st = self.shm.slot(self.slot);
         let num = d.rx.num;
-        st.current.store(num as u32 + 1, Relaxed);
+        // Start time and sequence first, then the signal (release): a master
+        // that sees the signal also sees this start and sequence or later
+        // ones, so it never times a handler from an older start.
         st.handler_started_ns.store(monotonic_ns(), Relaxed);
+        st.current_seq.store(d.seq, Relaxed);
+        st.current
+            .store(num as u32 + 1, std::sync::atomic::Ordering::Release);
         if let Some(h) = handlers::get(num) {
             if catch_unwind(AssertUnwindSafe(|| h(d.rx))).is_err() {
                 st.panics.fetch_add(1, Relaxed);
@@ -243,7 +248,11 @@ impl ChildCtx {
                 );
             }
         }
-        st.current.store(0, Relaxed);
+        // Done before idle: a master reading after a crash sees this
+        // delivery as handled rather than as started.
+        st.done_seq
+            .store(d.seq, std::sync::atomic::Ordering::Release);
+        st.current.store(0, std::sync::atomic::Ordering::Release);
         st.handled_by_num[num as usize].fetch_add(1, Relaxed);
         st.handled.fetch_add(1, Relaxed);
         st.last_received.store(num as u32 + 1, Relaxed);

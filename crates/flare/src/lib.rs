@@ -71,7 +71,8 @@ pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
 pub use master::SourceSummary;
 pub use master::{
-    Counters, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions, Summary,
+    Counters, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions,
+    SignalSummary, Summary, Tally,
 };
 pub use origin::{Origin, Received};
 pub use proto::uwsgi;

@@ -29,6 +29,12 @@ pub(crate) struct SlotStatus {
     pub(crate) last_received: AtomicU32,
     /// `CLOCK_MONOTONIC` nanoseconds when the current handler started.
     pub(crate) handler_started_ns: AtomicU64,
+    /// Sequence number of the delivery whose handler runs now (valid while
+    /// `current` is not 0).
+    pub(crate) current_seq: AtomicU64,
+    /// Sequence number of the last delivery whose handler returned: on a
+    /// crash, everything up to it is known to be handled, acked or not.
+    pub(crate) done_seq: AtomicU64,
     /// Times the slot was forked again after a death.
     pub(crate) respawns: AtomicU64,
     /// Signals raised by processes in this slot.

@@ -48,13 +48,18 @@ fn main() {
         "unique" => unique(),
         "cron" => cron(),
         "scheduling" => scheduling(),
+        "kill-queued" => kill_queued(PathBuf::from(&args[1])),
+        "abort-handler" => abort_handler(),
+        "harakiri" => harakiri(PathBuf::from(&args[1])),
+        "chaos" => chaos(count_arg(&args, 20)),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: targets, runtime-registration, \
                  respawn DIR, wait, available, auto-race, burst [N], tight-burst [N], \
                  drain [N], lifecycle DIR, queue-full, busy-pool DIR [N], drops [N], \
                  remote ADDR MAX_CONNECTIONS TIMEOUT_MS [ALLOWED,...], timer, rb-timer, \
-                 file-monitor DIR, source-rules DIR, unique, cron, scheduling"
+                 file-monitor DIR, source-rules DIR, unique, cron, scheduling, kill-queued DIR, \
+                 abort-handler, harakiri DIR, chaos SECONDS"
             );
             std::process::exit(2);
         }
@@ -739,5 +744,142 @@ fn scheduling() -> flare::Result<flare::Summary> {
         .build()?;
     let s = flare::scheduling::register_cron("* * * * *", "mules", |_| {})?;
     fact("cron_signal", s.signal.num());
+    master.run()
+}
+
+/// Worker 1 queues 10,000 signals for worker 2, whose first incarnation is
+/// stuck in its first handler; the test SIGKILLs it. The respawned worker 2
+/// handles all 10,000 and stops the group.
+fn kill_queued(dir: PathBuf) -> flare::Result<flare::Summary> {
+    const N: u64 = 10_000;
+    let master = Master::builder()
+        .workers(2)
+        .worker_entry(|me| {
+            if me.id == 1 {
+                for _ in 0..N {
+                    Signal::new(1).send().expect("send");
+                }
+                fact("sent", N);
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(1).register_handler("worker2", move |_| {
+        if std::fs::create_dir(dir.join("stuck")).is_ok() {
+            fact("victim", std::process::id());
+            flare::serve_forever();
+        }
+        if RUNS.fetch_add(1, SeqCst) + 1 == N {
+            flare::stop().expect("stop");
+        }
+    })?;
+    master.run()
+}
+
+/// Signal 1's handler aborts its process every time: after max_attempts
+/// (3) deliveries it is dead-lettered and worker 1 stops dying. Signal 2
+/// for every worker keeps flowing all along; mule 1 counts what it sent.
+fn abort_handler() -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(2)
+        .mules(1)
+        .max_attempts(3)
+        .mule_entry(|_| {
+            Signal::new(1).send().expect("send");
+            let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+            let mut sent = 0;
+            while std::time::Instant::now() < deadline {
+                Signal::new(2).send().expect("send");
+                sent += 1;
+                // Pacing for the observation window, not synchronisation.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            fact("sent_2", sent);
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(1).register_handler("worker1", |_| std::process::abort())?;
+    Signal::new(2).register_handler("workers", |_| {})?;
+    master.run()
+}
+
+/// The first `worker` signal sleeps past the 300 ms harakiri: its worker is
+/// killed and respawned, the timeout counted, and the signal given to
+/// another worker; the pool serves the other 100 meanwhile.
+fn harakiri(dir: PathBuf) -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(4)
+        .mules(1)
+        .harakiri(flare::Role::Worker, Duration::from_millis(300))
+        .mule_entry(|_| {
+            for _ in 0..101 {
+                Signal::new(1).send().expect("send");
+            }
+            // Observation window: the kill, the respawn, the redelivery.
+            std::thread::sleep(Duration::from_millis(1500));
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(1).register_handler("worker", move |_| {
+        if std::fs::create_dir(dir.join("sleeper")).is_ok() {
+            fact("sleeper", flare::whoami().map_or(0, |w| w.id));
+            std::thread::sleep(Duration::from_secs(30));
+        }
+    })?;
+    master.run()
+}
+
+/// The group the chaos harness (flare-chaos) attacks: every child raises
+/// signals on every target kind for `secs` seconds while the harness kills
+/// children at random; the harness then stops the master with SIGTERM.
+fn chaos(secs: u64) -> flare::Result<flare::Summary> {
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    let opts = flare::Options {
+        // Children die all the time here: keep respawns quick.
+        min_lifetime: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+        drain_timeout: Duration::from_secs(30),
+        ..flare::Options::default()
+    };
+    let sender = move |me: flare::ProcessInfo| {
+        let nums = [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 42];
+        let mut i = me.id as usize;
+        while std::time::Instant::now() < until {
+            for _ in 0..10 {
+                Signal::new(nums[i % nums.len()]).send().expect("send");
+                i += 1;
+            }
+            // Pacing: a steady stream rather than one flood.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        flare::serve_forever();
+    };
+    let master = Master::builder()
+        .workers(4)
+        .mules(2)
+        .farm("f", [1, 2])
+        .spoolers(1)
+        .options(opts)
+        .worker_entry(sender)
+        .mule_entry(sender)
+        .spooler_entry(sender)
+        .build()?;
+    let targets = [
+        "workers",
+        "worker",
+        "worker2",
+        "active-workers",
+        "mules",
+        "mule",
+        "mule1",
+        "farm_f",
+        "spooler",
+    ];
+    for (i, t) in targets.iter().enumerate() {
+        Signal::new(i as u8 + 1).register_handler(*t, |_| {})?;
+    }
+    fact("ready", std::process::id());
     master.run()
 }

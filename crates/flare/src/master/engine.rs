@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use super::conn::{Conn, Outbox};
 use super::remote::{Input, Remote};
 use super::sources::{Sources, unix_now};
-use super::summary::{Counters, Summary};
+use super::summary::{Counters, SignalSummary, Summary, Tally};
 use super::{Entries, Options, Setup};
 use crate::child::{ChildSetup, child_main};
 use crate::error::{Error, Result};
@@ -49,6 +49,8 @@ pub(super) const REMOTE_BASE: usize = 1 << 24;
 /// others.
 const READS_PER_TURN: usize = 8;
 const READ_BUF: usize = 64 * 1024;
+/// How often handler run times are checked when a harakiri is set.
+const HARAKIRI_TICK: Duration = Duration::from_millis(50);
 
 /// Which of a child's two channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +107,9 @@ struct Outcome {
 struct Pooled {
     origin: Origin,
     attempt: u8,
+    /// Given back after the member that had it died: already counted as
+    /// delivered.
+    again: bool,
 }
 
 /// One child slot.
@@ -126,6 +131,12 @@ struct Proc {
     quick_deaths: u32,
     /// Kill it: it broke the channel protocol.
     doomed: bool,
+    /// Deliveries to this slot and what became of them.
+    tally: Tally,
+    /// Handler timeouts.
+    timeouts: u64,
+    /// Killed for a handler timeout; not reaped yet.
+    harakiri_sent: bool,
 }
 
 impl Proc {
@@ -200,6 +211,24 @@ pub(super) struct Engine {
     remote: Option<Remote>,
     sources: Sources,
     inotify_watched: bool,
+    /// Raised and unrouted counts and delivery outcomes, by signal number.
+    by_num: Vec<(u64, u64, Tally)>,
+    last_harakiri_check: Instant,
+}
+
+/// An outcome of one delivery, for [`Engine::note`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome1 {
+    Delivered,
+    /// A pool delivery given to another member: delivered for that
+    /// process, not a new delivery in the totals.
+    Reassigned,
+    /// A pool delivery taken from a dead member (that member's tally only).
+    Moved,
+    Handled,
+    Dropped,
+    Redelivered,
+    DeadLettered,
 }
 
 impl Engine {
@@ -253,6 +282,9 @@ impl Engine {
                 spawned_at: now,
                 quick_deaths: 0,
                 doomed: false,
+                tally: Tally::default(),
+                timeouts: 0,
+                harakiri_sent: false,
             })
             .collect();
         Ok(Engine {
@@ -290,6 +322,8 @@ impl Engine {
             remote,
             sources: setup.sources,
             inotify_watched: false,
+            by_num: vec![(0, 0, Tally::default()); 256],
+            last_harakiri_check: now,
             topo,
         })
     }
@@ -367,6 +401,7 @@ impl Engine {
                 self.raise_sourced(due);
             }
             self.fire_respawns();
+            self.check_harakiri();
             if std::mem::take(&mut self.credit_freed) {
                 self.dispatch_pools();
             }
@@ -398,6 +433,10 @@ impl Engine {
             if let Some(t) = self.sources.next_deadline(now, unix_now()) {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
+        }
+        if self.opts.harakiri.any() {
+            let t = self.last_harakiri_check + HARAKIRI_TICK;
+            next = Some(next.map_or(t, |n| n.min(t)));
         }
         match self.phase {
             Phase::Draining { deadline } | Phase::Terminating { deadline } => {
@@ -576,6 +615,7 @@ impl Engine {
     /// recorded on any queue the signal pushed past high water.
     fn raise(&mut self, num: u8, origin: Origin, sender: Option<Sender>) -> Outcome {
         self.counters.raised += 1;
+        self.by_num[num as usize].0 += 1;
         let dropped_before = self.counters.dropped;
         let mut throttle = false;
         let mut queued = 0;
@@ -590,7 +630,7 @@ impl Engine {
                 self.counters.routed += 1;
                 for i in 0..self.scratch.len() {
                     let s = self.scratch[i];
-                    queued += u64::from(self.enqueue(s, num, origin, 1, false));
+                    queued += u64::from(self.enqueue(s, num, origin, 1, false, true));
                     if self.procs[s].outbox.len() > self.opts.high_water {
                         throttle |= wait_on(&mut self.procs[s].waiters, sender);
                     }
@@ -600,9 +640,13 @@ impl Engine {
                 self.counters.routed += 1;
                 let n = num as usize;
                 if self.pools[n].len() >= self.opts.outbox_limit {
-                    self.drop_one(num, "its pool's queue is full");
+                    self.drop_one(num, None, "its pool's queue is full");
                 } else {
-                    self.pools[n].push_back(Pooled { origin, attempt: 1 });
+                    self.pools[n].push_back(Pooled {
+                        origin,
+                        attempt: 1,
+                        again: false,
+                    });
                     queued = 1;
                     self.dispatch_pool(num);
                     if self.pools[n].len() > self.opts.high_water {
@@ -612,6 +656,7 @@ impl Engine {
             }
             Decision::Unrouted(why) => {
                 self.counters.unrouted += 1;
+                self.by_num[num as usize].1 += 1;
                 if let Some(held) = self.unrouted_log.allow(Instant::now()) {
                     let why = match why {
                         Unrouted::NoProcess => "no process of its target can run it now".into(),
@@ -836,12 +881,21 @@ impl Engine {
     }
 
     /// Queues one delivery; false when the child's queue is full and it
-    /// was dropped.
-    fn enqueue(&mut self, s: Slot, num: u8, origin: Origin, attempt: u8, pooled: bool) -> bool {
+    /// was dropped. `fresh` is false for a pool delivery given again, which
+    /// was counted as delivered the first time.
+    fn enqueue(
+        &mut self,
+        s: Slot,
+        num: u8,
+        origin: Origin,
+        attempt: u8,
+        pooled: bool,
+        fresh: bool,
+    ) -> bool {
         let p = &mut self.procs[s];
         if p.outbox.len() >= self.opts.outbox_limit {
             let why = format!("the queue of {} is full ({})", p.id, self.opts.outbox_limit);
-            self.drop_one(num, &why);
+            self.drop_one(num, Some(s), &why);
             return false;
         }
         let seq = p.next_seq;
@@ -857,7 +911,12 @@ impl Engine {
             .encode(),
         );
         self.views[s].load += 1;
-        self.counters.delivered += 1;
+        let what = if fresh {
+            Outcome1::Delivered
+        } else {
+            Outcome1::Reassigned
+        };
+        self.note(what, num, Some(s));
         self.mark_dirty(s);
         true
     }
@@ -869,8 +928,39 @@ impl Engine {
         }
     }
 
-    fn drop_one(&mut self, num: u8, why: &str) {
-        self.counters.dropped += 1;
+    /// Counts one delivery outcome everywhere it is counted: the totals,
+    /// the signal number's, and the process's.
+    fn note(&mut self, what: Outcome1, num: u8, slot: Option<Slot>) {
+        fn bump(what: Outcome1, t: &mut Tally) {
+            match what {
+                Outcome1::Delivered | Outcome1::Reassigned => t.delivered += 1,
+                Outcome1::Moved => t.moved += 1,
+                Outcome1::Handled => t.handled += 1,
+                Outcome1::Dropped => t.dropped += 1,
+                Outcome1::Redelivered => t.redelivered += 1,
+                Outcome1::DeadLettered => t.dead_lettered += 1,
+            }
+        }
+        if let Some(s) = slot {
+            bump(what, &mut self.procs[s].tally);
+        }
+        if matches!(what, Outcome1::Reassigned | Outcome1::Moved) {
+            return; // the same delivery, changing hands
+        }
+        let c = &mut self.counters;
+        match what {
+            Outcome1::Reassigned | Outcome1::Moved => {}
+            Outcome1::Delivered => c.delivered += 1,
+            Outcome1::Handled => c.handled += 1,
+            Outcome1::Dropped => c.dropped += 1,
+            Outcome1::Redelivered => c.redelivered += 1,
+            Outcome1::DeadLettered => c.dead_lettered += 1,
+        }
+        bump(what, &mut self.by_num[num as usize].2);
+    }
+
+    fn drop_one(&mut self, num: u8, slot: Option<Slot>, why: &str) {
+        self.note(Outcome1::Dropped, num, slot);
         if let Some(held) = self.dropped_log.allow(Instant::now()) {
             tracing::warn!("signal {num} dropped: {why}{}", suppressed(held));
         }
@@ -892,7 +982,7 @@ impl Engine {
             );
             let Some(s) = picked else { break };
             self.pools[n].pop_front();
-            if !self.enqueue(s, num, item.origin, item.attempt, true) {
+            if !self.enqueue(s, num, item.origin, item.attempt, true, !item.again) {
                 self.settle(item.origin.encode());
             }
         }
@@ -905,18 +995,20 @@ impl Engine {
     }
 
     fn on_ack(&mut self, slot: Slot, seq: u64) {
-        let p = &mut self.procs[slot];
-        let before = p.inflight.len();
-        while let Some(f) = p.inflight.front().filter(|f| Frame::seq_of(f) <= seq) {
-            if let Some(id) = Origin::source_of(Frame::origin_word(f)) {
+        let mut done = 0;
+        while let Some(&f) = self.procs[slot].inflight.front() {
+            if Frame::seq_of(&f) > seq {
+                break;
+            }
+            self.procs[slot].inflight.pop_front();
+            if let Some(id) = Origin::source_of(Frame::origin_word(&f)) {
                 self.sources.settled(id);
             }
-            p.inflight.pop_front();
+            self.note(Outcome1::Handled, f[1], Some(slot));
+            done += 1;
         }
-        let done = before - p.inflight.len();
         if done > 0 {
             self.views[slot].load -= done;
-            self.counters.handled += done as u64;
             self.credit_freed = true;
         }
     }
@@ -1095,6 +1187,7 @@ impl Engine {
         let now = Instant::now();
         let p = &mut self.procs[slot];
         p.pid = None;
+        p.harakiri_sent = false;
         let lived = now.duration_since(p.spawned_at);
         let id = p.id;
         self.shm.slot(slot).pid.store(0, Relaxed);
@@ -1129,10 +1222,17 @@ impl Engine {
         self.credit_freed = true;
     }
 
-    /// After a death: what the child had been given but not acknowledged
-    /// goes again, to the respawned child or (pool signals) to the pool;
-    /// past `max_attempts` it is dead-lettered.
+    /// After a death, what the child had been given but not acknowledged:
+    /// a delivery its handler finished is counted as handled (the child
+    /// said so in shared memory); the one whose handler was running goes
+    /// again with one more attempt, and is dead-lettered past
+    /// `max_attempts`; the ones it never started go again as they were.
+    /// They go to the respawned child, or (pool signals) back to the pool.
     fn requeue(&mut self, slot: Slot) {
+        let st = self.shm.slot(slot);
+        let running = st.current.swap(0, std::sync::atomic::Ordering::AcqRel) != 0;
+        let running_seq = st.current_seq.load(Relaxed);
+        let done = st.done_seq.load(std::sync::atomic::Ordering::Acquire);
         let p = &mut self.procs[slot];
         p.outbox.partial = 0;
         let inflight = std::mem::take(&mut p.inflight);
@@ -1151,29 +1251,46 @@ impl Engine {
             else {
                 continue;
             };
-            // Only what was written may have started; what was still queued
-            // keeps its attempt count.
-            let attempt = if i < sent {
+            if i < sent && seq <= done {
+                // Handled, only not acknowledged yet.
+                self.note(Outcome1::Handled, num, Some(slot));
+                self.settle(origin.encode());
+                continue;
+            }
+            let started = i < sent && running && seq == running_seq;
+            let attempt = if started {
                 attempt.saturating_add(1)
             } else {
                 attempt
             };
             if attempt > self.opts.max_attempts {
-                self.counters.dead_lettered += 1;
+                self.note(Outcome1::DeadLettered, num, Some(slot));
                 self.settle(origin.encode());
+                let target = self
+                    .table
+                    .route(num)
+                    .map_or("worker (unregistered)".into(), |r| r.target.to_string());
                 tracing::error!(
-                    "signal {num} (raised by {origin}) dead-lettered after {} attempts; \
-                     last given to {}",
+                    "signal {num} (target {target}, raised by {origin}) dead-lettered after {} \
+                     attempts; last given to {}",
                     attempt - 1,
                     self.procs[slot].id
                 );
                 continue;
             }
             if i < sent {
-                self.counters.redelivered += 1;
+                self.note(Outcome1::Redelivered, num, Some(slot));
             }
             if pooled {
-                to_pools.push((num, Pooled { origin, attempt }));
+                self.note(Outcome1::Moved, num, Some(slot));
+                to_pools.push((
+                    num,
+                    Pooled {
+                        origin,
+                        attempt,
+                        again: true,
+                    },
+                ));
             } else {
                 keep.push_back(
                     Frame::Deliver {
@@ -1193,6 +1310,49 @@ impl Engine {
         let p = &mut self.procs[slot];
         p.outbox.frames = keep;
         self.views[slot].load = p.load();
+    }
+
+    /// Kills children whose current handler has run past their role's
+    /// limit (checked every [`HARAKIRI_TICK`]).
+    fn check_harakiri(&mut self) {
+        let now = Instant::now();
+        if !self.opts.harakiri.any() || now < self.last_harakiri_check + HARAKIRI_TICK {
+            return;
+        }
+        self.last_harakiri_check = now;
+        let now_ns = crate::shm::monotonic_ns();
+        for s in 0..self.procs.len() {
+            let p = &mut self.procs[s];
+            let (Some(pid), Some(limit)) = (p.pid, self.opts.harakiri.for_role(p.id.role)) else {
+                continue;
+            };
+            if p.harakiri_sent {
+                continue;
+            }
+            let st = self.shm.slot(s);
+            // The signal first (acquire), then its start time: see child.rs.
+            let current = st.current.load(std::sync::atomic::Ordering::Acquire);
+            if current == 0 {
+                continue;
+            }
+            let ran =
+                Duration::from_nanos(now_ns.saturating_sub(st.handler_started_ns.load(Relaxed)));
+            if ran <= limit {
+                continue;
+            }
+            let _ = kill(pid, Signal::SIGKILL);
+            p.harakiri_sent = true;
+            p.timeouts += 1;
+            self.counters.timeouts += 1;
+            tracing::error!(
+                "{} (pid {pid}): handler of signal {} has run {} ms, past the {} ms limit: \
+                 killed (harakiri); it will be respawned and the signal given again",
+                p.id,
+                current - 1,
+                ran.as_millis(),
+                limit.as_millis()
+            );
+        }
     }
 
     fn fire_respawns(&mut self) {
@@ -1297,10 +1457,39 @@ impl Engine {
         }
     }
 
-    fn finish(self) -> Summary {
-        let mut counters = self.counters;
-        counters.pending_at_exit = self.procs.iter().map(|p| p.load() as u64).sum::<u64>()
-            + self.pools.iter().map(|q| q.len() as u64).sum::<u64>();
+    fn finish(mut self) -> Summary {
+        // What is still queued, by number and by process.
+        for s in 0..self.procs.len() {
+            let p = &self.procs[s];
+            let nums: Vec<u8> = p
+                .inflight
+                .iter()
+                .chain(&p.outbox.frames)
+                .map(|f| f[1])
+                .collect();
+            self.procs[s].tally.pending_at_exit = nums.len() as u64;
+            for n in nums {
+                self.by_num[n as usize].2.pending_at_exit += 1;
+            }
+        }
+        for (n, q) in self.pools.iter().enumerate() {
+            self.by_num[n].2.pending_at_exit += q.len() as u64;
+        }
+        let mut counters = self.counters.clone();
+        counters.pending_at_exit = self.by_num.iter().map(|b| b.2.pending_at_exit).sum();
+        let signals = self
+            .by_num
+            .iter()
+            .enumerate()
+            .filter(|(_, (raised, _, t))| *raised > 0 || t.delivered > 0)
+            .map(|(n, &(raised, unrouted, tally))| SignalSummary {
+                num: n as u8,
+                raised,
+                unrouted,
+                tally,
+            })
+            .collect();
+        let tallies: Vec<(Tally, u64)> = self.procs.iter().map(|p| (p.tally, p.timeouts)).collect();
         let pids: Vec<u32> = self.procs.iter().map(|p| p.last_pid).collect();
         tracing::info!(
             "master {} exiting: {} raised, {} handled",
@@ -1314,6 +1503,8 @@ impl Engine {
             &self.shm,
             &pids,
             self.sources.summaries(),
+            &tallies,
+            signals,
         )
     }
 }

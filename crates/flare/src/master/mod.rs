@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use remote::RemoteOptions;
 pub use sources::SourceSummary;
-pub use summary::{Counters, ProcessSummary, Summary};
+pub use summary::{Counters, ProcessSummary, SignalSummary, Summary, Tally};
 
 use crate::child::{Entry, ProcessInfo};
 use crate::error::{Error, Result};
@@ -58,6 +58,37 @@ pub struct Options {
     pub min_lifetime: Duration,
     /// Longest wait before a respawn. Default 10 s.
     pub max_backoff: Duration,
+    /// Handler time limits per role (uWSGI's harakiri): a child whose
+    /// current handler has run longer is killed and respawned, and what it
+    /// was handling is given again. None by default.
+    pub harakiri: Harakiri,
+}
+
+/// Handler time limits per role; `None` means no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Harakiri {
+    /// For workers (uWSGI `--harakiri`).
+    pub worker: Option<Duration>,
+    /// For mules (uWSGI `--mule-harakiri`).
+    pub mule: Option<Duration>,
+    /// For spoolers (uWSGI `--spooler-harakiri`).
+    pub spooler: Option<Duration>,
+}
+
+impl Harakiri {
+    /// The limit for a role.
+    pub fn for_role(&self, role: Role) -> Option<Duration> {
+        match role {
+            Role::Worker => self.worker,
+            Role::Mule => self.mule,
+            Role::Spooler => self.spooler,
+            Role::Master => None,
+        }
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.worker.or(self.mule).or(self.spooler).is_some()
+    }
 }
 
 impl Default for Options {
@@ -72,6 +103,7 @@ impl Default for Options {
             kill_timeout: Duration::from_secs(5),
             min_lifetime: Duration::from_secs(1),
             max_backoff: Duration::from_secs(10),
+            harakiri: Harakiri::default(),
         }
     }
 }
@@ -182,6 +214,25 @@ impl MasterBuilder {
     /// See [`Options::outbox_limit`].
     pub fn outbox_limit(mut self, n: usize) -> Self {
         self.opts.outbox_limit = n;
+        self
+    }
+
+    /// Limits how long one handler may run in processes of `role` (uWSGI's
+    /// harakiri): past it, the child is killed and respawned, the timeout
+    /// counted, and the delivery given again (up to `max_attempts`).
+    pub fn harakiri(mut self, role: Role, limit: Duration) -> Self {
+        match role {
+            Role::Worker => self.opts.harakiri.worker = Some(limit),
+            Role::Mule => self.opts.harakiri.mule = Some(limit),
+            Role::Spooler => self.opts.harakiri.spooler = Some(limit),
+            Role::Master => {}
+        }
+        self
+    }
+
+    /// See [`Options::max_attempts`].
+    pub fn max_attempts(mut self, n: u8) -> Self {
+        self.opts.max_attempts = n;
         self
     }
 

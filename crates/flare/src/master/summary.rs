@@ -11,6 +11,41 @@ use crate::router::ProcState;
 use crate::shm::Shm;
 use crate::topology::{ProcId, Topology};
 
+/// What became of deliveries: of one signal number, or to one process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Deliveries queued (a `workers` signal makes one per worker).
+    pub delivered: u64,
+    /// Deliveries acknowledged as handled.
+    pub handled: u64,
+    /// Deliveries dropped because a queue was at its bound.
+    pub dropped: u64,
+    /// Deliveries given again after the process that had them died.
+    pub redelivered: u64,
+    /// Deliveries given up after too many attempts.
+    pub dead_lettered: u64,
+    /// Deliveries still queued or unacknowledged when the master exited.
+    pub pending_at_exit: u64,
+    /// For one process: pool deliveries given to another member after
+    /// this process died (so, per process, delivered = handled +
+    /// dead-lettered + pending at exit + moved).
+    pub moved: u64,
+}
+
+/// What became of one signal number.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SignalSummary {
+    /// The number.
+    pub num: u8,
+    /// Times it was raised.
+    pub raised: u64,
+    /// Raises that reached nobody.
+    pub unrouted: u64,
+    /// Its deliveries.
+    #[serde(flatten)]
+    pub tally: Tally,
+}
+
 /// The master's counters of every outcome.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
@@ -32,6 +67,8 @@ pub struct Counters {
     pub dead_lettered: u64,
     /// Deliveries still queued or unacknowledged when the master exited.
     pub pending_at_exit: u64,
+    /// Children killed because a handler ran past its time limit.
+    pub timeouts: u64,
     /// Remote signal requests answered "delivered".
     pub remote_accepted: u64,
     /// Remote signal requests answered "rejected" (not allowed, unrouted,
@@ -63,7 +100,13 @@ pub struct ProcessSummary {
     /// Handlers that panicked.
     pub panics: u64,
     /// Deliveries handled, by signal number (numbers never handled left out).
+    /// Counted by the process after each handler run, so a delivery that was
+    /// given again after a crash may count twice.
     pub handled_by_num: BTreeMap<u8, u64>,
+    /// The master's side: deliveries to this process and what became of them.
+    pub tally: Tally,
+    /// Handler timeouts (harakiri kills).
+    pub timeouts: u64,
 }
 
 /// The outcome of [`crate::Master::run`].
@@ -75,6 +118,10 @@ pub struct Summary {
     pub processes: Vec<ProcessSummary>,
     /// Every source still in place at the end.
     pub sources: Vec<SourceSummary>,
+    /// Every signal number raised at least once.
+    pub signals: Vec<SignalSummary>,
+    /// The master's peak resident memory, in KiB.
+    pub master_max_rss_kib: u64,
 }
 
 impl Summary {
@@ -84,6 +131,8 @@ impl Summary {
         shm: &Shm,
         last_pids: &[u32],
         sources: Vec<SourceSummary>,
+        tallies: &[(Tally, u64)],
+        signals: Vec<SignalSummary>,
     ) -> Self {
         let processes = (0..topo.slots())
             .map(|s| {
@@ -106,13 +155,20 @@ impl Summary {
                     handled: st.handled.load(Relaxed),
                     panics: st.panics.load(Relaxed),
                     handled_by_num,
+                    tally: tallies.get(s).map_or_else(Tally::default, |t| t.0),
+                    timeouts: tallies.get(s).map_or(0, |t| t.1),
                 }
             })
             .collect();
+        let master_max_rss_kib =
+            nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+                .map_or(0, |u| u.max_rss() as u64);
         Summary {
             counters,
             processes,
             sources,
+            signals,
+            master_max_rss_kib,
         }
     }
 
@@ -145,7 +201,8 @@ impl Summary {
         let _ = writeln!(
             s,
             "master: raised {} | routed {} | unrouted {} | delivered {} | handled {} | \
-             dropped {} | redelivered {} | dead-lettered {} | pending at exit {}",
+             dropped {} | redelivered {} | dead-lettered {} | pending at exit {} | \
+             timeouts {}",
             c.raised,
             c.routed,
             c.unrouted,
@@ -154,7 +211,8 @@ impl Summary {
             c.dropped,
             c.redelivered,
             c.dead_lettered,
-            c.pending_at_exit
+            c.pending_at_exit,
+            c.timeouts
         );
         let remote = [
             c.remote_accepted,
