@@ -8,6 +8,7 @@
 
 mod conn;
 mod engine;
+mod listener;
 mod monitor;
 mod remote;
 mod sources;

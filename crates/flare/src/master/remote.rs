@@ -8,17 +8,15 @@
 //! the limits, and closes what misbehaves.
 
 use std::collections::BTreeSet;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
+use std::io;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 
-use crate::error::{Error, Result};
+use super::listener::{HasStream, Listener, Slab, Stream};
+use crate::error::Result;
 use crate::proto::uwsgi::RequestReader;
-use crate::remote::RemoteAddr;
 
 /// Settings of the remote-signal listener.
 #[derive(Clone, Debug)]
@@ -61,47 +59,6 @@ impl RemoteOptions {
 /// its requests (a client that sends but never reads).
 const MAX_PENDING_OUT: usize = 64 * 1024;
 
-enum Listener {
-    Tcp(TcpListener),
-    /// The path is removed when the listener closes.
-    Unix(UnixListener, Option<PathBuf>),
-}
-
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Stream::Tcp(s) => s,
-            Stream::Unix(s) => s,
-        }
-    }
-
-    fn raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-}
-
 /// One client connection.
 pub(super) struct Conn {
     stream: Stream,
@@ -114,6 +71,16 @@ pub(super) struct Conn {
     pub(super) paused: bool,
     pub(super) last_active: Instant,
     pub(super) peer: String,
+}
+
+impl HasStream for Conn {
+    fn stream(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    fn fd(&self) -> RawFd {
+        self.stream.raw_fd()
+    }
 }
 
 /// What reading a connection once gave.
@@ -183,93 +150,46 @@ pub(super) struct Remote {
     /// Which numbers remote nodes may raise.
     pub(super) allowed: [bool; 256],
     listener: Option<Listener>,
-    conns: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    live: usize,
+    conns: Slab<Conn>,
     last_sweep: Instant,
-    token_base: usize,
 }
 
 impl Remote {
     /// Binds the listener (a Unix socket with `unix_mode`, replacing a
     /// stale socket file but never a live one).
     pub(super) fn bind(opts: RemoteOptions, token_base: usize) -> Result<Remote> {
-        let addr: RemoteAddr = opts.addr.parse()?;
-        let listener = match &addr {
-            RemoteAddr::Tcp { host, port } => {
-                let host = RemoteAddr::listen_host(host);
-                let sa = std::net::ToSocketAddrs::to_socket_addrs(&(host, *port))
-                    .map_err(|e| Error::io("resolving the remote-signal address", e))?
-                    .next()
-                    .ok_or_else(|| Error::Config(format!("`{}` resolves to nothing", opts.addr)))?;
-                Listener::Tcp(TcpListener::bind(sa).map_err(|e| bind_error(&opts.addr, e))?)
-            }
-            RemoteAddr::Unix(path) => {
-                clear_stale_socket(path, &opts.addr)?;
-                let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
-                    !opts.unix_mode & 0o777,
-                ));
-                let bound = UnixListener::bind(path);
-                nix::sys::stat::umask(old);
-                Listener::Unix(
-                    bound.map_err(|e| bind_error(&opts.addr, e))?,
-                    Some(path.clone()),
-                )
-            }
-            RemoteAddr::Abstract(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let a = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-                    .map_err(|e| bind_error(&opts.addr, e))?;
-                Listener::Unix(
-                    UnixListener::bind_addr(&a).map_err(|e| bind_error(&opts.addr, e))?,
-                    None,
-                )
-            }
-        };
-        tracing::info!("listening for remote signals on {addr}");
+        let listener = Listener::bind(&opts.addr, opts.unix_mode, "remote signals")?;
+        tracing::info!(
+            "listening for remote signals on {}",
+            listener.local_addr(&opts.addr)
+        );
         Ok(Remote {
             allowed: opts.allowed(),
             opts,
             listener: Some(listener),
-            conns: Vec::new(),
-            free: Vec::new(),
-            live: 0,
+            conns: Slab::new(token_base),
             last_sweep: Instant::now(),
-            token_base,
         })
     }
 
     /// The address actually bound (with the port chosen when `:0` was asked).
     pub(super) fn local_addr(&self) -> Option<String> {
-        match &self.listener {
-            Some(Listener::Tcp(l)) => l.local_addr().ok().map(|a| a.to_string()),
-            Some(Listener::Unix(_, _)) => Some(self.opts.addr.clone()),
-            None => None,
-        }
+        self.listener
+            .as_ref()
+            .map(|l| l.local_addr(&self.opts.addr))
     }
 
     pub(super) fn register(&mut self, registry: &Registry, token: Token) -> Result<()> {
-        let r = match &mut self.listener {
-            Some(Listener::Tcp(l)) => registry.register(l, token, Interest::READABLE),
-            Some(Listener::Unix(l, _)) => registry.register(l, token, Interest::READABLE),
+        match &mut self.listener {
+            Some(l) => l.register(registry, token),
             None => Ok(()),
-        };
-        r.map_err(|e| Error::io("watching the remote-signal listener", e))
+        }
     }
 
     /// Descriptors a new child must close.
     pub(super) fn fds(&self) -> Vec<RawFd> {
-        let mut fds: Vec<RawFd> = self
-            .conns
-            .iter()
-            .flatten()
-            .map(|c| c.stream.raw_fd())
-            .collect();
-        match &self.listener {
-            Some(Listener::Tcp(l)) => fds.push(l.as_raw_fd()),
-            Some(Listener::Unix(l, _)) => fds.push(l.as_raw_fd()),
-            None => {}
-        }
+        let mut fds = self.conns.fds();
+        fds.extend(self.listener.as_ref().map(Listener::raw_fd));
         fds
     }
 
@@ -278,17 +198,10 @@ impl Remote {
     pub(super) fn accept(&mut self, registry: &Registry) -> u64 {
         let mut refused = 0;
         loop {
-            let accepted = match &self.listener {
-                Some(Listener::Tcp(l)) => l.accept().map(|(s, a)| {
-                    let _ = s.set_nodelay(true);
-                    (Stream::Tcp(s), a.to_string())
-                }),
-                Some(Listener::Unix(l, _)) => {
-                    l.accept().map(|(s, _)| (Stream::Unix(s), "unix".into()))
-                }
-                None => return refused,
+            let Some(l) = &self.listener else {
+                return refused;
             };
-            let (mut stream, peer) = match accepted {
+            let (stream, peer) = match l.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return refused,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -298,54 +211,39 @@ impl Remote {
                     return refused;
                 }
             };
-            if self.live >= self.opts.max_connections {
+            if self.conns.live() >= self.opts.max_connections {
                 refused += 1;
                 continue; // dropping the stream closes it
             }
-            let idx = self.free.pop().unwrap_or_else(|| {
-                self.conns.push(None);
-                self.conns.len() - 1
-            });
-            let token = Token(self.token_base + idx);
-            if let Err(e) = registry.register(
-                stream.source(),
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                tracing::warn!("remote signals: cannot watch a connection: {e}");
-                self.free.push(idx);
-                continue;
-            }
-            self.conns[idx] = Some(Conn {
-                stream,
-                reader: RequestReader::default(),
-                out: Vec::new(),
-                out_at: 0,
-                readable: true,
-                writable: true,
-                paused: false,
-                last_active: Instant::now(),
-                peer,
-            });
-            self.live += 1;
+            self.conns.insert(
+                registry,
+                Conn {
+                    stream,
+                    reader: RequestReader::default(),
+                    out: Vec::new(),
+                    out_at: 0,
+                    readable: true,
+                    writable: true,
+                    paused: false,
+                    last_active: Instant::now(),
+                    peer,
+                },
+            );
         }
     }
 
     /// The connection behind a token, if it is one of ours.
     pub(super) fn index_of(&self, token: Token) -> Option<usize> {
-        token
-            .0
-            .checked_sub(self.token_base)
-            .filter(|&i| i < self.conns.len())
+        self.conns.index_of(token)
     }
 
     pub(super) fn conn_mut(&mut self, idx: usize) -> Option<&mut Conn> {
-        self.conns.get_mut(idx).and_then(Option::as_mut)
+        self.conns.get_mut(idx)
     }
 
     /// Marks readiness from an event.
     pub(super) fn ready(&mut self, idx: usize, readable: bool, writable: bool) {
-        if let Some(c) = self.conn_mut(idx) {
+        if let Some(c) = self.conns.get_mut(idx) {
             c.readable |= readable;
             c.writable |= writable;
         }
@@ -353,23 +251,15 @@ impl Remote {
 
     /// Number of connection slots (some may be empty).
     pub(super) fn slots(&self) -> usize {
-        self.conns.len()
-    }
-
-    pub(super) fn has_conns(&self) -> bool {
-        self.live > 0
+        self.conns.slots()
     }
 
     pub(super) fn any_input(&self) -> bool {
-        self.conns.iter().flatten().any(Conn::has_input)
+        self.conns.iter().any(|(_, c)| c.has_input())
     }
 
     pub(super) fn close(&mut self, registry: &Registry, idx: usize) {
-        if let Some(mut c) = self.conns.get_mut(idx).and_then(Option::take) {
-            let _ = registry.deregister(c.stream.source());
-            self.free.push(idx);
-            self.live -= 1;
-        }
+        self.conns.remove(registry, idx);
     }
 
     /// Closes connections idle past the read timeout (checked at most
@@ -383,70 +273,30 @@ impl Remote {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let c = c.as_ref()?;
-                (!c.paused && now.duration_since(c.last_active) >= limit).then_some(i)
-            })
+            .filter(|(_, c)| !c.paused && now.duration_since(c.last_active) >= limit)
+            .map(|(i, _)| i)
             .collect();
         idle.into_iter()
-            .map(|i| {
-                let peer = self.conns[i]
-                    .as_ref()
-                    .map_or(String::new(), |c| c.peer.clone());
-                self.close(registry, i);
-                peer
-            })
+            .filter_map(|i| self.conns.remove(registry, i).map(|c| c.peer))
             .collect()
     }
 
     /// When the next sweep is due, while connections are open.
     pub(super) fn next_sweep(&self) -> Option<Instant> {
-        self.has_conns()
-            .then(|| self.last_sweep + Duration::from_millis(100))
+        (self.conns.live() > 0).then(|| self.last_sweep + Duration::from_millis(100))
     }
 
     /// Stops listening and closes every connection, after one last try to
     /// write the replies already queued.
     pub(super) fn shut(&mut self, registry: &Registry) {
-        for i in 0..self.conns.len() {
-            if let Some(c) = self.conn_mut(i) {
+        for i in 0..self.conns.slots() {
+            if let Some(c) = self.conns.get_mut(i) {
                 let _ = c.flush();
             }
-            self.close(registry, i);
+            self.conns.remove(registry, i);
         }
-        self.listener = None; // Drop unlinks a Unix socket path.
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Listener::Unix(_, Some(path)) = self {
-            let _ = std::fs::remove_file(path);
+        if let Some(mut l) = self.listener.take() {
+            l.deregister(registry); // dropping unlinks a Unix socket path
         }
     }
-}
-
-fn bind_error(addr: &str, e: io::Error) -> Error {
-    Error::Config(format!("cannot listen for remote signals on `{addr}`: {e}"))
-}
-
-/// Removes a socket file left by a dead process; refuses to touch a live
-/// socket or anything that is not a socket.
-fn clear_stale_socket(path: &std::path::Path, addr: &str) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        return Err(Error::Config(format!(
-            "cannot listen for remote signals on `{addr}`: the path exists and is not a socket"
-        )));
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(Error::Config(format!(
-            "cannot listen for remote signals on `{addr}`: another process is listening there"
-        )));
-    }
-    std::fs::remove_file(path).map_err(|e| Error::io("removing a stale socket file", e))
 }
