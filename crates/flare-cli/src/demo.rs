@@ -26,7 +26,19 @@ pub struct Args {
     /// (comma separated); others are answered "rejected".
     #[arg(long, value_name = "NUMS", value_delimiter = ',', requires = "remote")]
     remote_allow: Option<Vec<u8>>,
+    /// Serve stats here (`host:port` or a socket path): watch with
+    /// `flare top ADDR`. The demo then keeps running until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    stats: Option<String>,
+    /// Take control commands on this Unix socket: try
+    /// `flare ctl ADDR pause worker2`. The demo then keeps running.
+    #[arg(long, value_name = "PATH")]
+    control: Option<String>,
 }
+
+/// While the demo lingers, a quiet timer keeps the workers busy so live
+/// views have something to show.
+const HEARTBEAT_SIGNAL: u8 = 33;
 
 /// The signal the demo offers to remote nodes.
 const REMOTE_SIGNAL: u8 = 17;
@@ -171,7 +183,7 @@ fn raise_all(step: &Step) {
 
 pub fn run(args: Args) -> flare::Result<()> {
     let pause = Duration::from_millis(args.step_ms);
-    let linger = args.remote.is_some();
+    let linger = args.remote.is_some() || args.stats.is_some() || args.control.is_some();
     println!("flare demo: 4 workers, 2 mules (farm `reports` = mules 1 and 2), 1 spooler");
     println!("every handler run prints: process, signal, target, who raised it");
     if let Some(addr) = &args.remote {
@@ -179,6 +191,12 @@ pub fn run(args: Args) -> flare::Result<()> {
             "listening for remote signals on {addr}: try `flare signal {addr} {REMOTE_SIGNAL}` \
              (signal {REMOTE_SIGNAL} runs in every worker)"
         );
+    }
+    if let Some(addr) = &args.stats {
+        println!("stats on {addr}: watch with `flare top {addr}` or `flare stats {addr}`");
+    }
+    if let Some(addr) = &args.control {
+        println!("control on {addr}: try `flare ctl {addr} pause worker2`");
     }
     println!();
     let dir = std::env::temp_dir().join(format!("flare-demo-{}", std::process::id()));
@@ -188,6 +206,12 @@ pub fn run(args: Args) -> flare::Result<()> {
     })?;
     let watched = WATCHED.get_or_init(|| dir.join("watched.txt")).clone();
     let mut builder = Master::builder();
+    if let Some(addr) = &args.stats {
+        builder = builder.stats(addr.clone());
+    }
+    if let Some(addr) = &args.control {
+        builder = builder.control(addr.clone());
+    }
     if let Some(addr) = &args.remote {
         builder = builder.remote(addr.clone());
         if let Some(allow) = args.remote_allow {
@@ -215,7 +239,7 @@ pub fn run(args: Args) -> flare::Result<()> {
                 std::thread::sleep(pause);
             }
             if linger {
-                println!("[end] script done; still listening for remote signals: Ctrl-C to stop\n");
+                println!("[end] script done; the group keeps running for you: Ctrl-C to stop\n");
                 flare::serve_forever();
             }
             println!(
@@ -252,6 +276,10 @@ pub fn run(args: Args) -> flare::Result<()> {
     Source::rb_timer(period, Some(3)).raise(TIMER_SIGNAL)?;
     flare::add_cron(CRON_SIGNAL, "* * * * *")?;
     flare::add_file_monitor(FILE_SIGNAL, &watched)?;
+    if linger {
+        Signal::new(HEARTBEAT_SIGNAL).register_handler(Target::ActiveWorkers, |_| {})?;
+        Source::timer(Duration::from_millis(250)).raise(HEARTBEAT_SIGNAL)?;
+    }
     println!(
         "sources: an rb timer (signal {TIMER_SIGNAL}, every {} ms, 3 times), a cron entry \
          for every minute (signal {CRON_SIGNAL}), a file monitor on {} (signal {FILE_SIGNAL})\n",

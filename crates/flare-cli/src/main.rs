@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ctl;
 mod demo;
 mod signal;
+mod stats;
+mod top;
 
 /// Pre-forked process groups that talk through numbered signals.
 #[derive(Parser)]
@@ -25,6 +28,12 @@ enum Command {
     /// Raise a signal on a remote node (uWSGI: `uwsgi --signal ADDR,NUM`).
     /// Exit 0 delivered, 1 unable to deliver, 2 rejected, 3 bad number.
     Signal(signal::Args),
+    /// Print a master's stats (its stats endpoint), readable or as JSON.
+    Stats(stats::Args),
+    /// Send a command to a master's control endpoint.
+    Ctl(ctl::Args),
+    /// A live view of a master (its stats endpoint): one row per process.
+    Top(top::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +51,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Signal(args) => return signal::run(args),
+        Command::Stats(args) => stats::run(args),
+        Command::Ctl(args) => return ctl::run(args),
+        Command::Top(args) => top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -234,7 +234,8 @@ impl ChildCtx {
         // Start time and sequence first, then the signal (release): a master
         // that sees the signal also sees this start and sequence or later
         // ones, so it never times a handler from an older start.
-        st.handler_started_ns.store(monotonic_ns(), Relaxed);
+        let started = monotonic_ns();
+        st.handler_started_ns.store(started, Relaxed);
         st.current_seq.store(d.seq, Relaxed);
         st.current
             .store(num as u32 + 1, std::sync::atomic::Ordering::Release);
@@ -253,6 +254,8 @@ impl ChildCtx {
         st.done_seq
             .store(d.seq, std::sync::atomic::Ordering::Release);
         st.current.store(0, std::sync::atomic::Ordering::Release);
+        st.busy_ns
+            .fetch_add(monotonic_ns().saturating_sub(started), Relaxed);
         st.handled_by_num[num as usize].fetch_add(1, Relaxed);
         st.handled.fetch_add(1, Relaxed);
         st.last_received.store(num as u32 + 1, Relaxed);

@@ -158,6 +158,11 @@ impl CronSpec {
         checked(source, cron)
     }
 
+    /// The next matching local minute after `t`.
+    pub(crate) fn next_after(&self, t: &NaiveDateTime) -> Option<NaiveDateTime> {
+        self.cron.find_next_occurrence(t, false).ok()
+    }
+
     /// Whether the local wall-clock minute `t` matches (seconds ignored).
     pub fn matches(&self, t: &NaiveDateTime) -> bool {
         use chrono::Timelike;

@@ -133,6 +133,10 @@ pub enum Error {
     #[error("no signal source #{0}")]
     NoSuchSource(u32),
 
+    /// The control endpoint refused a command; the text says why.
+    #[error("control command refused: {0}")]
+    Control(String),
+
     /// The process group was configured with values that cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -153,8 +157,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an I/O error with what flare was doing when it happened.
-    pub(crate) fn io(context: &'static str, source: impl Into<io::Error>) -> Self {
+    /// Wraps an I/O error with what was being done when it happened.
+    pub fn io(context: &'static str, source: impl Into<io::Error>) -> Self {
         Error::Io {
             context,
             source: source.into(),

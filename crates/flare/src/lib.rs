@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod child;
+mod control;
 mod cron;
 mod error;
 mod handlers;
@@ -60,6 +61,7 @@ pub mod scheduling;
 mod shm;
 mod signal;
 mod source;
+pub mod stats;
 mod sys;
 mod table;
 mod target;

@@ -108,13 +108,15 @@ impl RemoteAddr {
 }
 
 /// A connected client stream of either family.
-enum Stream {
+pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 impl Stream {
-    fn connect(addr: &RemoteAddr, timeout: Duration) -> io::Result<Stream> {
+    /// Connects with `timeout` for the connection and for every read and
+    /// write after it.
+    pub(crate) fn connect(addr: &RemoteAddr, timeout: Duration) -> io::Result<Stream> {
         let s = match addr {
             RemoteAddr::Tcp { host, port } => {
                 let host = RemoteAddr::connect_host(host);
@@ -151,6 +153,35 @@ impl Stream {
             }
         }
         Ok(s)
+    }
+
+    /// Reads until the peer closes.
+    pub(crate) fn read_to_end(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read_to_end(buf),
+            Stream::Unix(s) => s.read_to_end(buf),
+        }
+    }
+
+    /// Writes `request`, then reads one line.
+    pub(crate) fn ask_line(&mut self, request: &[u8]) -> io::Result<String> {
+        fn ask<S: Read + Write>(s: &mut S, request: &[u8]) -> io::Result<String> {
+            s.write_all(request)?;
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            loop {
+                match s.read(&mut byte)? {
+                    0 => break,
+                    _ if byte[0] == b'\n' => break,
+                    _ => line.push(byte[0]),
+                }
+            }
+            String::from_utf8(line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+        match self {
+            Stream::Tcp(s) => ask(s, request),
+            Stream::Unix(s) => ask(s, request),
+        }
     }
 
     fn exchange(&mut self, request: &[u8], reply: &mut [u8]) -> io::Result<()> {

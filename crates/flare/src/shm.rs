@@ -43,6 +43,8 @@ pub(crate) struct SlotStatus {
     pub(crate) handled: AtomicU64,
     /// Handlers that panicked.
     pub(crate) panics: AtomicU64,
+    /// Nanoseconds spent in handlers.
+    pub(crate) busy_ns: AtomicU64,
     /// Deliveries handled, per signal number.
     pub(crate) handled_by_num: [AtomicU64; 256],
 }

@@ -225,6 +225,39 @@ impl Table {
         changed
     }
 
+    /// Every registered or reserved number, for the stats document.
+    pub(crate) fn snapshot(&self) -> Vec<crate::stats::RouteStats> {
+        let topo = &self.topo;
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(num, e)| match e {
+                Entry::Free => None,
+                Entry::Reserved(owner) => Some(crate::stats::RouteStats {
+                    num: num as u8,
+                    owner: owner.describe(topo),
+                    reserved: true,
+                    ..Default::default()
+                }),
+                Entry::Registered(r) => Some(crate::stats::RouteStats {
+                    num: num as u8,
+                    target: r.target.to_string(),
+                    owner: match r.owner {
+                        Owner::Master => "master".into(),
+                        Owner::Child(s) => topo.proc_at(s).to_string(),
+                    },
+                    runners: match &r.runners {
+                        Runners::All => vec!["all".into()],
+                        Runners::Only(set) => {
+                            set.iter().map(|s| topo.proc_at(s).to_string()).collect()
+                        }
+                    },
+                    reserved: false,
+                }),
+            })
+            .collect()
+    }
+
     /// The mirror word children read for `num`.
     pub(crate) fn mirror_word(&self, num: u8) -> u64 {
         match &self.entries[num as usize] {

@@ -184,7 +184,6 @@ impl Topology {
         (self.workers + self.mules + self.spoolers) as usize
     }
 
-    #[cfg(test)]
     /// Slot of a child process, if it exists in this topology.
     pub(crate) fn slot_of(&self, p: ProcId) -> Option<Slot> {
         let (base, count) = match p.role {

@@ -52,6 +52,7 @@ fn main() {
         "abort-handler" => abort_handler(),
         "harakiri" => harakiri(PathBuf::from(&args[1])),
         "chaos" => chaos(count_arg(&args, 20)),
+        "admin" => admin(&args[1]),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: targets, runtime-registration, \
@@ -59,7 +60,7 @@ fn main() {
                  drain [N], lifecycle DIR, queue-full, busy-pool DIR [N], drops [N], \
                  remote ADDR MAX_CONNECTIONS TIMEOUT_MS [ALLOWED,...], timer, rb-timer, \
                  file-monitor DIR, source-rules DIR, unique, cron, scheduling, kill-queued DIR, \
-                 abort-handler, harakiri DIR, chaos SECONDS"
+                 abort-handler, harakiri DIR, chaos SECONDS, admin CONTROL_PATH"
             );
             std::process::exit(2);
         }
@@ -881,5 +882,31 @@ fn chaos(secs: u64) -> flare::Result<flare::Summary> {
         Signal::new(i as u8 + 1).register_handler(*t, |_| {})?;
     }
     fact("ready", std::process::id());
+    master.run()
+}
+
+/// A master with stats (TCP, port chosen by the system) and control (a Unix
+/// socket at `control`): 1 to active-workers, 2 to workers, 3 to the first
+/// available worker, and a 50 ms timer raising 4 for active-workers. Runs
+/// until the test sends SIGTERM.
+fn admin(control: &str) -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(4)
+        .mules(1)
+        .stats("127.0.0.1:0")
+        .control(control)
+        .worker_entry(|me| {
+            if me.id == 1 {
+                fact("ready", me.pid);
+            }
+            flare::serve_forever();
+        })
+        .build()?;
+    fact("stats", master.stats_addr().expect("stats"));
+    Signal::new(1).register_handler("active-workers", |_| {})?;
+    Signal::new(2).register_handler("workers", |_| {})?;
+    Signal::new(3).register_handler("worker", |_| {})?;
+    Signal::new(4).register_handler("active-workers", |_| {})?;
+    flare::add_timer_ms(4, 50)?;
     master.run()
 }

@@ -126,8 +126,114 @@ pub fn demo_listening(addr: &str, allow: Option<&str>) -> Proc {
         cmd.args(["--remote-allow", a]);
     }
     let mut p = Proc::spawn(cmd);
-    p.wait_line("still listening for remote signals");
+    p.wait_line("the group keeps running");
     p
+}
+
+/// `flare demo` serving stats at `addr`, script done, still running.
+pub fn demo_with_stats(addr: &str) -> Proc {
+    let mut cmd = flare();
+    cmd.args(["demo", "--step-ms", "0", "--stats", addr]);
+    let mut p = Proc::spawn(cmd);
+    p.wait_line("the group keeps running");
+    p
+}
+
+/// A program running in a tmux pane of its own tmux server, for tests that
+/// read a real terminal screen.
+pub struct Tmux {
+    socket: String,
+    exit_file: PathBuf,
+}
+
+impl Tmux {
+    /// Starts `command` in a `width` x `height` pane; its exit code lands
+    /// in a file when it ends.
+    pub fn start(name: &str, width: u16, height: u16, command: &str) -> Tmux {
+        let socket = format!("flare-test-{name}-{}", std::process::id());
+        let exit_file = std::env::temp_dir().join(format!("{socket}.exit"));
+        let _ = std::fs::remove_file(&exit_file);
+        let line = format!("{command}; echo $? > {}; sleep 60", exit_file.display());
+        let ok = Command::new("tmux")
+            .args(["-L", &socket, "new-session", "-d", "-s", "t"])
+            .args(["-x", &width.to_string(), "-y", &height.to_string()])
+            .arg(line)
+            .env("TERM", "xterm-256color")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "tmux is needed for this test (apt-get install tmux)");
+        Tmux { socket, exit_file }
+    }
+
+    pub fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "t"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the screen satisfies `ok`; returns it.
+    pub fn wait_screen(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let screen = self.screen();
+            if ok(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "screen never showed {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn keys(&self, keys: &str) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", "-t", "t", keys])
+            .status();
+    }
+
+    /// Waits for the program to end; its exit code.
+    pub fn exit_code(&self) -> i32 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(code) = std::fs::read_to_string(&self.exit_file) {
+                if let Ok(code) = code.trim().parse() {
+                    return code;
+                }
+            }
+            assert!(Instant::now() < deadline, "the program in tmux did not end");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+        let _ = std::fs::remove_file(&self.exit_file);
+    }
+}
+
+/// uwsgitop from PyPI, in the same venv as uWSGI.
+pub fn uwsgitop() -> PathBuf {
+    let bin = uwsgi().with_file_name("uwsgitop");
+    if !bin.exists() {
+        let ok = Command::new(bin.with_file_name("pip"))
+            .args(["install", "--quiet", "uwsgitop==0.12"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok && bin.exists(),
+            "cannot install uwsgitop next to {}",
+            bin.display()
+        );
+    }
+    bin
 }
 
 /// A TCP port nobody listens on right now.

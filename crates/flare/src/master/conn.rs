@@ -70,12 +70,15 @@ impl Conn {
         }
     }
 
-    /// Writes pending replies, then queued deliveries; a delivery that is
-    /// fully written moves to `inflight`. Stops at `WouldBlock`.
+    /// Writes pending replies, then queued deliveries (unless `deliver` is
+    /// false: a paused child gets replies, and the rest of a frame already
+    /// begun, but no new deliveries); a delivery that is fully written
+    /// moves to `inflight`. Stops at `WouldBlock`.
     pub(super) fn flush(
         &mut self,
         outbox: &mut Outbox,
         inflight: &mut VecDeque<RawFrame>,
+        deliver: bool,
     ) -> io::Result<()> {
         while self.writable {
             let result = if outbox.partial > 0 {
@@ -100,7 +103,7 @@ impl Conn {
                         self.out_at = 0;
                     }
                 })
-            } else if !outbox.frames.is_empty() {
+            } else if deliver && !outbox.frames.is_empty() {
                 let (a, b) = outbox.frames.as_slices();
                 let a = &a[..a.len().min(MAX_WRITE_FRAMES)];
                 let b = &b[..b.len().min(MAX_WRITE_FRAMES - a.len())];
@@ -184,7 +187,7 @@ mod tests {
             outbox.frames.push_back(deliver(seq));
         }
         crate::proto::encode_with_payload(true, 7, &crate::proto::Reply::Ok, conn.out()).unwrap();
-        conn.flush(&mut outbox, &mut inflight).unwrap();
+        conn.flush(&mut outbox, &mut inflight, true).unwrap();
         assert!(!conn.writable, "stopped at WouldBlock");
         assert!(!inflight.is_empty() && !outbox.frames.is_empty());
 
@@ -209,7 +212,7 @@ mod tests {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.writable = true;
-                    conn.flush(&mut outbox, &mut inflight).unwrap();
+                    conn.flush(&mut outbox, &mut inflight, true).unwrap();
                 }
                 Err(e) => panic!("{e}"),
             }

@@ -6,6 +6,7 @@
 //! the children and runs the single-threaded event loop in [`engine`] until
 //! a graceful shutdown.
 
+mod admin;
 mod conn;
 mod engine;
 mod listener;
@@ -154,6 +155,8 @@ pub struct MasterBuilder {
     entries: Entries,
     opts: Options,
     remote: Option<RemoteOptions>,
+    stats: Option<String>,
+    control: Option<String>,
 }
 
 impl MasterBuilder {
@@ -285,6 +288,22 @@ impl MasterBuilder {
         self
     }
 
+    /// Serves the stats document (JSON, a superset of uWSGI's stats server
+    /// format: uwsgitop reads it) at `addr`: `host:port`, `:port`, a Unix
+    /// socket path (created 0600) or `@name`. Off unless called.
+    pub fn stats(mut self, addr: impl Into<String>) -> Self {
+        self.stats = Some(addr.into());
+        self
+    }
+
+    /// Takes control commands (raise, pause/resume, cheap/uncheap, reload)
+    /// on the Unix socket at `addr` (a path, created 0600, or `@name`).
+    /// Off unless called.
+    pub fn control(mut self, addr: impl Into<String>) -> Self {
+        self.control = Some(addr.into());
+        self
+    }
+
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
@@ -335,6 +354,15 @@ impl MasterBuilder {
             .remote
             .map(|r| remote::Remote::bind(r, engine::REMOTE_BASE))
             .transpose()?;
+        let admin = if self.stats.is_some() || self.control.is_some() {
+            Some(admin::Admin::bind(
+                self.stats.as_deref(),
+                self.control.as_deref(),
+                engine::ADMIN_BASE,
+            )?)
+        } else {
+            None
+        };
         *state = Phase::Setup(Box::new(Setup {
             table: Table::new(topo.clone()),
             shm,
@@ -347,6 +375,7 @@ impl MasterBuilder {
             opts: self.opts,
             shm,
             remote,
+            admin,
         })
     }
 }
@@ -361,6 +390,7 @@ pub struct Master {
     opts: Options,
     shm: Shm,
     remote: Option<remote::Remote>,
+    admin: Option<admin::Admin>,
 }
 
 impl Master {
@@ -376,12 +406,24 @@ impl Master {
             entries: Entries::default(),
             opts: Options::default(),
             remote: None,
+            stats: None,
+            control: None,
         }
     }
 
     /// The process group this master runs.
     pub fn topology(&self) -> &Topology {
         &self.topo
+    }
+
+    /// Where the stats endpoint listens (with the actual port for `:0`).
+    pub fn stats_addr(&self) -> Option<String> {
+        self.admin.as_ref().and_then(|a| a.addrs().0)
+    }
+
+    /// Where the control endpoint listens.
+    pub fn control_addr(&self) -> Option<String> {
+        self.admin.as_ref().and_then(|a| a.addrs().1)
     }
 
     /// Where the master listens for remote signals, with the actual port
@@ -420,6 +462,7 @@ impl Master {
             self.shm,
             setup,
             self.remote,
+            self.admin,
         )?;
         engine.run()
     }

@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::monitor::Monitors;
 use crate::cron::CronSpec;
@@ -47,7 +47,7 @@ impl Entry {
 }
 
 /// A source, as reported in summaries and stats.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceSummary {
     /// Its id.
     pub id: u32,
@@ -60,6 +60,8 @@ pub struct SourceSummary {
     /// Firings skipped because it is unique and its last signal was still
     /// queued or running.
     pub held: u64,
+    /// When it fires next, in milliseconds from now (timers and crons).
+    pub next_in_ms: Option<u64>,
 }
 
 /// Every source of the master.
@@ -307,8 +309,26 @@ impl Sources {
                 what: e.source.kind.to_string(),
                 fired: e.fired,
                 held: e.held,
+                next_in_ms: next_in_ms(&e.state),
             })
             .collect()
+    }
+}
+
+/// When a timer or cron fires next, in milliseconds from now.
+fn next_in_ms(state: &State) -> Option<u64> {
+    match state {
+        State::Timer(t) => Some(
+            t.due()
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64,
+        ),
+        State::Cron(spec, _) => {
+            let now = chrono::Local::now();
+            let next = spec.next_after(&now.naive_local())?;
+            Some((next - now.naive_local()).num_milliseconds().max(0) as u64)
+        }
+        State::Monitor => None,
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::sources::SourceSummary;
 use crate::router::ProcState;
@@ -12,7 +12,7 @@ use crate::shm::Shm;
 use crate::topology::{ProcId, Topology};
 
 /// What became of deliveries: of one signal number, or to one process.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     /// Deliveries queued (a `workers` signal makes one per worker).
     pub delivered: u64,
@@ -33,7 +33,7 @@ pub struct Tally {
 }
 
 /// What became of one signal number.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignalSummary {
     /// The number.
     pub num: u8,
@@ -47,7 +47,7 @@ pub struct SignalSummary {
 }
 
 /// The master's counters of every outcome.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// Signals raised (by children, the master, and every other source).
     pub raised: u64,

@@ -20,6 +20,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+mod control;
+mod stats;
+
+use super::admin::{Admin, Kind};
 use super::conn::{Conn, Outbox};
 use super::remote::{Input, Remote};
 use super::sources::{Sources, unix_now};
@@ -38,13 +42,17 @@ use crate::table::{Owner, Registration, Table};
 use crate::target::Target;
 use crate::topology::{ProcId, Slot, Topology};
 
-// Tokens: 0 signals, 1 the remote listener, 2 inotify, CHILD_BASE + 2 * slot + chan
+// Tokens: 0 signals, 1 the remote listener, 2 inotify, 3 stats, 4 control,
+// ADMIN_BASE + n their connections, CHILD_BASE + 2 * slot + chan
 // the child channels, REMOTE_BASE + n the remote connections.
 const SIGNALS: Token = Token(0);
 const REMOTE_LISTENER: Token = Token(1);
 const INOTIFY: Token = Token(2);
+const STATS_LISTENER: Token = Token(3);
+const CONTROL_LISTENER: Token = Token(4);
 const CHILD_BASE: usize = 16;
 pub(super) const REMOTE_BASE: usize = 1 << 24;
+pub(super) const ADMIN_BASE: usize = 2 << 24;
 /// Reads of one channel per loop turn, so one busy child cannot starve the
 /// others.
 const READS_PER_TURN: usize = 8;
@@ -137,6 +145,21 @@ struct Proc {
     timeouts: u64,
     /// Killed for a handler timeout; not reaped yet.
     harakiri_sent: bool,
+    /// Paused by the control endpoint.
+    paused: bool,
+    /// Cheaped: stopped on purpose (or stopping), not respawned.
+    cheaped: bool,
+    /// Being restarted by a reload.
+    reloading: bool,
+    /// When it was asked to stop (cheap, reload): SIGTERM once it has
+    /// handled what it holds, or after drain_timeout.
+    stop_asked: Option<Instant>,
+    /// When it got SIGTERM for that: SIGKILL after kill_timeout.
+    term_sent: Option<Instant>,
+    /// When it was last forked, Unix seconds.
+    spawned_unix: u64,
+    /// Handled count at the last stats document (for delta_requests).
+    last_requests: u64,
 }
 
 impl Proc {
@@ -214,6 +237,15 @@ pub(super) struct Engine {
     /// Raised and unrouted counts and delivery outcomes, by signal number.
     by_num: Vec<(u64, u64, Tally)>,
     last_harakiri_check: Instant,
+    admin: Option<Admin>,
+    /// The stats and control addresses, for the stats document.
+    admin_sockets: Vec<(String, &'static str)>,
+    /// Children still to restart in the reload under way.
+    reload_queue: VecDeque<Slot>,
+    /// The child being restarted now.
+    reload_current: Option<Slot>,
+    started: Instant,
+    started_unix: u64,
 }
 
 /// An outcome of one delivery, for [`Engine::note`].
@@ -239,6 +271,7 @@ impl Engine {
         shm: Shm,
         setup: Setup,
         remote: Option<Remote>,
+        admin: Option<Admin>,
     ) -> Result<Engine> {
         let mut mask = SigSet::empty();
         for s in [
@@ -265,6 +298,10 @@ impl Engine {
         if let Some(r) = remote.as_mut() {
             r.register(poll.registry(), REMOTE_LISTENER)?;
         }
+        let mut admin = admin;
+        if let Some(a) = admin.as_mut() {
+            a.register(poll.registry(), STATS_LISTENER, CONTROL_LISTENER)?;
+        }
         let n = topo.slots();
         let now = Instant::now();
         let procs = (0..n)
@@ -285,6 +322,13 @@ impl Engine {
                 tally: Tally::default(),
                 timeouts: 0,
                 harakiri_sent: false,
+                paused: false,
+                cheaped: false,
+                reloading: false,
+                stop_asked: None,
+                term_sent: None,
+                spawned_unix: 0,
+                last_requests: 0,
             })
             .collect();
         Ok(Engine {
@@ -324,6 +368,12 @@ impl Engine {
             inotify_watched: false,
             by_num: vec![(0, 0, Tally::default()); 256],
             last_harakiri_check: now,
+            admin_sockets: admin.as_ref().map(Admin::sockets).unwrap_or_default(),
+            admin,
+            reload_queue: VecDeque::new(),
+            reload_current: None,
+            started: now,
+            started_unix: super::sources::unix_now() as u64,
             topo,
         })
     }
@@ -366,6 +416,14 @@ impl Engine {
                         self.accept_remote();
                         continue;
                     }
+                    STATS_LISTENER => {
+                        self.accept_admin(Kind::Stats);
+                        continue;
+                    }
+                    CONTROL_LISTENER => {
+                        self.accept_admin(Kind::Control);
+                        continue;
+                    }
                     INOTIFY => {
                         let due = self.sources.on_file_events(Instant::now());
                         if self.phase == Phase::Running {
@@ -378,6 +436,12 @@ impl Engine {
                 if let Some(r) = self.remote.as_mut() {
                     if let Some(idx) = r.index_of(ev.token()) {
                         r.ready(idx, readable, writable);
+                        continue;
+                    }
+                }
+                if let Some(a) = self.admin.as_mut() {
+                    if let Some(idx) = a.index_of(ev.token()) {
+                        a.ready(idx, readable, writable);
                         continue;
                     }
                 }
@@ -396,6 +460,8 @@ impl Engine {
             }
             self.read_all();
             self.serve_remote();
+            self.serve_admin();
+            self.advance_control();
             if self.phase == Phase::Running {
                 let due = self.sources.due(Instant::now(), unix_now());
                 self.raise_sourced(due);
@@ -434,7 +500,11 @@ impl Engine {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         }
-        if self.opts.harakiri.any() {
+        let ticking = self.opts.harakiri.any()
+            || self.reload_current.is_some()
+            || self.procs.iter().any(|p| p.cheaped && p.pid.is_some())
+            || self.admin.is_some();
+        if ticking {
             let t = self.last_harakiri_check + HARAKIRI_TICK;
             next = Some(next.map_or(t, |n| n.min(t)));
         }
@@ -1027,14 +1097,15 @@ impl Engine {
         for &s in &dirty {
             self.is_dirty[s] = false;
             let p = &mut self.procs[s];
+            let deliver = !(p.paused || p.reloading);
             let mut failed = None;
             if let Some(a) = p.a.as_mut() {
-                if let Err(e) = a.flush(&mut p.outbox, &mut p.inflight) {
+                if let Err(e) = a.flush(&mut p.outbox, &mut p.inflight, deliver) {
                     failed = Some(e);
                 }
             }
             if let Some(b) = p.b.as_mut() {
-                if let Err(e) = b.flush(&mut Outbox::default(), &mut VecDeque::new()) {
+                if let Err(e) = b.flush(&mut Outbox::default(), &mut VecDeque::new(), false) {
                     failed = Some(e);
                 }
             }
@@ -1049,7 +1120,21 @@ impl Engine {
 
     // ---- processes -------------------------------------------------------
 
-    fn set_state(&mut self, s: Slot, state: ProcState) {
+    /// Derives a child's state from its flags, for the router and for
+    /// shared memory: the one place that decides it.
+    fn refresh_state(&mut self, s: Slot) {
+        let p = &self.procs[s];
+        let state = if p.pid.is_none() && self.phase != Phase::Running {
+            ProcState::Stopped
+        } else if p.cheaped {
+            ProcState::Cheaped
+        } else if p.pid.is_none() {
+            ProcState::Respawning
+        } else if p.paused || p.reloading {
+            ProcState::Paused
+        } else {
+            ProcState::Running
+        };
         self.views[s].state = state;
         self.shm.slot(s).set_state(state);
     }
@@ -1062,6 +1147,9 @@ impl Engine {
         }
         if let Some(r) = &self.remote {
             fds.extend(r.fds());
+        }
+        if let Some(a) = &self.admin {
+            fds.extend(a.fds());
         }
         fds.extend(self.sources.fd());
         fds
@@ -1105,8 +1193,11 @@ impl Engine {
                 p.spawned_at = Instant::now();
                 p.b_paused = false;
                 p.doomed = false;
+                p.term_sent = None;
+                p.stop_asked = None;
+                p.spawned_unix = super::sources::unix_now() as u64;
                 self.shm.slot(slot).pid.store(pid.as_raw() as u32, Relaxed);
-                self.set_state(slot, ProcState::Running);
+                self.refresh_state(slot);
                 self.mark_dirty(slot);
                 self.credit_freed = true;
                 tracing::debug!("{id} started (pid {pid})");
@@ -1146,6 +1237,10 @@ impl Engine {
                     Ok(Signal::SIGCHLD) => self.reap(),
                     Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
                         self.begin_shutdown(&format!("{s}"));
+                    }
+                    Ok(Signal::SIGHUP) => {
+                        let r = self.start_reload();
+                        tracing::info!("SIGHUP: {}", r.unwrap_or_else(|e| e));
                     }
                     Ok(s) => tracing::info!("master: {s} ignored"),
                     Err(_) => {}
@@ -1200,10 +1295,24 @@ impl Engine {
         self.sources.release(slot);
         if self.phase != Phase::Running {
             tracing::debug!("{id} (pid {pid}) {how}");
-            self.set_state(slot, ProcState::Stopped);
+            self.refresh_state(slot);
             return;
         }
         let p = &mut self.procs[slot];
+        if p.cheaped {
+            tracing::info!("{id} (pid {pid}) {how}: cheaped, not respawned");
+            self.refresh_state(slot);
+            self.credit_freed = true;
+            return;
+        }
+        if std::mem::take(&mut p.reloading) {
+            tracing::info!("{id} (pid {pid}) {how}: reloading it now");
+            self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
+            self.refresh_state(slot);
+            self.respawns.push(Reverse((now, slot)));
+            self.credit_freed = true;
+            return;
+        }
         p.quick_deaths = if lived < self.opts.min_lifetime {
             p.quick_deaths + 1
         } else {
@@ -1216,7 +1325,7 @@ impl Engine {
             delay.as_millis()
         );
         self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
-        self.set_state(slot, ProcState::Respawning);
+        self.refresh_state(slot);
         self.respawns.push(Reverse((now + delay, slot)));
         // Its pool signals went back to the pools: others may take them.
         self.credit_freed = true;
@@ -1393,10 +1502,13 @@ impl Engine {
                 self.phase = Phase::Draining {
                     deadline: now + self.opts.drain_timeout,
                 };
+                if let Some(a) = self.admin.as_mut() {
+                    a.shut(self.poll.registry());
+                }
+                self.reload_queue.clear();
+                self.reload_current = None;
                 for s in 0..self.procs.len() {
-                    if self.procs[s].pid.is_none() {
-                        self.set_state(s, ProcState::Stopped);
-                    }
+                    self.refresh_state(s);
                 }
             }
             Phase::Draining { .. } => {
@@ -1457,6 +1569,21 @@ impl Engine {
         }
     }
 
+    /// Per-number summaries of every number raised or delivered.
+    fn signal_summaries(&self) -> Vec<SignalSummary> {
+        self.by_num
+            .iter()
+            .enumerate()
+            .filter(|(_, (raised, _, t))| *raised > 0 || t.delivered > 0)
+            .map(|(n, &(raised, unrouted, tally))| SignalSummary {
+                num: n as u8,
+                raised,
+                unrouted,
+                tally,
+            })
+            .collect()
+    }
+
     fn finish(mut self) -> Summary {
         // What is still queued, by number and by process.
         for s in 0..self.procs.len() {
@@ -1477,18 +1604,7 @@ impl Engine {
         }
         let mut counters = self.counters.clone();
         counters.pending_at_exit = self.by_num.iter().map(|b| b.2.pending_at_exit).sum();
-        let signals = self
-            .by_num
-            .iter()
-            .enumerate()
-            .filter(|(_, (raised, _, t))| *raised > 0 || t.delivered > 0)
-            .map(|(n, &(raised, unrouted, tally))| SignalSummary {
-                num: n as u8,
-                raised,
-                unrouted,
-                tally,
-            })
-            .collect();
+        let signals = self.signal_summaries();
         let tallies: Vec<(Tally, u64)> = self.procs.iter().map(|p| (p.tally, p.timeouts)).collect();
         let pids: Vec<u32> = self.procs.iter().map(|p| p.last_pid).collect();
         tracing::info!(

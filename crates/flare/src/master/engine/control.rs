@@ -1,0 +1,251 @@
+//! The control endpoint's commands, carried out: raise, pause and resume,
+//! cheap and uncheap, and the rolling reload (also on SIGHUP).
+
+use std::time::Instant;
+
+use nix::sys::signal::{Signal, kill};
+
+use super::super::admin::Kind;
+use super::{Engine, Phase};
+use crate::control::{Command, USAGE};
+use crate::origin::Origin;
+use crate::topology::{ProcId, Role, Slot};
+
+impl Engine {
+    pub(super) fn accept_admin(&mut self, kind: Kind) {
+        let Some(mut admin) = self.admin.take() else {
+            return;
+        };
+        for idx in admin.accept(self.poll.registry(), kind) {
+            if kind == Kind::Stats {
+                let doc = self.stats_doc();
+                let json = serde_json::to_vec(&doc).unwrap_or_default();
+                if let Some(c) = admin.conn_mut(idx) {
+                    c.send_and_close(&json);
+                }
+            }
+        }
+        self.admin = Some(admin);
+    }
+
+    /// Reads control lines, answers them, writes what is queued, and closes
+    /// finished connections.
+    pub(super) fn serve_admin(&mut self) {
+        let Some(mut admin) = self.admin.take() else {
+            return;
+        };
+        for idx in admin.busy() {
+            let Some(c) = admin.conn_mut(idx) else {
+                continue;
+            };
+            if c.kind == Kind::Control {
+                match c.read_lines() {
+                    Ok(lines) => {
+                        for line in lines {
+                            let answer = self.control(&line);
+                            if let Some(c) = admin.conn_mut(idx) {
+                                c.send(answer.as_bytes());
+                                c.send(b"\n");
+                            }
+                        }
+                    }
+                    Err(e) => c.send_and_close(format!("error: {e}\n").as_bytes()),
+                }
+            }
+            if admin.conn_mut(idx).is_some_and(|c| c.flush()) {
+                admin.close(self.poll.registry(), idx);
+            }
+        }
+        admin.sweep(self.poll.registry(), Instant::now());
+        self.admin = Some(admin);
+    }
+
+    /// Carries out one control line; the answer starts with `ok` or
+    /// `error:`.
+    pub(super) fn control(&mut self, line: &str) -> String {
+        let cmd = match Command::parse(line) {
+            Ok(c) => c,
+            Err(e) => return format!("error: {e}"),
+        };
+        let done = match cmd {
+            Command::Raise(num) => {
+                let out = self.raise(num, Origin::Control, None);
+                if out.accepted {
+                    Ok(format!("raised signal {num}"))
+                } else {
+                    Err(format!(
+                        "signal {num} reached nobody or was dropped (see the logs and stats)"
+                    ))
+                }
+            }
+            Command::Pause(p) => self.pause(p, true),
+            Command::Resume(p) => self.pause(p, false),
+            Command::Cheap(p) => self.cheap(p),
+            Command::Uncheap(p) => self.uncheap(p),
+            Command::Reload => self.start_reload(),
+            Command::Stats => serde_json::to_string(&self.stats_doc()).map_err(|e| e.to_string()),
+            Command::Help => Ok(format!("commands: {USAGE}")),
+        };
+        match done {
+            Ok(msg) => {
+                if !matches!(cmd, Command::Stats | Command::Help) {
+                    tracing::info!("control: {cmd}: {msg}");
+                }
+                format!("ok {msg}")
+            }
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// The slot of a worker named in a command.
+    fn worker_slot(&self, p: ProcId) -> Result<Slot, String> {
+        match (p.role, self.topo.slot_of(p)) {
+            (Role::Worker, Some(s)) => Ok(s),
+            _ => Err(format!(
+                "there is no {p}: this master has workers 1..={}",
+                self.topo.workers
+            )),
+        }
+    }
+
+    fn pause(&mut self, p: ProcId, pause: bool) -> Result<String, String> {
+        let s = self.worker_slot(p)?;
+        if self.procs[s].cheaped {
+            return Err(format!("{p} is cheaped; uncheap it first"));
+        }
+        let was = std::mem::replace(&mut self.procs[s].paused, pause);
+        self.refresh_state(s);
+        self.mark_dirty(s);
+        self.credit_freed = true;
+        Ok(match (was, pause) {
+            (false, true) => format!("{p} paused"),
+            (true, false) => format!("{p} resumed"),
+            (_, true) => format!("{p} was already paused"),
+            (_, false) => format!("{p} was not paused"),
+        })
+    }
+
+    fn cheap(&mut self, p: ProcId) -> Result<String, String> {
+        let s = self.worker_slot(p)?;
+        if self.procs[s].cheaped {
+            return Ok(format!("{p} was already cheaped"));
+        }
+        if self.procs[s].reloading || self.reload_queue.contains(&s) {
+            return Err(format!(
+                "{p} is being reloaded; try again when the reload is done"
+            ));
+        }
+        let proc = &mut self.procs[s];
+        proc.cheaped = true;
+        proc.paused = false;
+        proc.stop_asked = Some(Instant::now());
+        self.refresh_state(s);
+        Ok(format!(
+            "{p} cheaped: it handles what it holds, then stops (not respawned)"
+        ))
+    }
+
+    fn uncheap(&mut self, p: ProcId) -> Result<String, String> {
+        let s = self.worker_slot(p)?;
+        let proc = &mut self.procs[s];
+        if !proc.cheaped {
+            return Ok(format!("{p} was not cheaped"));
+        }
+        proc.cheaped = false;
+        if proc.pid.is_some() {
+            // Still finishing before it stopped: keep it.
+            proc.term_sent = None;
+            proc.stop_asked = None;
+            self.refresh_state(s);
+            return Ok(format!("{p} uncheaped (it had not stopped yet)"));
+        }
+        self.refresh_state(s);
+        self.respawns.push(std::cmp::Reverse((Instant::now(), s)));
+        Ok(format!("{p} uncheaped: starting it"))
+    }
+
+    /// Restarts every running child, one at a time (SIGHUP, `reload`).
+    pub(super) fn start_reload(&mut self) -> Result<String, String> {
+        if self.phase != Phase::Running {
+            return Err("the master is shutting down".into());
+        }
+        if let Some(s) = self.reload_current {
+            return Err(format!(
+                "a reload is under way ({} now, {} to go)",
+                self.procs[s].id,
+                self.reload_queue.len()
+            ));
+        }
+        self.reload_queue = (0..self.procs.len())
+            .filter(|&s| self.procs[s].pid.is_some() && !self.procs[s].cheaped)
+            .collect();
+        let n = self.reload_queue.len();
+        self.next_reload();
+        Ok(format!("reloading {n} processes, one at a time"))
+    }
+
+    fn next_reload(&mut self) {
+        self.reload_current = None;
+        while let Some(s) = self.reload_queue.pop_front() {
+            let p = &mut self.procs[s];
+            if p.pid.is_none() || p.cheaped {
+                continue;
+            }
+            // Paused for the router: it gets nothing new, finishes what it
+            // has, then is stopped and forked again; signals sent to it by
+            // name wait for its successor.
+            p.reloading = true;
+            p.stop_asked = Some(Instant::now());
+            self.reload_current = Some(s);
+            self.refresh_state(s);
+            self.credit_freed = true;
+            return;
+        }
+    }
+
+    /// Moves cheaping and reloading along: a child that has handled what it
+    /// was given gets SIGTERM; one that does not stop in time, SIGKILL.
+    pub(super) fn advance_control(&mut self) {
+        let now = Instant::now();
+        for s in 0..self.procs.len() {
+            let p = &mut self.procs[s];
+            let Some(pid) = p.pid else { continue };
+            let stopping = p.cheaped || p.reloading;
+            if !stopping {
+                continue;
+            }
+            match p.term_sent {
+                None => {
+                    // Cheaped: drain everything; reloading: what it was
+                    // given (its queue waits for the successor). A child
+                    // that takes longer than drain_timeout is stopped anyway.
+                    let idle = if p.cheaped {
+                        p.load() == 0
+                    } else {
+                        p.inflight.is_empty()
+                    };
+                    let late = p
+                        .stop_asked
+                        .is_some_and(|t| now.duration_since(t) >= self.opts.drain_timeout);
+                    if idle || late {
+                        let _ = kill(pid, Signal::SIGTERM);
+                        p.term_sent = Some(now);
+                    }
+                }
+                Some(t) if now.duration_since(t) >= self.opts.kill_timeout => {
+                    tracing::warn!("{} did not stop after SIGTERM: SIGKILL", p.id);
+                    let _ = kill(pid, Signal::SIGKILL);
+                    p.term_sent = Some(now);
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(s) = self.reload_current {
+            let p = &self.procs[s];
+            if !p.reloading && p.pid.is_some() {
+                // Its successor runs: on to the next.
+                self.next_reload();
+            }
+        }
+    }
+}
