@@ -73,7 +73,7 @@ pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
 pub use master::SourceSummary;
 pub use master::{
-    Counters, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions,
+    Counters, ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions,
     SignalSummary, Summary, Tally,
 };
 pub use origin::{Origin, Received};

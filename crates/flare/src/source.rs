@@ -30,6 +30,13 @@ impl SourceId {
     }
 }
 
+impl From<u32> for SourceId {
+    /// A source id from its number (as [`SourceId::get`] gave it).
+    fn from(id: u32) -> Self {
+        SourceId(id)
+    }
+}
+
 impl fmt::Display for SourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}", self.0)

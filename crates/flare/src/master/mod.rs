@@ -110,12 +110,26 @@ impl Default for Options {
     }
 }
 
+/// Functions the master calls around every `fork()`, for runtimes that
+/// must prepare for it (an embedded CPython calls `PyOS_BeforeFork`,
+/// `PyOS_AfterFork_Parent` and `PyOS_AfterFork_Child` here).
+#[derive(Clone, Copy, Debug)]
+pub struct ForkHooks {
+    /// In the master, just before `fork()`.
+    pub before: fn(),
+    /// In the master, just after `fork()`.
+    pub parent: fn(),
+    /// In the child, first thing after `fork()`.
+    pub child: fn(),
+}
+
 /// Entry functions by role.
 #[derive(Default)]
 pub(crate) struct Entries {
     pub(crate) worker: Option<Entry>,
     pub(crate) mule: Option<Entry>,
     pub(crate) spooler: Option<Entry>,
+    pub(crate) fork_hooks: Option<ForkHooks>,
 }
 
 impl Entries {
@@ -206,6 +220,12 @@ impl MasterBuilder {
     /// serves signals until shutdown.
     pub fn spooler_entry(mut self, f: impl Fn(ProcessInfo) + 'static) -> Self {
         self.entries.spooler = Some(Box::new(f));
+        self
+    }
+
+    /// Functions to call around every `fork()` (see [`ForkHooks`]).
+    pub fn fork_hooks(mut self, hooks: ForkHooks) -> Self {
+        self.entries.fork_hooks = Some(hooks);
         self
     }
 

@@ -234,6 +234,8 @@ pub(super) struct Engine {
     remote: Option<Remote>,
     sources: Sources,
     inotify_watched: bool,
+    /// The caller's signal mask, put back when `run()` returns.
+    old_mask: SigSet,
     /// Raised and unrouted counts and delivery outcomes, by signal number.
     by_num: Vec<(u64, u64, Tally)>,
     last_harakiri_check: Instant,
@@ -282,8 +284,13 @@ impl Engine {
         ] {
             mask.add(s);
         }
-        mask.thread_block()
-            .map_err(|e| Error::io("blocking signals in the master", e))?;
+        let mut old_mask = SigSet::empty();
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&mask),
+            Some(&mut old_mask),
+        )
+        .map_err(|e| Error::io("blocking signals in the master", e))?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| Error::io("creating a signalfd", e))?;
         let poll = Poll::new().map_err(|e| Error::io("creating the event loop", e))?;
@@ -366,6 +373,7 @@ impl Engine {
             remote,
             sources: setup.sources,
             inotify_watched: false,
+            old_mask,
             by_num: vec![(0, 0, Tally::default()); 256],
             last_harakiri_check: now,
             admin_sockets: admin.as_ref().map(Admin::sockets).unwrap_or_default(),
@@ -1164,7 +1172,18 @@ impl Engine {
         // What is buffered now would be written twice: by us and the child.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
-        match sys::fork()? {
+        let hooks = self.entries.fork_hooks;
+        if let Some(h) = hooks {
+            (h.before)();
+        }
+        let forked = sys::fork();
+        if let Some(h) = hooks {
+            match forked {
+                Ok(Forked::Child) => (h.child)(),
+                _ => (h.parent)(),
+            }
+        }
+        match forked? {
             Forked::Child => child_main(ChildSetup {
                 me: id,
                 slot,
@@ -1606,6 +1625,10 @@ impl Engine {
         counters.pending_at_exit = self.by_num.iter().map(|b| b.2.pending_at_exit).sum();
         let signals = self.signal_summaries();
         let tallies: Vec<(Tally, u64)> = self.procs.iter().map(|p| (p.tally, p.timeouts)).collect();
+        // Signals raised while they were blocked stay pending in the
+        // signalfd's queue; drop them so they do not fire on unblocking.
+        while let Ok(Some(_)) = self.sigfd.read_signal() {}
+        let _ = self.old_mask.thread_set_mask();
         let pids: Vec<u32> = self.procs.iter().map(|p| p.last_pid).collect();
         tracing::info!(
             "master {} exiting: {} raised, {} handled",

@@ -1,0 +1,2 @@
+"""uwsgiconf's runtime API (``uwsgiconf.runtime``), on flare: ``signals``,
+``scheduling``, ``monitoring`` and ``mules`` with the same names."""

@@ -1,0 +1,379 @@
+//! `flare._flare`: the native core of the Python package.
+//!
+//! The Python modules (`flare`, `flare.runtime.*`, the `uwsgi` compatibility
+//! module) are thin layers over these functions. The master runs holding
+//! the GIL (no other Python thread runs in it) and forks with CPython's fork
+//! protocol; in a child, handlers run on flare's dispatcher thread, taking
+//! the GIL for each call, and every call that may block releases it.
+
+mod fork;
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use flare::{Error, ForkHooks, Master, ProcessInfo, Received, Role, Signal, Source};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PySystemError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+pyo3::create_exception!(
+    _flare,
+    NoSignalAvailable,
+    pyo3::exceptions::PyRuntimeError,
+    "All 256 signal numbers are registered or reserved."
+);
+
+/// flare's errors as the Python exceptions uwsgiconf documents.
+fn err(e: Error) -> PyErr {
+    match e {
+        Error::Rejected { .. } => PyValueError::new_err(e.to_string()),
+        Error::Unreachable(_) => PyOSError::new_err(e.to_string()),
+        Error::Wait(_) => PySystemError::new_err(e.to_string()),
+        Error::NoSignalAvailable => NoSignalAvailable::new_err(e.to_string()),
+        Error::BadNumber { .. }
+        | Error::InvalidTarget { .. }
+        | Error::Unrunnable { .. }
+        | Error::AlreadyRegistered { .. }
+        | Error::Conflict { .. }
+        | Error::InvalidSource(_)
+        | Error::DuplicateSource { .. }
+        | Error::NoSuchSource(_)
+        | Error::Config(_) => PyValueError::new_err(e.to_string()),
+        other => PyRuntimeError::new_err(other.to_string()),
+    }
+}
+
+/// A signal number from Python: 0-255 or a clear ValueError.
+fn num(n: i64) -> PyResult<u8> {
+    Signal::try_from(n).map(Signal::num).map_err(err)
+}
+
+/// Entry callables by role, set after the app module is imported (the
+/// master is built before, so that the app's registrations are the
+/// master's). Read in the children, after fork.
+static ENTRIES: Mutex<[Option<Py<PyAny>>; 3]> = Mutex::new([None, None, None]);
+
+fn role_index(role: Role) -> usize {
+    match role {
+        Role::Worker | Role::Master => 0,
+        Role::Mule => 1,
+        Role::Spooler => 2,
+    }
+}
+
+/// A child's life: its role's entry callable (the Python layer always sets
+/// one: it runs the post-fork hooks, then the user's entry or
+/// `serve_forever`).
+fn run_entry(me: ProcessInfo) {
+    let entry = Python::attach(|py| {
+        ENTRIES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(role_index(me.role))
+            .and_then(|e| e.as_ref().map(|e| e.clone_ref(py)))
+    });
+    Python::attach(|py| match entry {
+        Some(f) => {
+            if let Err(e) = f.call0(py) {
+                e.print(py);
+                std::process::exit(1);
+            }
+        }
+        None => py.detach(|| flare::serve_forever()),
+    })
+}
+
+/// Serves signals for good, without holding the GIL (handlers need it).
+#[pyfunction]
+fn serve_forever(py: Python<'_>) {
+    py.detach(|| flare::serve_forever())
+}
+
+/// A Python callable as a flare handler: called with the signal number,
+/// exceptions printed as uWSGI prints them.
+fn handler(func: Py<PyAny>) -> impl Fn(Received) + Send + Sync + 'static {
+    move |rx: Received| {
+        Python::attach(|py| {
+            if let Err(e) = func.call1(py, (rx.num,)) {
+                e.print(py);
+            }
+        })
+    }
+}
+
+/// The process group: built from the options, then (after the app's
+/// registrations) run.
+#[pyclass(unsendable)]
+struct Group {
+    master: Option<Master>,
+}
+
+#[pymethods]
+impl Group {
+    #[new]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        workers: u32,
+        mules: u32,
+        farms: Vec<(String, Vec<u32>)>,
+        spoolers: u32,
+        remote: Option<String>,
+        remote_allow: Option<Vec<u8>>,
+        stats: Option<String>,
+        control: Option<String>,
+        harakiri: Option<f64>,
+        drain_timeout: Option<f64>,
+    ) -> PyResult<Group> {
+        let mut b = Master::builder()
+            .workers(workers)
+            .mules(mules)
+            .spoolers(spoolers)
+            .worker_entry(run_entry)
+            .mule_entry(run_entry)
+            .spooler_entry(run_entry)
+            .fork_hooks(ForkHooks {
+                before: fork::before,
+                parent: fork::parent,
+                child: fork::child,
+            });
+        for (name, ids) in farms {
+            b = b.farm(name, ids);
+        }
+        if let Some(addr) = remote {
+            b = b.remote(addr);
+            if let Some(allow) = remote_allow {
+                b = b.remote_allow(allow);
+            }
+        }
+        if let Some(addr) = stats {
+            b = b.stats(addr);
+        }
+        if let Some(addr) = control {
+            b = b.control(addr);
+        }
+        if let Some(secs) = harakiri {
+            let d = Duration::try_from_secs_f64(secs)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            b = b
+                .harakiri(Role::Worker, d)
+                .harakiri(Role::Mule, d)
+                .harakiri(Role::Spooler, d);
+        }
+        if let Some(secs) = drain_timeout {
+            let d = Duration::try_from_secs_f64(secs)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            b = b.drain_timeout(d);
+        }
+        Ok(Group {
+            master: Some(b.build().map_err(err)?),
+        })
+    }
+
+    /// Sets the entry callables (None: serve signals).
+    #[pyo3(signature = (worker=None, mule=None, spooler=None))]
+    fn set_entries(
+        &self,
+        worker: Option<Py<PyAny>>,
+        mule: Option<Py<PyAny>>,
+        spooler: Option<Py<PyAny>>,
+    ) {
+        *ENTRIES.lock().unwrap_or_else(PoisonError::into_inner) = [worker, mule, spooler];
+    }
+
+    /// Where remote signals, stats and control listen (None when off).
+    fn addresses(&self) -> (Option<String>, Option<String>, Option<String>) {
+        self.master.as_ref().map_or((None, None, None), |m| {
+            (m.remote_addr(), m.stats_addr(), m.control_addr())
+        })
+    }
+
+    /// Forks the group and supervises it until a graceful shutdown; returns
+    /// the summary as JSON. Runs only in the master; children never return.
+    fn run(&mut self) -> PyResult<String> {
+        let master = self
+            .master
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this group already ran"))?;
+        let summary = master.run().map_err(err)?;
+        serde_json::to_string(&summary).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+}
+
+/// Registers `func` for signal `n` on `target` (in the master before run,
+/// or in this child).
+#[pyfunction]
+fn register(py: Python<'_>, n: i64, target: &str, func: Py<PyAny>) -> PyResult<()> {
+    let sig = Signal::new(num(n)?);
+    let target = target.to_owned();
+    let h = handler(func);
+    py.detach(move || sig.register_handler(target.as_str(), h))
+        .map_err(err)
+}
+
+/// Reserves the first free number (Signal() in flare: atomic).
+#[pyfunction]
+fn reserve(py: Python<'_>) -> PyResult<u8> {
+    py.detach(Signal::auto).map(Signal::num).map_err(err)
+}
+
+#[pyfunction]
+fn registered(n: i64) -> PyResult<bool> {
+    Ok(Signal::new(num(n)?).registered())
+}
+
+#[pyfunction]
+fn available() -> PyResult<u8> {
+    flare::get_available_num().map_err(err)
+}
+
+#[pyfunction]
+fn send(py: Python<'_>, n: i64) -> PyResult<()> {
+    let sig = Signal::new(num(n)?);
+    py.detach(move || sig.send()).map_err(err)
+}
+
+#[pyfunction]
+fn try_send(n: i64) -> PyResult<()> {
+    Signal::new(num(n)?).try_send().map_err(err)
+}
+
+#[pyfunction]
+#[pyo3(signature = (addr, n, timeout=4.0))]
+fn send_remote(py: Python<'_>, addr: &str, n: i64, timeout: f64) -> PyResult<()> {
+    let n = num(n)?;
+    let t =
+        Duration::try_from_secs_f64(timeout).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let addr = addr.to_owned();
+    py.detach(move || flare::send_remote(&addr, n, t))
+        .map_err(err)
+}
+
+/// Waits for signal `n` (any signal for None); returns its number, or None
+/// when `timeout` (seconds) passed.
+#[pyfunction]
+#[pyo3(signature = (n=None, timeout=None))]
+fn wait(py: Python<'_>, n: Option<i64>, timeout: Option<f64>) -> PyResult<Option<u8>> {
+    let n = n.map(num).transpose()?;
+    let t = timeout
+        .map(Duration::try_from_secs_f64)
+        .transpose()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    py.detach(move || match (n, t) {
+        (Some(n), None) => Signal::new(n).wait().map(Some),
+        (Some(n), Some(t)) => Signal::new(n).wait_timeout(t),
+        (None, None) => flare::wait_any().map(Some),
+        (None, Some(t)) => flare::wait_any_timeout(t),
+    })
+    .map(|r| r.map(|rx| rx.num))
+    .map_err(err)
+}
+
+#[pyfunction]
+fn last_received() -> Option<u8> {
+    flare::get_last_received().map(Signal::num)
+}
+
+/// (role, id, pid) of this process, or None outside a flare group.
+#[pyfunction]
+fn whoami() -> Option<(String, u32, u32)> {
+    flare::whoami().map(|w| (w.role.to_string(), w.id, w.pid))
+}
+
+#[pyfunction]
+fn stop(py: Python<'_>) -> PyResult<()> {
+    py.detach(flare::stop).map_err(err)
+}
+
+fn add(py: Python<'_>, source: Source, n: i64, unique: bool) -> PyResult<u32> {
+    let n = num(n)?;
+    let source = if unique { source.unique() } else { source };
+    py.detach(move || source.raise(n))
+        .map(|id| id.get())
+        .map_err(err)
+}
+
+fn duration(secs: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|e| PyValueError::new_err(format!("bad period {secs}: {e}")))
+}
+
+#[pyfunction]
+#[pyo3(signature = (n, secs, unique=false))]
+fn add_timer(py: Python<'_>, n: i64, secs: f64, unique: bool) -> PyResult<u32> {
+    add(py, Source::timer(duration(secs)?), n, unique)
+}
+
+#[pyfunction]
+#[pyo3(signature = (n, secs, repeat=None, unique=false))]
+fn add_rb_timer(
+    py: Python<'_>,
+    n: i64,
+    secs: f64,
+    repeat: Option<u64>,
+    unique: bool,
+) -> PyResult<u32> {
+    add(py, Source::rb_timer(duration(secs)?, repeat), n, unique)
+}
+
+/// A cron source: `spec` is crontab text or uWSGI's five integers.
+#[pyfunction]
+#[pyo3(signature = (n, spec, unique=false))]
+fn add_cron(py: Python<'_>, n: i64, spec: &Bound<'_, PyAny>, unique: bool) -> PyResult<u32> {
+    let source = if let Ok(text) = spec.extract::<String>() {
+        Source::cron(text.as_str())
+    } else {
+        let t = spec.cast::<PyTuple>().map_err(|_| {
+            PyValueError::new_err(
+                "a cron spec is crontab text or five integers (minute, hour, day, month, weekday)",
+            )
+        })?;
+        let v: [i32; 5] = t.extract()?;
+        Source::cron(v)
+    }
+    .map_err(err)?;
+    add(py, source, n, unique)
+}
+
+#[pyfunction]
+#[pyo3(signature = (n, path, recursive=false))]
+fn add_file_monitor(
+    py: Python<'_>,
+    n: i64,
+    path: std::path::PathBuf,
+    recursive: bool,
+) -> PyResult<u32> {
+    let s = Source::file_monitor(path);
+    add(py, if recursive { s.recursive() } else { s }, n, false)
+}
+
+#[pyfunction]
+fn remove_source(py: Python<'_>, id: u32) -> PyResult<()> {
+    // Source ids are the numbers add_* returned.
+    py.detach(move || flare::remove_source(flare::SourceId::from(id)))
+        .map_err(err)
+}
+
+#[pymodule]
+fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Group>()?;
+    m.add("NoSignalAvailable", m.py().get_type::<NoSignalAvailable>())?;
+    m.add_function(wrap_pyfunction!(register, m)?)?;
+    m.add_function(wrap_pyfunction!(reserve, m)?)?;
+    m.add_function(wrap_pyfunction!(registered, m)?)?;
+    m.add_function(wrap_pyfunction!(available, m)?)?;
+    m.add_function(wrap_pyfunction!(send, m)?)?;
+    m.add_function(wrap_pyfunction!(try_send, m)?)?;
+    m.add_function(wrap_pyfunction!(send_remote, m)?)?;
+    m.add_function(wrap_pyfunction!(wait, m)?)?;
+    m.add_function(wrap_pyfunction!(last_received, m)?)?;
+    m.add_function(wrap_pyfunction!(whoami, m)?)?;
+    m.add_function(wrap_pyfunction!(stop, m)?)?;
+    m.add_function(wrap_pyfunction!(serve_forever, m)?)?;
+    m.add_function(wrap_pyfunction!(add_timer, m)?)?;
+    m.add_function(wrap_pyfunction!(add_rb_timer, m)?)?;
+    m.add_function(wrap_pyfunction!(add_cron, m)?)?;
+    m.add_function(wrap_pyfunction!(add_file_monitor, m)?)?;
+    m.add_function(wrap_pyfunction!(remove_source, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! The Python package (crates/flare-py): built and installed into a venv
+//! (target/py-venv, with pytest, uwsgiconf and pyuwsgi from PyPI), then
+//! its pytest suite run. `.ci/run` prepares the venv up front.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_python_package_passes_its_pytest_suite() {
+    let _one = ONE_AT_A_TIME.lock();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = root.join("target/py-venv");
+    let py = venv.join("bin/python");
+    if !py.exists() {
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "creating target/py-venv",
+        );
+    }
+    run(
+        Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "maturin>=1.5,<2",
+            "pytest",
+            "uwsgiconf",
+            "pyuwsgi==2.0.30",
+        ]),
+        "installing the test requirements",
+    );
+    run(
+        Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(root.join("crates/flare-py")),
+        "building and installing the flare Python package",
+    );
+    run(
+        Command::new(&py)
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"])
+            .current_dir(root.join("crates/flare-py")),
+        "pytest crates/flare-py/tests",
+    );
+}
