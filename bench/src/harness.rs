@@ -153,19 +153,27 @@ pub struct Harness {
     exe: PathBuf,
     uwsgi: Option<PathBuf>,
     apps: PathBuf,
+    /// flare's busy-poll window, when not the library's default.
+    busy_poll_us: Option<u64>,
     /// The figures and checks.
     pub report: Report,
 }
 
 impl Harness {
     /// A harness; `uwsgi` is `None` to run flare only.
-    pub fn new(plan: Plan, uwsgi: Option<PathBuf>, apps: PathBuf) -> Result<Harness, String> {
+    pub fn new(
+        plan: Plan,
+        uwsgi: Option<PathBuf>,
+        apps: PathBuf,
+        busy_poll_us: Option<u64>,
+    ) -> Result<Harness, String> {
         let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
         Ok(Harness {
             plan,
             exe,
             uwsgi,
             apps,
+            busy_poll_us,
             report: Report::default(),
         })
     }
@@ -232,6 +240,9 @@ impl Harness {
                     .arg(dir);
                 if let Some(addr) = &spec.remote {
                     c.args(["--remote", addr]);
+                }
+                if let Some(us) = self.busy_poll_us {
+                    c.args(["--busy-poll-us", &us.to_string()]);
                 }
                 c
             }
@@ -597,7 +608,56 @@ impl Harness {
                 Unit::Micros,
                 us(quantile(&s, 0.99)),
             );
+            if side == Side::Flare {
+                self.fan_out_floor(k)?;
+            }
         }
+        Ok(())
+    }
+
+    /// The kernel's floor under fan-out K: the same hops with plain pipes
+    /// and no runtime (`floor.rs`), run with flare's rounds. Its figures
+    /// sit in the flare column, under their own scenario name.
+    fn fan_out_floor(&mut self, k: u32) -> Result<(), String> {
+        let (n, warmup) = self.plan.fan_rounds;
+        let spec = Spec {
+            scenario: NodeScenario::FanOutFloor,
+            n,
+            warmup,
+            workers: k,
+            mule: false,
+            remote: None,
+        };
+        let dir = TempDir::new("floor")?;
+        let mut node = self.launch(Side::Flare, &spec, &dir.0)?;
+        let deadline = Instant::now() + self.plan.deadline;
+        node.expect("RESULT", deadline, |l| l.trim() == "RESULT")?;
+        let result = read_result(&node, &dir.0)?;
+        node.expect("SUMMARY line", deadline, |l| l.starts_with("SUMMARY "))?;
+        let mut s = samples(&result)?;
+        s.sort_unstable();
+        let sc = format!("fan-out {k}: kernel floor");
+        let r = &mut self.report;
+        r.check(
+            Side::Flare,
+            &sc,
+            s.len() as u64 == n,
+            format!("{} of {n} rounds reached all {k} readers", s.len()),
+        );
+        r.add(
+            Side::Flare,
+            &sc,
+            "all readers woke p50",
+            Unit::Micros,
+            us(quantile(&s, 0.5)),
+        );
+        r.add(
+            Side::Flare,
+            &sc,
+            "all readers woke p99",
+            Unit::Micros,
+            us(quantile(&s, 0.99)),
+        );
         Ok(())
     }
 
@@ -837,12 +897,28 @@ impl Harness {
         let p99 = "all handlers ran p99";
         let b = med(r, Side::Flare, &format!("fan-out {big}"), p99);
         let s = med(r, Side::Flare, &format!("fan-out {small}"), p99);
+        let floor = |k: u32| {
+            med(
+                r,
+                Side::Flare,
+                &format!("fan-out {k}: kernel floor"),
+                "all readers woke p99",
+            )
+        };
         let (met, figures) = match (b, s) {
             (Some(b), Some(s)) if s > 0.0 => (
                 Some(b <= 2.0 * s),
                 format!(
-                    "flare p99 {b:.1} µs to {big}, {s:.1} µs to {small}: {:.2}x",
-                    b / s
+                    "flare p99 {b:.1} µs to {big}, {s:.1} µs to {small}: {:.2}x{}",
+                    b / s,
+                    match (floor(big), floor(small)) {
+                        (Some(fb), Some(fs)) if fs > 0.0 => format!(
+                            "; the kernel floor (plain pipes, no runtime): {fb:.1} µs to \
+                             {big}, {fs:.1} µs to {small}: {:.2}x",
+                            fb / fs
+                        ),
+                        _ => String::new(),
+                    }
                 ),
             ),
             _ => (None, "not measured".into()),

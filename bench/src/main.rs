@@ -17,6 +17,7 @@
 
 mod board;
 mod client;
+mod floor;
 mod harness;
 mod node;
 mod procs;
@@ -54,6 +55,10 @@ struct Cli {
     /// Run flare only, without uWSGI.
     #[arg(long)]
     flare_only: bool,
+    /// flare's busy-poll window in microseconds (default: the library's,
+    /// 50; 0 turns busy polling off).
+    #[arg(long)]
+    busy_poll_us: Option<u64>,
     /// Where to write the JSON summary (default: target/bench/results.json
     /// in the workspace).
     #[arg(long)]
@@ -145,7 +150,7 @@ fn bench(cli: Cli) -> Result<bool, String> {
     );
     let load_before = loadavg();
     let started = Instant::now();
-    let mut h = Harness::new(plan.clone(), uwsgi.clone(), apps)?;
+    let mut h = Harness::new(plan.clone(), uwsgi.clone(), apps, cli.busy_poll_us)?;
     for s in &scenarios {
         h.run(*s);
     }
@@ -190,6 +195,7 @@ fn bench(cli: Cli) -> Result<bool, String> {
     let doc = json!({
         "mode": if plan.quick { "quick" } else { "full" },
         "rounds": rounds,
+        "busy_poll_us": cli.busy_poll_us,
         "scenarios": scenarios
             .iter()
             .filter_map(|s| s.to_possible_value().map(|v| v.get_name().to_owned()))

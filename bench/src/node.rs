@@ -46,6 +46,8 @@ pub enum NodeScenario {
     Pool,
     /// Mule 1 raises one `workers` signal per round and waits for all.
     FanOut,
+    /// The fan-out's hops with plain pipes and no runtime (`floor.rs`).
+    FanOutFloor,
     /// Remote signals for `worker`, until SIGTERM.
     Remote,
     /// Workers idle until killed.
@@ -77,11 +79,28 @@ pub struct NodeArgs {
     /// experiments by hand, the harness never sets it.
     #[arg(long)]
     pub prefetch: Option<usize>,
+    /// Busy-poll window in microseconds (the library's default when not
+    /// given; `Options::busy_poll`).
+    #[arg(long)]
+    pub busy_poll_us: Option<u64>,
+}
+
+/// A builder with the node's tunables applied.
+fn builder(a: &NodeArgs) -> flare::MasterBuilder {
+    let mut b = Master::builder();
+    if let Some(p) = a.prefetch {
+        b = b.prefetch(p);
+    }
+    if let Some(us) = a.busy_poll_us {
+        b = b.busy_poll(Duration::from_micros(us));
+    }
+    b
 }
 
 /// Runs a node; returns the exit code.
 pub fn main(a: NodeArgs) -> i32 {
     let result = match a.scenario {
+        NodeScenario::FanOutFloor => return crate::floor::main(&a),
         NodeScenario::PingPong => latency(&a, false),
         NodeScenario::OneWay => latency(&a, true),
         NodeScenario::Burst => flood(&a, "workers"),
@@ -170,7 +189,7 @@ fn latency(a: &NodeArgs, one_way: bool) -> flare::Result<Summary> {
             board::MAX_SAMPLES
         )));
     }
-    let master = Master::builder()
+    let master = builder(a)
         .workers(1)
         .mules(1)
         .worker_entry(move |me| {
@@ -225,11 +244,7 @@ fn flood(a: &NodeArgs, target: &'static str) -> flare::Result<Summary> {
     let board = map_board()?;
     let (n, k, out) = (a.n, a.workers, a.out.clone());
     let mule_out = out.clone();
-    let mut builder = Master::builder();
-    if let Some(p) = a.prefetch {
-        builder = builder.prefetch(p);
-    }
-    let master = builder
+    let master = builder(a)
         .workers(k)
         .mules(1)
         .drain_timeout(Duration::from_secs(60))
@@ -286,7 +301,7 @@ fn fan_out(a: &NodeArgs) -> flare::Result<Summary> {
             board::MAX_ID
         )));
     }
-    let master = Master::builder()
+    let master = builder(a)
         .workers(k)
         .mules(1)
         .worker_entry(move |me| {
@@ -337,7 +352,7 @@ fn fan_out(a: &NodeArgs) -> flare::Result<Summary> {
 fn remote(a: &NodeArgs) -> flare::Result<Summary> {
     let board = map_board()?;
     let k = a.workers;
-    let master = Master::builder()
+    let master = builder(a)
         .workers(k)
         .remote(a.remote.clone())
         .worker_entry(|me| {
@@ -363,7 +378,7 @@ fn remote(a: &NodeArgs) -> flare::Result<Summary> {
 /// Resources: workers that only serve signals, until the harness kills
 /// the group.
 fn resources(a: &NodeArgs) -> flare::Result<Summary> {
-    let master = Master::builder()
+    let master = builder(a)
         .workers(a.workers)
         .worker_entry(|me| {
             println!("READY worker {}", me.id);

@@ -266,3 +266,17 @@ fn past_the_queue_bound_signals_are_dropped_and_counted() {
     assert_eq!(r.counter("handled"), r.counter("delivered"));
     assert_eq!(r.handled("worker", 2, 1) + 1, r.counter("delivered"));
 }
+
+#[test]
+fn ping_pong_runs_with_and_without_busy_polling() {
+    for busy_us in ["0", "50", "2000"] {
+        let n = 1_000u64;
+        let r = run(&["ping-pong", &n.to_string(), busy_us]);
+        assert!(r.facts("lost_round").is_empty(), "busy_poll {busy_us} µs");
+        assert_eq!(r.fact("rounds"), n.to_string(), "busy_poll {busy_us} µs");
+        assert_eq!(r.handled("worker", 1, 10), n);
+        assert_eq!(r.handled("mule", 1, 11), n);
+        assert_eq!(r.counter("pending_at_exit"), 0);
+        assert_eq!(r.counter("dropped"), 0);
+    }
+}

@@ -1,7 +1,7 @@
 //! The runtime inside a child process: who it is, its two channels to the
 //! master, the dispatcher thread that runs handlers, `send()` and `wait()`.
 //!
-//! Channel A is the dispatcher's: deliveries come in, acks go out, and so do
+//! Each channel is two pipes (see `sys::duplex`). Channel A is the dispatcher's: deliveries come in, acks go out, and so do
 //! whatever the handlers raise or request (the master always reads A, so a
 //! handler is never held up by the back-pressure that protects the master).
 //! Channel B serves every other thread: raises and requests out, replies in;
@@ -10,22 +10,22 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst, fence,
+};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
-
-use nix::sys::socket::{MsgFlags, send};
 
 use crate::error::{Error, Result};
 use crate::handlers;
 use crate::origin::{Origin, Received};
 use crate::proto::{Decoder, FRAME_LEN, Frame, Msg, Reply, Request, encode_with_payload};
-use crate::shm::{Shm, monotonic_ns};
-use crate::sys;
+use crate::shm::{Shm, bump, monotonic_ns};
+use crate::sys::{self, Duplex};
 use crate::topology::{ProcId, Role, Slot, Topology};
 
 /// Who this process is (uWSGI `worker_id()`, `mule_id()`, `getpid()`).
@@ -62,8 +62,10 @@ pub(crate) struct ChildSetup<'a> {
     pub(crate) slot: Slot,
     pub(crate) topo: Arc<Topology>,
     pub(crate) shm: Shm,
-    pub(crate) chan_a: OwnedFd,
-    pub(crate) chan_b: OwnedFd,
+    pub(crate) chan_a: Duplex,
+    pub(crate) chan_b: Duplex,
+    /// [`crate::Options::busy_poll`].
+    pub(crate) busy_poll: Duration,
     /// Master descriptors the child must not keep.
     pub(crate) inherited: Vec<RawFd>,
     pub(crate) entry: Option<&'a Entry>,
@@ -76,10 +78,22 @@ pub(crate) struct ChildCtx {
     pub(crate) slot: Slot,
     pub(crate) topo: Arc<Topology>,
     pub(crate) shm: Shm,
-    chan_a: UnixStream,
-    chan_b: Mutex<UnixStream>,
+    /// Deliveries and replies to the dispatcher's requests (non-blocking).
+    a_rx: OwnedFd,
+    /// Acks, and the dispatcher's raises and requests (blocking).
+    a_tx: File,
+    chan_b: Mutex<ChanB>,
     next_request: AtomicU64,
     waits: WaitHub,
+    busy_poll: Duration,
+}
+
+/// Channel B, used by every thread but the dispatcher, one at a time.
+struct ChanB {
+    /// Raises and requests (non-blocking, so `try_send()` can refuse).
+    tx: OwnedFd,
+    /// Replies (blocking).
+    rx: File,
 }
 
 static CHILD: OnceLock<ChildCtx> = OnceLock::new();
@@ -106,15 +120,29 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
         id: setup.me.id,
         pid: std::process::id(),
     };
+    let nonblocking = sys::set_nonblocking(&setup.chan_a.rx)
+        .and_then(|()| sys::set_nonblocking(&setup.chan_b.tx));
+    if let Err(e) = nonblocking {
+        tracing::error!("{}: {e}", setup.me);
+        std::process::exit(70);
+    }
     let ctx = ChildCtx {
         info,
         slot: setup.slot,
         topo: setup.topo,
         shm: setup.shm,
-        chan_a: UnixStream::from(setup.chan_a),
-        chan_b: Mutex::new(UnixStream::from(setup.chan_b)),
+        a_rx: setup.chan_a.rx,
+        a_tx: File::from(setup.chan_a.tx),
+        chan_b: Mutex::new(ChanB {
+            tx: setup.chan_b.tx,
+            rx: File::from(setup.chan_b.rx),
+        }),
         next_request: AtomicU64::new(1),
-        waits: WaitHub::default(),
+        waits: WaitHub {
+            spin: setup.busy_poll,
+            ..WaitHub::default()
+        },
+        busy_poll: setup.busy_poll,
     };
     if CHILD.set(ctx).is_err() {
         std::process::exit(70);
@@ -159,6 +187,8 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
 struct Delivery {
     rx: Received,
     seq: u64,
+    /// From a pool: the master wants the credit back.
+    pooled: bool,
 }
 
 /// The dispatcher thread's reading state. Kept in a thread-local so a
@@ -179,9 +209,9 @@ fn on_dispatcher() -> bool {
     DISPATCH.with(|d| d.borrow().is_some())
 }
 
-/// Handlers run at most this long without an ack going out, so pool credit
-/// comes back soon after a slow handler.
-const ACK_EVERY: Duration = Duration::from_millis(1);
+/// Handlers run at most this long without an ack going out while pool
+/// credit is owed, so it comes back soon after a slow handler...
+const ACK_EVERY_NS: u64 = 1_000_000;
 /// ...and at most this many deliveries go unacknowledged in a fast stream.
 const ACK_BATCH: u64 = 256;
 
@@ -196,22 +226,44 @@ fn dispatcher(ctx: &'static ChildCtx) {
     });
     let mut last_seq = 0u64;
     let mut acked = 0u64;
-    let mut last_ack = Instant::now();
+    // A pooled delivery was handled and not acked yet: its credit is owed.
+    let mut owed = false;
+    // One clock read per delivery: a handler's end is the next one's start.
+    let mut now_ns = monotonic_ns();
+    let mut last_ack_ns = now_ns;
     loop {
         let next = DISPATCH.with(|d| d.borrow_mut().as_mut().and_then(|d| d.queue.pop_front()));
         let result = match next {
             Some(delivery) => {
-                ctx.handle(delivery);
+                now_ns = ctx.handle(delivery, now_ns);
                 last_seq = delivery.seq;
-                if last_seq - acked >= ACK_BATCH || last_ack.elapsed() >= ACK_EVERY {
-                    ctx.ack(last_seq, &mut acked, &mut last_ack)
+                owed |= delivery.pooled;
+                if owed && (last_seq - acked >= ACK_BATCH || now_ns - last_ack_ns >= ACK_EVERY_NS) {
+                    owed = false;
+                    last_ack_ns = now_ns;
+                    ctx.ack(last_seq, &mut acked)
                 } else {
                     Ok(())
                 }
             }
-            None => ctx
-                .ack(last_seq, &mut acked, &mut last_ack)
-                .and_then(|()| ctx.read_more()),
+            None => {
+                // Queue empty: ack when credit is owed or the master waits
+                // for us; otherwise `done_seq` says it all.
+                fence(SeqCst);
+                let wanted = ctx.shm.slot(ctx.slot).acks_wanted.load(Relaxed) != 0;
+                let acking = if owed || wanted {
+                    owed = false;
+                    ctx.ack(last_seq, &mut acked)
+                } else {
+                    Ok(())
+                };
+                acking.and_then(|()| {
+                    ctx.read_more()?;
+                    now_ns = monotonic_ns();
+                    last_ack_ns = now_ns;
+                    Ok(())
+                })
+            }
         };
         if let Err(e) = result {
             master_gone(ctx, &e);
@@ -228,17 +280,17 @@ fn master_gone(ctx: &ChildCtx, e: &Error) -> ! {
 }
 
 impl ChildCtx {
-    fn handle(&self, d: Delivery) {
+    /// Runs the handler of one delivery that starts at `started` (ns);
+    /// returns the time it ended.
+    fn handle(&self, d: Delivery, started: u64) -> u64 {
         let st = self.shm.slot(self.slot);
         let num = d.rx.num;
         // Start time and sequence first, then the signal (release): a master
         // that sees the signal also sees this start and sequence or later
         // ones, so it never times a handler from an older start.
-        let started = monotonic_ns();
         st.handler_started_ns.store(started, Relaxed);
         st.current_seq.store(d.seq, Relaxed);
-        st.current
-            .store(num as u32 + 1, std::sync::atomic::Ordering::Release);
+        st.current.store(num as u32 + 1, Release);
         if let Some(h) = handlers::get(num) {
             if catch_unwind(AssertUnwindSafe(|| h(d.rx))).is_err() {
                 st.panics.fetch_add(1, Relaxed);
@@ -251,38 +303,54 @@ impl ChildCtx {
         }
         // Done before idle: a master reading after a crash sees this
         // delivery as handled rather than as started.
-        st.done_seq
-            .store(d.seq, std::sync::atomic::Ordering::Release);
-        st.current.store(0, std::sync::atomic::Ordering::Release);
-        st.busy_ns
-            .fetch_add(monotonic_ns().saturating_sub(started), Relaxed);
-        st.handled_by_num[num as usize].fetch_add(1, Relaxed);
-        st.handled.fetch_add(1, Relaxed);
+        st.done_seq.store(d.seq, Release);
+        st.current.store(0, Release);
+        let ended = monotonic_ns();
+        bump(&st.busy_ns, ended.saturating_sub(started));
+        bump(&st.handled_by_num[num as usize], 1);
+        bump(&st.handled, 1);
         st.last_received.store(num as u32 + 1, Relaxed);
         self.waits.record(d.rx);
+        ended
     }
 
-    fn ack(&self, seq: u64, acked: &mut u64, last_ack: &mut Instant) -> Result<()> {
+    fn ack(&self, seq: u64, acked: &mut u64) -> Result<()> {
         if seq != *acked {
-            write_all(&self.chan_a, &Frame::Ack { seq }.encode())?;
+            write_all(&self.a_tx, &Frame::Ack { seq }.encode())?;
             *acked = seq;
         }
-        *last_ack = Instant::now();
         Ok(())
     }
 
-    /// Reads what channel A has (blocking), queueing deliveries and replies.
+    /// Waits for channel A to have input: looks again for up to the
+    /// busy-poll window (yielding the CPU between looks), then sleeps.
+    fn await_input(&self, spin_until: &mut Option<Instant>) -> Result<()> {
+        if !self.busy_poll.is_zero() {
+            let now = Instant::now();
+            let until = *spin_until.get_or_insert(now + self.busy_poll);
+            if now < until {
+                std::thread::yield_now();
+                return Ok(());
+            }
+        }
+        sys::wait_fd(&self.a_rx, false)
+    }
+
+    /// Reads what channel A has (waiting for it), queueing deliveries and
+    /// replies.
     fn read_more(&self) -> Result<()> {
         DISPATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let Some(d) = guard.as_mut() else {
                 return Err(Error::Protocol("not the dispatcher thread".into()));
             };
+            let mut spin_until = None;
             let n = loop {
-                match (&self.chan_a).read(&mut d.buf) {
+                match nix::unistd::read(self.a_rx.as_fd(), &mut d.buf) {
                     Ok(0) => return Err(Error::MasterGone),
                     Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(nix::errno::Errno::EAGAIN) => self.await_input(&mut spin_until)?,
                     Err(e) => return Err(Error::io("reading from the master", e)),
                 }
             };
@@ -300,7 +368,7 @@ impl ChildCtx {
                         attempt,
                         origin,
                         seq,
-                        ..
+                        pooled,
                     }) => queue.push_back(Delivery {
                         rx: Received {
                             num,
@@ -308,6 +376,7 @@ impl ChildCtx {
                             attempt,
                         },
                         seq,
+                        pooled,
                     }),
                     Msg::Payload {
                         frame: Frame::Reply { id, .. },
@@ -330,19 +399,16 @@ impl ChildCtx {
         let frame = Frame::Raise { num }.encode();
         if on_dispatcher() {
             // Channel A is always read by the master: never refused.
-            write_all(&self.chan_a, &frame)?;
+            write_all(&self.a_tx, &frame)?;
         } else {
             let b = self.chan_b.lock().unwrap_or_else(PoisonError::into_inner);
-            if wait_for_room {
-                write_all(&b, &frame)?;
-            } else {
-                match send(b.as_raw_fd(), &frame, MsgFlags::MSG_DONTWAIT) {
-                    Ok(n) if n == FRAME_LEN => {}
-                    // A partial write must be finished: the stream is framed.
-                    Ok(n) => write_all(&b, &frame[n..])?,
-                    Err(nix::errno::Errno::EAGAIN) => return Err(Error::QueueFull { num }),
-                    Err(e) => return Err(channel_error(e.into())),
+            // A frame is far below PIPE_BUF: a write puts all of it in the
+            // pipe or nothing.
+            if !write_nonblocking(&b.tx, &frame)? {
+                if !wait_for_room {
+                    return Err(Error::QueueFull { num });
                 }
+                write_waiting(&b.tx, &frame)?;
             }
         }
         self.shm.slot(self.slot).raised.fetch_add(1, Relaxed);
@@ -355,7 +421,7 @@ impl ChildCtx {
         let mut buf = Vec::new();
         encode_with_payload(false, id, req, &mut buf)?;
         if on_dispatcher() {
-            write_all(&self.chan_a, &buf)?;
+            write_all(&self.a_tx, &buf)?;
             loop {
                 let reply = DISPATCH.with(|cell| {
                     let mut g = cell.borrow_mut();
@@ -370,13 +436,13 @@ impl ChildCtx {
             }
         }
         let b = self.chan_b.lock().unwrap_or_else(PoisonError::into_inner);
-        write_all(&b, &buf)?;
+        write_waiting(&b.tx, &buf)?;
         let mut head = [0u8; FRAME_LEN];
-        read_exact(&b, &mut head)?;
+        read_exact(&b.rx, &mut head)?;
         match Frame::decode(&head)? {
             Frame::Reply { id: rid, len } if rid == id => {
                 let mut body = vec![0; len as usize];
-                read_exact(&b, &mut body)?;
+                read_exact(&b.rx, &mut body)?;
                 serde_json::from_slice(&body).map_err(|e| Error::Protocol(e.to_string()))
             }
             other => Err(Error::Protocol(format!(
@@ -417,12 +483,39 @@ fn channel_error(e: io::Error) -> Error {
     }
 }
 
-fn write_all(mut s: &UnixStream, buf: &[u8]) -> Result<()> {
-    s.write_all(buf).map_err(channel_error)
+fn write_all(mut f: &File, buf: &[u8]) -> Result<()> {
+    f.write_all(buf).map_err(channel_error)
 }
 
-fn read_exact(mut s: &UnixStream, buf: &mut [u8]) -> Result<()> {
-    s.read_exact(buf).map_err(channel_error)
+fn read_exact(mut f: &File, buf: &mut [u8]) -> Result<()> {
+    f.read_exact(buf).map_err(channel_error)
+}
+
+/// One write of a whole frame to a non-blocking pipe; false when the pipe
+/// is full.
+fn write_nonblocking(fd: &OwnedFd, frame: &[u8]) -> Result<bool> {
+    loop {
+        match nix::unistd::write(fd, frame) {
+            Ok(n) if n == frame.len() => return Ok(true),
+            Ok(n) => return write_waiting(fd, &frame[n..]).map(|()| true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(false),
+            Err(e) => return Err(channel_error(e.into())),
+        }
+    }
+}
+
+/// Writes all of `buf` to a non-blocking pipe, waiting for room as needed.
+fn write_waiting(fd: &OwnedFd, mut buf: &[u8]) -> Result<()> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => sys::wait_fd(fd, true)?,
+            Err(e) => return Err(channel_error(e.into())),
+        }
+    }
+    Ok(())
 }
 
 /// Where `wait()` callers sleep. Counters are atomics so the dispatcher pays
@@ -435,6 +528,8 @@ struct WaitHub {
     waiters: AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
+    /// How long a waiter looks before it sleeps ([`crate::Options::busy_poll`]).
+    spin: Duration,
 }
 
 impl Default for WaitHub {
@@ -447,18 +542,26 @@ impl Default for WaitHub {
             waiters: AtomicUsize::new(0),
             lock: Mutex::new(()),
             cv: Condvar::new(),
+            spin: Duration::ZERO,
         }
     }
 }
 
 impl WaitHub {
+    /// Records a handled delivery. Called by the dispatcher only (one
+    /// writer: the counters are bumped with a load and a store).
     fn record(&self, rx: Received) {
         let packed = pack(rx);
-        self.last[rx.num as usize].store(packed, SeqCst);
-        self.last_any.store(packed, SeqCst);
-        self.counts[rx.num as usize].fetch_add(1, SeqCst);
-        self.total.fetch_add(1, SeqCst);
-        if self.waiters.load(SeqCst) > 0 {
+        let n = rx.num as usize;
+        self.last[n].store(packed, Relaxed);
+        self.last_any.store(packed, Relaxed);
+        // Release: a waiter that sees the new count sees `last` too.
+        self.counts[n].store(self.counts[n].load(Relaxed) + 1, Release);
+        self.total.store(self.total.load(Relaxed) + 1, Release);
+        // Counts before `waiters`, as a waiter does the opposite: one of us
+        // sees the other.
+        fence(SeqCst);
+        if self.waiters.load(Relaxed) > 0 {
             drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
             self.cv.notify_all();
         }
@@ -477,7 +580,18 @@ impl WaitHub {
             None => (&self.total, &self.last_any),
         };
         let seen = CURSORS.with(|c| c.borrow().get(&key).copied().unwrap_or(0));
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let start = Instant::now();
+        let deadline = timeout.map(|t| start + t);
+        // Look for a while before sleeping (busy polling).
+        let spin_until = start + self.spin.min(timeout.unwrap_or(self.spin));
+        while Instant::now() < spin_until {
+            let now_count = counter.load(SeqCst);
+            if now_count > seen {
+                CURSORS.with(|c| c.borrow_mut().insert(key, now_count));
+                return unpack(last.load(SeqCst));
+            }
+            std::thread::yield_now();
+        }
         self.waiters.fetch_add(1, SeqCst);
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let got = loop {
@@ -565,6 +679,37 @@ mod tests {
         hub.record(rx(7));
         assert_eq!(t.join().unwrap(), Some(rx(7)));
         assert_eq!(hub.wait(Some(9), Some(Duration::from_millis(1))), None);
+    }
+
+    #[test]
+    fn a_busy_polling_waiter_sees_arrivals_while_looking_and_after_sleeping() {
+        let hub = Arc::new(WaitHub {
+            spin: Duration::from_millis(2),
+            ..WaitHub::default()
+        });
+        let rounds = 200u64;
+        let h = hub.clone();
+        let (took, taken) = std::sync::mpsc::channel();
+        // One waiter (its cursor is per thread), one wait per round.
+        let waiter = std::thread::spawn(move || {
+            for _ in 0..rounds {
+                let got = h.wait(Some(4), Some(Duration::from_secs(20)));
+                took.send(got).unwrap();
+            }
+        });
+        for round in 0..rounds {
+            // Odd rounds: record once the waiter sleeps (past its busy-poll
+            // window); even rounds: at once, most often while it looks.
+            if round % 2 == 1 {
+                while hub.waiters.load(SeqCst) == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            hub.record(rx(4));
+            let got = taken.recv_timeout(Duration::from_secs(20));
+            assert_eq!(got, Ok(Some(rx(4))), "round {round}");
+        }
+        waiter.join().unwrap();
     }
 
     #[test]

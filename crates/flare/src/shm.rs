@@ -35,6 +35,11 @@ pub(crate) struct SlotStatus {
     /// Sequence number of the last delivery whose handler returned: on a
     /// crash, everything up to it is known to be handled, acked or not.
     pub(crate) done_seq: AtomicU64,
+    /// Set by the master when it wants an ack for every delivery as soon
+    /// as the child's queue is empty (it is waiting for the child to
+    /// finish: a shutdown, a reload, a cheap). Otherwise the master reads
+    /// `done_seq` and only pooled deliveries are acked (their credit).
+    pub(crate) acks_wanted: AtomicU32,
     /// Times the slot was forked again after a death.
     pub(crate) respawns: AtomicU64,
     /// Signals raised by processes in this slot.
@@ -125,6 +130,13 @@ impl SlotStatus {
     pub(crate) fn state(&self) -> ProcState {
         ProcState::from_code(self.state.load(Relaxed))
     }
+}
+
+/// Adds to a counter that only the calling thread writes (a child's
+/// dispatcher, for its slot's handled counters): a load and a store, no
+/// locked instruction. Readers still see whole values.
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: comparable across processes.

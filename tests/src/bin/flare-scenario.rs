@@ -53,6 +53,7 @@ fn main() {
         "harakiri" => harakiri(PathBuf::from(&args[1])),
         "chaos" => chaos(count_arg(&args, 20)),
         "admin" => admin(&args[1]),
+        "ping-pong" => ping_pong(count_arg(&args, 2_000), count_arg_at(&args, 2, 50)),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: targets, runtime-registration, \
@@ -60,7 +61,8 @@ fn main() {
                  drain [N], lifecycle DIR, queue-full, busy-pool DIR [N], drops [N], \
                  remote ADDR MAX_CONNECTIONS TIMEOUT_MS [ALLOWED,...], timer, rb-timer, \
                  file-monitor DIR, source-rules DIR, unique, cron, scheduling, kill-queued DIR, \
-                 abort-handler, harakiri DIR, chaos SECONDS, admin CONTROL_PATH"
+                 abort-handler, harakiri DIR, chaos SECONDS, admin CONTROL_PATH, \
+                 ping-pong [N] [BUSY_POLL_US]"
             );
             std::process::exit(2);
         }
@@ -288,6 +290,46 @@ fn wait() -> flare::Result<flare::Summary> {
         .build()?;
     Signal::new(5).register_handler("worker1", |_| HANDLED_5.store(true, SeqCst))?;
     Signal::new(6).register_handler("mule1", |_| GOT_6.store(true, SeqCst))?;
+    master.run()
+}
+
+/// Mule 1 raises 10 for worker 1, whose handler raises 11 for mule 1,
+/// which waits for it: `n` rounds with the given busy-poll window. Every
+/// 16th round the mule idles past the window first, so both the looking
+/// and the sleeping paths of the master, the dispatchers and `wait()` run.
+fn ping_pong(n: u64, busy_poll_us: u64) -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(1)
+        .mules(1)
+        .busy_poll(Duration::from_micros(busy_poll_us))
+        .worker_entry(|_| flare::serve_forever())
+        .mule_entry(move |_| {
+            let idle = Duration::from_micros(busy_poll_us * 4 + 1_000);
+            let mut done = 0;
+            for round in 0..n {
+                if round % 16 == 0 {
+                    // Idle time, not synchronisation: signal 12 never comes.
+                    let _ = Signal::new(12).wait_timeout(idle);
+                }
+                Signal::new(10).send().expect("send");
+                match Signal::new(11).wait_timeout(Duration::from_secs(10)) {
+                    Ok(Some(_)) => done += 1,
+                    other => {
+                        fact("lost_round", format!("{round}: {other:?}"));
+                        break;
+                    }
+                }
+            }
+            fact("rounds", done);
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(10).register_handler("worker1", |_| {
+        Signal::new(11).send().expect("send");
+    })?;
+    Signal::new(11).register_handler("mule1", |_| {})?;
+    Signal::new(12).register_handler("mule1", |_| {})?;
     master.run()
 }
 

@@ -1,20 +1,26 @@
 //! The master's end of one child channel, and its queue of deliveries.
 //!
-//! Everything here is non-blocking: what the socket cannot take stays
-//! queued, and one `writev` moves as many frames as the socket accepts.
+//! A channel is two pipes (see `sys::duplex`). Everything here is
+//! non-blocking: what the pipe cannot take stays queued, and one `writev`
+//! moves as many frames as the pipe accepts.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
+
+use mio::unix::pipe::{Receiver, Sender};
+use mio::{Interest, Registry, Token};
 
 use crate::proto::{Decoder, FRAME_LEN, RawFrame};
+use crate::sys::Duplex;
 
 /// Most frames handed to one `writev`.
 const MAX_WRITE_FRAMES: usize = 16 * 1024;
 
 /// One end of a child channel.
 pub(super) struct Conn {
-    pub(super) stream: mio::net::UnixStream,
+    rx: Receiver,
+    tx: Sender,
     pub(super) decoder: Decoder,
     /// The last readiness event said readable and no read has hit
     /// `WouldBlock` since (edge-triggered polling).
@@ -27,11 +33,14 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(fd: OwnedFd) -> io::Result<Conn> {
-        let std = std::os::unix::net::UnixStream::from(fd);
-        std.set_nonblocking(true)?;
+    pub(super) fn new(ends: Duplex) -> io::Result<Conn> {
+        let rx = Receiver::from(ends.rx);
+        let tx = Sender::from(ends.tx);
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
         Ok(Conn {
-            stream: mio::net::UnixStream::from_std(std),
+            rx,
+            tx,
             decoder: Decoder::default(),
             readable: true,
             writable: true,
@@ -40,8 +49,22 @@ impl Conn {
         })
     }
 
-    pub(super) fn raw_fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+    /// Both descriptors.
+    pub(super) fn raw_fds(&self) -> [RawFd; 2] {
+        [self.rx.as_raw_fd(), self.tx.as_raw_fd()]
+    }
+
+    /// Watches both pipes under one token (readable: the child wrote;
+    /// writable: its pipe has room again).
+    pub(super) fn register(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
+        reg.register(&mut self.rx, token, Interest::READABLE)?;
+        reg.register(&mut self.tx, token, Interest::WRITABLE)
+    }
+
+    /// Stops watching both pipes.
+    pub(super) fn deregister(&mut self, reg: &Registry) {
+        let _ = reg.deregister(&mut self.rx);
+        let _ = reg.deregister(&mut self.tx);
     }
 
     /// Where replies are appended.
@@ -55,11 +78,18 @@ impl Conn {
     }
 
     /// Reads once. `Ok(None)`: nothing to read now; `Ok(Some(0))`: the
-    /// child closed its end.
+    /// child closed its end. A read that does not fill `buf` emptied the
+    /// pipe: the next write to it raises a new readiness event, so there is
+    /// no need for one more read to see `WouldBlock`.
     pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
-            match (&self.stream).read(buf) {
-                Ok(n) => return Ok(Some(n)),
+            match (&self.rx).read(buf) {
+                Ok(n) => {
+                    if n > 0 && n < buf.len() {
+                        self.readable = false;
+                    }
+                    return Ok(Some(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable = false;
@@ -87,7 +117,7 @@ impl Conn {
                     .frames
                     .front()
                     .map_or(&[][..], |f| &f[outbox.partial..]);
-                write_once(&self.stream, &mut self.writable, &[IoSlice::new(rest)]).map(|n| {
+                write_once(&self.tx, &mut self.writable, &[IoSlice::new(rest)]).map(|n| {
                     outbox.partial += n;
                     if outbox.partial == FRAME_LEN {
                         outbox.partial = 0;
@@ -96,7 +126,7 @@ impl Conn {
                 })
             } else if self.has_output() {
                 let rest = &self.out[self.out_at..];
-                write_once(&self.stream, &mut self.writable, &[IoSlice::new(rest)]).map(|n| {
+                write_once(&self.tx, &mut self.writable, &[IoSlice::new(rest)]).map(|n| {
                     self.out_at += n;
                     if self.out_at == self.out.len() {
                         self.out.clear();
@@ -111,7 +141,7 @@ impl Conn {
                     IoSlice::new(a.as_flattened()),
                     IoSlice::new(b.as_flattened()),
                 ];
-                write_once(&self.stream, &mut self.writable, &slices).map(|n| {
+                write_once(&self.tx, &mut self.writable, &slices).map(|n| {
                     let whole = n / FRAME_LEN;
                     inflight.extend(outbox.frames.drain(..whole));
                     outbox.partial = n % FRAME_LEN;
@@ -126,11 +156,7 @@ impl Conn {
 }
 
 /// One `writev`; `WouldBlock` clears `writable` and writes nothing.
-fn write_once(
-    mut stream: &mio::net::UnixStream,
-    writable: &mut bool,
-    bufs: &[IoSlice<'_>],
-) -> io::Result<usize> {
+fn write_once(mut stream: &Sender, writable: &mut bool, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     loop {
         match stream.write_vectored(bufs) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -178,8 +204,9 @@ mod tests {
 
     #[test]
     fn flush_moves_written_frames_to_inflight_and_keeps_order() {
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut conn = Conn::new(OwnedFd::from(a)).unwrap();
+        let (master, child) = crate::sys::duplex(64 * 1024).unwrap();
+        let mut conn = Conn::new(master).unwrap();
+        let b = std::fs::File::from(child.rx);
         let mut outbox = Outbox::default();
         let mut inflight = VecDeque::new();
         // Far more than a socket buffer holds.
@@ -192,7 +219,7 @@ mod tests {
         assert!(!inflight.is_empty() && !outbox.frames.is_empty());
 
         // Read everything the other side can see while flushing the rest.
-        b.set_nonblocking(true).unwrap();
+        crate::sys::set_nonblocking(&b.try_clone().unwrap().into()).unwrap();
         let mut dec = Decoder::default();
         let mut seen = Vec::new();
         let mut replies = 0;

@@ -10,7 +10,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -57,6 +57,8 @@ pub(super) const ADMIN_BASE: usize = 2 << 24;
 /// others.
 const READS_PER_TURN: usize = 8;
 const READ_BUF: usize = 64 * 1024;
+/// Buffer asked for each child's delivery pipe.
+const DELIVERY_PIPE: usize = 256 * 1024;
 /// How often handler run times are checked when a harakiri is set.
 const HARAKIRI_TICK: Duration = Duration::from_millis(50);
 
@@ -239,6 +241,8 @@ pub(super) struct Engine {
     /// Raised and unrouted counts and delivery outcomes, by signal number.
     by_num: Vec<(u64, u64, Tally)>,
     last_harakiri_check: Instant,
+    /// Busy polling: until then, poll without sleeping ([`Options::busy_poll`]).
+    spin_until: Instant,
     admin: Option<Admin>,
     /// The stats and control addresses, for the stats document.
     admin_sockets: Vec<(String, &'static str)>,
@@ -376,6 +380,7 @@ impl Engine {
             old_mask,
             by_num: vec![(0, 0, Tally::default()); 256],
             last_harakiri_check: now,
+            spin_until: now,
             admin_sockets: admin.as_ref().map(Admin::sockets).unwrap_or_default(),
             admin,
             reload_queue: VecDeque::new(),
@@ -406,12 +411,28 @@ impl Engine {
         }
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.timeout();
+            // Just before sleeping: what was handled meanwhile may be all a
+            // shutdown or reload waits for.
+            self.settle_done();
+            if self.advance_phase() {
+                break;
+            }
+            let mut timeout = self.timeout();
+            if timeout != Some(Duration::ZERO) && Instant::now() < self.spin_until {
+                // Busy polling: give the CPU to whoever wants it, then look
+                // again without sleeping.
+                std::thread::yield_now();
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     return Err(Error::io("waiting for events", e));
                 }
             }
+            if !events.is_empty() && !self.opts.busy_poll.is_zero() {
+                self.spin_until = Instant::now() + self.opts.busy_poll;
+            }
+            self.settle_done();
             for ev in events.iter() {
                 let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                 let writable = ev.is_writable() || ev.is_error();
@@ -482,9 +503,6 @@ impl Engine {
             self.wake_senders();
             self.flush_dirty();
             self.kill_doomed();
-            if self.advance_phase() {
-                break;
-            }
         }
         Ok(self.finish())
     }
@@ -1072,6 +1090,34 @@ impl Engine {
         }
     }
 
+    /// Settles what children have handled without acking it: everything
+    /// up to each slot's `done_seq` (children ack only pooled deliveries,
+    /// and everything while the master waits for them; see
+    /// `SlotStatus::acks_wanted`).
+    fn settle_done(&mut self) {
+        for s in 0..self.procs.len() {
+            let p = &self.procs[s];
+            // Waiting for this child to get through what it holds (a
+            // shutdown, a reload or cheap, paused senders): it acks at once.
+            let waiting = u32::from(
+                self.phase != Phase::Running || p.stop_asked.is_some() || !p.waiters.is_empty(),
+            );
+            let st = self.shm.slot(s);
+            if st.acks_wanted.load(Relaxed) != waiting {
+                st.acks_wanted.store(waiting, SeqCst);
+            }
+            let Some(&front) = p.inflight.front() else {
+                continue;
+            };
+            // SeqCst: pairs with the child's fence before it reads
+            // `acks_wanted` (either it acks, or we see its progress here).
+            let done = self.shm.slot(s).done_seq.load(SeqCst);
+            if Frame::seq_of(&front) <= done {
+                self.on_ack(s, done);
+            }
+        }
+    }
+
     fn on_ack(&mut self, slot: Slot, seq: u64) {
         let mut done = 0;
         while let Some(&f) = self.procs[slot].inflight.front() {
@@ -1151,7 +1197,7 @@ impl Engine {
     fn master_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.poll.as_raw_fd(), self.sigfd.as_raw_fd()];
         for p in &self.procs {
-            fds.extend(p.a.iter().chain(&p.b).map(Conn::raw_fd));
+            fds.extend(p.a.iter().chain(&p.b).flat_map(Conn::raw_fds));
         }
         if let Some(r) = &self.remote {
             fds.extend(r.fds());
@@ -1164,10 +1210,15 @@ impl Engine {
     }
 
     fn spawn(&mut self, slot: Slot) -> Result<()> {
-        let (a_master, a_child) = sys::stream_pair()?;
-        let (b_master, b_child) = sys::stream_pair()?;
+        // Deliveries get a large pipe (fewer, larger writes in a burst);
+        // the other directions keep the default 64 KiB, which is also what
+        // a flooding sender may have in flight before send() waits.
+        let (a_master, a_child) = sys::duplex(DELIVERY_PIPE)?;
+        let (b_master, b_child) = sys::duplex(0)?;
         let mut inherited = self.master_fds();
-        inherited.extend([a_master.as_raw_fd(), b_master.as_raw_fd()]);
+        for d in [&a_master, &b_master] {
+            inherited.extend([d.rx.as_raw_fd(), d.tx.as_raw_fd()]);
+        }
         let id = self.procs[slot].id;
         // What is buffered now would be written twice: by us and the child.
         let _ = std::io::stdout().flush();
@@ -1194,15 +1245,15 @@ impl Engine {
                 inherited,
                 entry: self.entries.for_role(id.role),
                 master_pid: self.master_pid,
+                busy_poll: self.opts.busy_poll,
             }),
             Forked::Parent(pid) => {
                 drop((a_child, b_child));
                 let mut a = Conn::new(a_master).map_err(|e| Error::io("channel setup", e))?;
                 let mut b = Conn::new(b_master).map_err(|e| Error::io("channel setup", e))?;
                 let reg = self.poll.registry();
-                let rw = Interest::READABLE | Interest::WRITABLE;
-                reg.register(&mut a.stream, token(slot, Chan::A), rw)
-                    .and_then(|()| reg.register(&mut b.stream, token(slot, Chan::B), rw))
+                a.register(reg, token(slot, Chan::A))
+                    .and_then(|()| b.register(reg, token(slot, Chan::B)))
                     .map_err(|e| Error::io("watching a child channel", e))?;
                 let p = &mut self.procs[slot];
                 p.a = Some(a);
@@ -1227,9 +1278,8 @@ impl Engine {
 
     fn drop_conns(&mut self, slot: Slot) {
         let p = &mut self.procs[slot];
-        for c in [p.a.take(), p.b.take()].into_iter().flatten() {
-            let mut stream = c.stream;
-            let _ = self.poll.registry().deregister(&mut stream);
+        for mut c in [p.a.take(), p.b.take()].into_iter().flatten() {
+            c.deregister(self.poll.registry());
         }
     }
 
@@ -1241,9 +1291,8 @@ impl Engine {
                 }
                 p.doomed = false;
                 // Reading stops with the channel; reaping does the rest.
-                for c in [p.a.take(), p.b.take()].into_iter().flatten() {
-                    let mut stream = c.stream;
-                    let _ = self.poll.registry().deregister(&mut stream);
+                for mut c in [p.a.take(), p.b.take()].into_iter().flatten() {
+                    c.deregister(self.poll.registry());
                 }
             }
         }
