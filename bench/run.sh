@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # flare side by side with uWSGI: installs uWSGI from PyPI (pyuwsgi 2.0.30)
-# in a virtual environment, then runs the release benchmark harness.
+# in a virtual environment, builds flare's Python package into another (for
+# the Python-handler side), then runs the release benchmark harness.
 #
 #   bash bench/run.sh [--quick] [--rounds N] [--only SCENARIO[,SCENARIO...]]
+#                     [--no-python] [--busy-poll-us N]
 #
 # FLARE_UWSGI=/path/to/uwsgi   use this uwsgi binary; no venv, no install
 # FLARE_UWSGI_VENV=DIR         the venv to create or reuse (default target/uwsgi-venv)
+# FLARE_PYTHON=/path/to/python a Python with flare's package installed; no build
+# FLARE_PY_VENV=DIR            the venv for flare's package (default target/py-venv)
 #
 # Prints the table; writes target/bench/results.json. See docs/benchmarks.md.
 set -euo pipefail
@@ -28,5 +32,16 @@ if [ ! -x "$FLARE_UWSGI" ]; then
   exit 2
 fi
 export FLARE_UWSGI
+
+if [ -z "${FLARE_PYTHON:-}" ] && [[ " $* " != *" --no-python "* ]]; then
+  pyvenv="${FLARE_PY_VENV:-target/py-venv}"
+  if [ ! -x "$pyvenv/bin/python" ]; then
+    python3 -m venv "$pyvenv"
+  fi
+  # Always from this checkout, so the Python side runs the current code.
+  "$pyvenv/bin/pip" install --quiet --disable-pip-version-check ./crates/flare-py
+  FLARE_PYTHON="$(cd "$pyvenv/bin" && pwd)/python"
+  export FLARE_PYTHON
+fi
 
 exec cargo run --release --quiet -p flare-bench -- "$@"

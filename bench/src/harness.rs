@@ -141,6 +141,8 @@ struct Spec {
 /// What a node reported.
 struct Outcome {
     result: Value,
+    /// flare: the master's summary.
+    summary: Option<Value>,
     /// uWSGI: "SIGNAL QUEUE IS FULL" lines.
     queue_full: u64,
     /// uWSGI: "could not deliver signal" lines (the master's drops).
@@ -153,6 +155,9 @@ pub struct Harness {
     exe: PathBuf,
     uwsgi: Option<PathBuf>,
     apps: PathBuf,
+    /// A Python with flare's package (`import flare`), for the
+    /// Python-handler side; `None` to skip it.
+    python: Option<PathBuf>,
     /// flare's busy-poll window, when not the library's default.
     busy_poll_us: Option<u64>,
     /// The figures and checks.
@@ -164,6 +169,7 @@ impl Harness {
     pub fn new(
         plan: Plan,
         uwsgi: Option<PathBuf>,
+        python: Option<PathBuf>,
         apps: PathBuf,
         busy_poll_us: Option<u64>,
     ) -> Result<Harness, String> {
@@ -172,6 +178,7 @@ impl Harness {
             plan,
             exe,
             uwsgi,
+            python,
             apps,
             busy_poll_us,
             report: Report::default(),
@@ -179,11 +186,14 @@ impl Harness {
     }
 
     fn sides(&self) -> Vec<Side> {
-        if self.uwsgi.is_some() {
-            vec![Side::Flare, Side::Uwsgi]
-        } else {
-            vec![Side::Flare]
+        let mut sides = vec![Side::Flare];
+        if self.python.is_some() {
+            sides.push(Side::FlarePy);
         }
+        if self.uwsgi.is_some() {
+            sides.push(Side::Uwsgi);
+        }
+        sides
     }
 
     /// Runs `scenario` for every round, alternating flare and uWSGI.
@@ -246,6 +256,34 @@ impl Harness {
                 }
                 c
             }
+            Side::FlarePy => {
+                // The very module uWSGI runs, under `python -m flare`: its
+                // `import uwsgi` gets flare's compatibility module.
+                let python = self.python.as_ref().ok_or("no Python with flare")?;
+                let mut c = Command::new(&self.exe);
+                c.args(["launch", "--"]).arg(python);
+                c.current_dir(dir)
+                    .args(["-m", "flare", "--summary"])
+                    .args(["--workers", &spec.workers.to_string()])
+                    .env("PYTHONPATH", &self.apps)
+                    .env("BENCH_SCENARIO", &name)
+                    .env("BENCH_N", spec.n.to_string())
+                    .env("BENCH_WARMUP", spec.warmup.to_string())
+                    .env("BENCH_WORKERS", spec.workers.to_string())
+                    .env("BENCH_OUT", dir)
+                    .env("BENCH_QUIET_MS", self.plan.quiet_ms.to_string());
+                if spec.mule {
+                    c.args(["--mules", "1", "--mule-entry", "mule_main"]);
+                }
+                if let Some(addr) = &spec.remote {
+                    c.args(["--remote", addr]);
+                }
+                if let Some(us) = self.busy_poll_us {
+                    c.args(["--busy-poll-us", &us.to_string()]);
+                }
+                c.arg("flarebench");
+                c
+            }
             Side::Uwsgi => {
                 let uwsgi = self.uwsgi.as_ref().ok_or("uWSGI is not available")?;
                 // Through `flare-bench launch`, which makes uWSGI's master
@@ -282,18 +320,26 @@ impl Harness {
     /// Starts a node whose sending mule (or master) writes `result.json`;
     /// waits for it, and for flare also for the summary and the exit.
     fn run_to_result(&self, side: Side, spec: &Spec) -> Result<Outcome, String> {
-        let dir = TempDir::new(side.name())?;
+        let dir = TempDir::new(side.tag())?;
         let mut node = self.launch(side, spec, &dir.0)?;
         let deadline = Instant::now() + self.plan.deadline;
         node.expect("RESULT", deadline, |l| l.trim() == "RESULT")?;
         let result = read_result(&node, &dir.0)?;
         let (queue_full, not_delivered) = node.drops();
-        if side == Side::Flare {
-            // The master's exit, clean, after its summary.
-            summary(&mut node, deadline)?;
-        }
+        let summary = match side {
+            // The master's exit, clean, after its summary (the Rust
+            // sender stops the group itself; the Python one idles, as
+            // under uWSGI, so the harness stops the group: it drains).
+            Side::Flare => Some(summary(&mut node, deadline)?),
+            Side::FlarePy => {
+                node.terminate()?;
+                Some(summary(&mut node, deadline)?)
+            }
+            Side::Uwsgi => None,
+        };
         Ok(Outcome {
             result,
+            summary,
             queue_full,
             not_delivered,
         })
@@ -474,10 +520,22 @@ impl Harness {
             ),
         );
         match side {
-            Side::Flare => {
-                let dropped = u64_at(res, "dropped")?;
-                let pending = u64_at(res, "pending_at_exit")?;
-                let by_summary = u64_at(res, "summary_handled")?;
+            Side::Flare | Side::FlarePy => {
+                let (dropped, pending, by_summary) = match &out.summary {
+                    Some(sum) if side == Side::FlarePy => {
+                        let c = &sum["counters"];
+                        (
+                            u64_at(c, "dropped")?,
+                            u64_at(c, "pending_at_exit")?,
+                            u64_at(c, "handled")?,
+                        )
+                    }
+                    _ => (
+                        u64_at(res, "dropped")?,
+                        u64_at(res, "pending_at_exit")?,
+                        u64_at(res, "summary_handled")?,
+                    ),
+                };
                 r.add(side, sc, "drops reported", Unit::Count, dropped as f64);
                 r.check(
                     side,
@@ -671,7 +729,7 @@ impl Harness {
             mule: false,
             remote: None,
         };
-        let dir = TempDir::new(side.name())?;
+        let dir = TempDir::new(side.tag())?;
         let mut node = self.launch(side, &spec, &dir.0)?;
         let deadline = Instant::now() + self.plan.deadline;
         node.expect_n("READY worker", k as usize, deadline)?;
@@ -767,17 +825,19 @@ impl Harness {
         let k = self.plan.workers;
         let addr = match side {
             Side::Flare => "127.0.0.1:0".to_owned(),
-            Side::Uwsgi => format!("127.0.0.1:{}", free_port()?),
+            Side::Uwsgi | Side::FlarePy => format!("127.0.0.1:{}", free_port()?),
         };
+        // flarebench.py reports from its mule when asked (REPORT).
+        let python = side != Side::Flare;
         let spec = Spec {
             scenario: NodeScenario::Remote,
             n,
             warmup: 0,
             workers: k,
-            mule: side == Side::Uwsgi,
+            mule: python,
             remote: Some(addr.clone()),
         };
-        let dir = TempDir::new(side.name())?;
+        let dir = TempDir::new(side.tag())?;
         let mut node = self.launch(side, &spec, &dir.0)?;
         let deadline = Instant::now() + self.plan.deadline;
         let addr = match side {
@@ -786,22 +846,27 @@ impl Harness {
                 .trim_start_matches("LISTENING ")
                 .trim()
                 .to_owned(),
-            Side::Uwsgi => addr,
+            Side::Uwsgi | Side::FlarePy => addr,
         };
         node.expect_n("READY worker", k as usize, deadline)?;
         let tally = drive(&addr);
         // Ask for the handled counts: flare drains on SIGTERM and reports;
-        // uWSGI's mule reports once its counts stay still.
-        match side {
-            Side::Flare => node.terminate()?,
-            Side::Uwsgi => flare::send_remote(&addr, REPORT.num(), Duration::from_secs(4))
-                .map_err(|e| format!("asking the uWSGI mule for its counts: {e}"))?,
+        // flarebench.py's mule reports once its counts stay still.
+        if python {
+            flare::send_remote(&addr, REPORT.num(), Duration::from_secs(4))
+                .map_err(|e| format!("asking the mule for its counts: {e}"))?;
+        } else {
+            node.terminate()?;
         }
         node.expect("RESULT", deadline, |l| l.trim() == "RESULT")?;
         let result = read_result(&node, &dir.0)?;
         let handled: u64 = u64s(&result, "counts")?.iter().sum();
         let summary = match side {
             Side::Flare => Some(summary(&mut node, deadline)?),
+            Side::FlarePy => {
+                node.terminate()?;
+                Some(summary(&mut node, deadline)?)
+            }
             Side::Uwsgi => None,
         };
         drop(node);
@@ -841,7 +906,10 @@ impl Harness {
         );
         if let Some(s) = summary {
             let c = &s["counters"];
-            let by_master = c["remote_accepted"].as_u64().unwrap_or(u64::MAX);
+            // The Python side's REPORT request is one more accepted signal.
+            let by_master = c["remote_accepted"]
+                .as_u64()
+                .map_or(u64::MAX, |a| a.saturating_sub(u64::from(python)));
             r.check(
                 side,
                 sc,

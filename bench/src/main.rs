@@ -31,6 +31,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 use harness::{Harness, Plan, Scenario};
+use report::Side;
 
 /// Benchmarks flare side by side with uWSGI.
 #[derive(Parser, Debug)]
@@ -55,6 +56,10 @@ struct Cli {
     /// Run flare only, without uWSGI.
     #[arg(long)]
     flare_only: bool,
+    /// Skip the Python-handler side (flare's Python package running the
+    /// same flarebench.py as uWSGI).
+    #[arg(long)]
+    no_python: bool,
     /// flare's busy-poll window in microseconds (default: the library's,
     /// 50; 0 turns busy polling off).
     #[arg(long)]
@@ -128,6 +133,7 @@ fn bench(cli: Cli) -> Result<bool, String> {
         Some(find_uwsgi()?)
     };
     let uwsgi_version = uwsgi.as_deref().map(version).transpose()?;
+    let python = if cli.no_python { None } else { find_python() };
     let apps = Path::new(env!("CARGO_MANIFEST_DIR")).join("uwsgi");
     if uwsgi.is_some() && !apps.join("flarebench.py").is_file() {
         return Err(format!("the uWSGI apps are missing: {}", apps.display()));
@@ -141,16 +147,29 @@ fn bench(cli: Cli) -> Result<bool, String> {
             .collect()
     };
     eprintln!(
-        "flare-bench: {} mode, {rounds} round(s) per side, uWSGI: {}",
+        "flare-bench: {} mode, {rounds} round(s) per side, uWSGI: {}, flare (Python): {}",
         if plan.quick { "quick" } else { "full" },
         match (&uwsgi, &uwsgi_version) {
             (Some(p), Some(v)) => format!("{v} ({})", p.display()),
             _ => "not run (--flare-only)".into(),
+        },
+        match &python {
+            Some(p) => p.display().to_string(),
+            None if cli.no_python => "not run (--no-python)".into(),
+            None => "not run (no Python with the flare package: set FLARE_PYTHON, or use \
+                     bench/run.sh, which installs one)"
+                .into(),
         }
     );
     let load_before = loadavg();
     let started = Instant::now();
-    let mut h = Harness::new(plan.clone(), uwsgi.clone(), apps, cli.busy_poll_us)?;
+    let mut h = Harness::new(
+        plan.clone(),
+        uwsgi.clone(),
+        python.clone(),
+        apps,
+        cli.busy_poll_us,
+    )?;
     for s in &scenarios {
         h.run(*s);
     }
@@ -159,7 +178,18 @@ fn bench(cli: Cli) -> Result<bool, String> {
     let report = h.report;
 
     println!();
-    print!("{}", report.table());
+    println!("flare with Rust handlers; uWSGI with Python handlers (bench/uwsgi/flarebench.py):");
+    println!();
+    print!("{}", report.table(Side::Flare));
+    if report.has(Side::FlarePy) {
+        println!();
+        println!(
+            "flare's Python package and uWSGI running the same flarebench.py (Python handlers \
+             on both sides):"
+        );
+        println!();
+        print!("{}", report.table(Side::FlarePy));
+    }
     if !report.notes.is_empty() {
         println!();
         for n in &report.notes {
@@ -204,6 +234,7 @@ fn bench(cli: Cli) -> Result<bool, String> {
         "machine": machine(),
         "loadavg": { "before": load_before, "after": loadavg() },
         "uwsgi": { "path": uwsgi, "version": uwsgi_version },
+        "python": python,
         "rows": report.rows,
         "checks": report.checks,
         "notes": report.notes,
@@ -216,6 +247,21 @@ fn bench(cli: Cli) -> Result<bool, String> {
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("results: {}", path.display());
     Ok(failures.is_empty())
+}
+
+/// `FLARE_PYTHON`, else the workspace's `target/py-venv` (where the
+/// tests and `bench/run.sh` install the package), if it imports `flare`.
+fn find_python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("FLARE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/py-venv/bin/python"));
+    let ok = std::process::Command::new(&candidate)
+        .args(["-c", "import flare.uwsgi"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(candidate)
 }
 
 /// `FLARE_UWSGI`, else the workspace venv, else `uwsgi` on the PATH.

@@ -9,10 +9,13 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
-    /// flare.
+    /// flare, Rust handlers.
     Flare,
-    /// uWSGI.
+    /// uWSGI, Python handlers (`bench/uwsgi/flarebench.py`).
     Uwsgi,
+    /// flare's Python package running the same `flarebench.py`.
+    #[serde(rename = "flare-python")]
+    FlarePy,
 }
 
 impl Side {
@@ -21,6 +24,16 @@ impl Side {
         match self {
             Side::Flare => "flare",
             Side::Uwsgi => "uWSGI",
+            Side::FlarePy => "flare (Python)",
+        }
+    }
+
+    /// Short, for file names.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Side::Flare => "flare",
+            Side::Uwsgi => "uwsgi",
+            Side::FlarePy => "flare-py",
         }
     }
 }
@@ -100,7 +113,7 @@ impl Stats {
     }
 }
 
-/// One metric of one scenario, both sides.
+/// One metric of one scenario, every side.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     /// The scenario, e.g. `burst 100000`.
@@ -109,14 +122,36 @@ pub struct Row {
     pub metric: String,
     /// Its unit.
     pub unit: Unit,
-    /// flare's figures over the rounds.
+    /// flare's figures over the rounds (Rust handlers).
     pub flare: Option<Stats>,
     /// uWSGI's figures over the rounds.
     pub uwsgi: Option<Stats>,
     /// flare median / uWSGI median.
     pub ratio: Option<f64>,
+    /// flare's figures with Python handlers (the same `flarebench.py`).
+    pub flare_python: Option<Stats>,
+    /// flare (Python) median / uWSGI median.
+    pub ratio_python: Option<f64>,
     #[serde(skip)]
-    raw: [Vec<f64>; 2],
+    raw: [Vec<f64>; 3],
+}
+
+impl Row {
+    fn side(&self, side: Side) -> Option<&Stats> {
+        match side {
+            Side::Flare => self.flare.as_ref(),
+            Side::Uwsgi => self.uwsgi.as_ref(),
+            Side::FlarePy => self.flare_python.as_ref(),
+        }
+    }
+
+    fn ratio(&self, side: Side) -> Option<f64> {
+        match side {
+            Side::Flare => self.ratio,
+            Side::FlarePy => self.ratio_python,
+            Side::Uwsgi => None,
+        }
+    }
 }
 
 /// A condition a run must meet (quick mode fails on any that does not).
@@ -181,7 +216,9 @@ impl Report {
                         flare: None,
                         uwsgi: None,
                         ratio: None,
-                        raw: [Vec::new(), Vec::new()],
+                        flare_python: None,
+                        ratio_python: None,
+                        raw: [Vec::new(), Vec::new(), Vec::new()],
                     },
                 );
                 at
@@ -189,12 +226,15 @@ impl Report {
         };
         let row = &mut self.rows[at];
         row.raw[side as usize].push(value);
-        row.flare = Stats::of(&row.raw[0]);
-        row.uwsgi = Stats::of(&row.raw[1]);
-        row.ratio = match (&row.flare, &row.uwsgi) {
+        row.flare = Stats::of(&row.raw[Side::Flare as usize]);
+        row.uwsgi = Stats::of(&row.raw[Side::Uwsgi as usize]);
+        row.flare_python = Stats::of(&row.raw[Side::FlarePy as usize]);
+        let ratio = |f: &Option<Stats>| match (f, &row.uwsgi) {
             (Some(f), Some(u)) if u.median != 0.0 => Some(f.median / u.median),
             _ => None,
         };
+        row.ratio = ratio(&row.flare);
+        row.ratio_python = ratio(&row.flare_python);
     }
 
     /// Records a check.
@@ -220,10 +260,7 @@ impl Report {
             .rows
             .iter()
             .find(|r| r.scenario == scenario && r.metric == metric)?;
-        match side {
-            Side::Flare => row.flare.as_ref(),
-            Side::Uwsgi => row.uwsgi.as_ref(),
-        }
+        row.side(side)
     }
 
     /// Records whether a project target is met (`None`: not measured).
@@ -240,12 +277,20 @@ impl Report {
         self.checks.iter().filter(|c| !c.ok).collect()
     }
 
-    /// The table: `scenario | metric | flare | uWSGI | flare/uWSGI`, each
-    /// cell the median and, over several rounds, (min-max).
-    pub fn table(&self) -> String {
-        let header = ["scenario", "metric", "flare", "uWSGI", "flare/uWSGI"];
+    /// Whether any figure of `side` was recorded.
+    pub fn has(&self, side: Side) -> bool {
+        self.rows.iter().any(|r| r.side(side).is_some())
+    }
+
+    /// The table of `side` (flare or flare (Python)) next to uWSGI:
+    /// `scenario | metric | SIDE | uWSGI | SIDE/uWSGI`, each cell the median
+    /// and, over several rounds, (min-max). Rows `side` did not measure
+    /// are left out.
+    pub fn table(&self, side: Side) -> String {
+        let ratio_head = format!("{}/uWSGI", side.name());
+        let header = ["scenario", "metric", side.name(), "uWSGI", &ratio_head];
         let mut lines: Vec<[String; 5]> = Vec::new();
-        for r in &self.rows {
+        for r in self.rows.iter().filter(|r| r.side(side).is_some()) {
             let metric = match r.unit.label() {
                 "" => r.metric.clone(),
                 u => format!("{} ({u})", r.metric),
@@ -253,9 +298,10 @@ impl Report {
             lines.push([
                 r.scenario.clone(),
                 metric,
-                cell(r.flare.as_ref(), r.unit),
+                cell(r.side(side), r.unit),
                 cell(r.uwsgi.as_ref(), r.unit),
-                r.ratio.map_or("-".into(), |x| format!("{}x", sig3(x))),
+                r.ratio(side)
+                    .map_or("-".into(), |x| format!("{}x", sig3(x))),
             ]);
         }
         let width = |i: usize| {
@@ -394,6 +440,17 @@ mod tests {
         let f = row.flare.as_ref().unwrap();
         assert_eq!((f.min, f.median, f.max), (1.0, 2.0, 3.0));
         assert_eq!(row.ratio, Some(0.5));
-        assert!(r.table().contains("2.00 (1.00-3.00)"), "{}", r.table());
+        assert!(r.table(Side::Flare).contains("2.00 (1.00-3.00)"));
+        // The Python side has its own ratio and its own table.
+        r.add(Side::FlarePy, "s", "m", Unit::Micros, 8.0);
+        let row = &r.rows[0];
+        assert_eq!(row.ratio_python, Some(2.0));
+        assert_eq!(row.ratio, Some(0.5));
+        let py = r.table(Side::FlarePy);
+        assert!(py.contains("flare (Python)/uWSGI") && py.contains("2.00x"), "{py}");
+        // Rows a side did not measure stay out of its table.
+        r.add(Side::Flare, "only rust", "m", Unit::Micros, 1.0);
+        assert!(!r.table(Side::FlarePy).contains("only rust"));
+        assert!(r.table(Side::Flare).contains("only rust"));
     }
 }

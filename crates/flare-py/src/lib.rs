@@ -7,6 +7,7 @@
 //! the GIL for each call, and every call that may block releases it.
 
 mod fork;
+mod gil;
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -93,6 +94,7 @@ fn serve_forever(py: Python<'_>) {
 /// exceptions printed as uWSGI prints them.
 fn handler(func: Py<PyAny>) -> impl Fn(Received) + Send + Sync + 'static {
     move |rx: Received| {
+        gil::keep_thread_state();
         Python::attach(|py| {
             if let Err(e) = func.call1(py, (rx.num,)) {
                 e.print(py);
@@ -111,7 +113,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -124,6 +126,7 @@ impl Group {
         control: Option<String>,
         harakiri: Option<f64>,
         drain_timeout: Option<f64>,
+        busy_poll: Option<f64>,
     ) -> PyResult<Group> {
         let mut b = Master::builder()
             .workers(workers)
@@ -164,6 +167,11 @@ impl Group {
             let d = Duration::try_from_secs_f64(secs)
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
             b = b.drain_timeout(d);
+        }
+        if let Some(secs) = busy_poll {
+            let d = Duration::try_from_secs_f64(secs)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            b = b.busy_poll(d);
         }
         Ok(Group {
             master: Some(b.build().map_err(err)?),

@@ -90,7 +90,10 @@ class Group:
     child), then :meth:`run` it.
 
     Building it makes ``import uwsgi`` give flare's compatibility module in
-    this process and in every child.
+    this process and in every child. ``harakiri`` (every role),
+    ``drain_timeout`` and ``busy_poll`` are in seconds (``busy_poll``: after
+    activity, how long processes look for more work before they sleep;
+    default 50 µs, 0 turns it off).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Group:
         control: Optional[str] = None,
         harakiri: Optional[float] = None,
         drain_timeout: Optional[float] = None,
+        busy_poll: Optional[float] = None,
     ) -> None:
         farm_list = _farm_list(farms)
         self._native = _flare.Group(
@@ -119,6 +123,7 @@ class Group:
             control=control,
             harakiri=harakiri,
             drain_timeout=drain_timeout,
+            busy_poll=busy_poll,
         )
         from . import uwsgi as compat
 

@@ -24,6 +24,12 @@ def main(argv=None) -> int:
     p.add_argument("--stats", metavar="ADDR", help="serve the stats document")
     p.add_argument("--control", metavar="PATH", help="take control commands on this Unix socket")
     p.add_argument("--harakiri", type=float, metavar="SECS", help="handler time limit")
+    p.add_argument(
+        "--busy-poll-us",
+        type=int,
+        metavar="US",
+        help="after activity, look for more this long before sleeping (default 50; 0: off)",
+    )
     p.add_argument("--mule-entry", metavar="NAME", help="the mules' entry (in the app module, or module:callable)")
     p.add_argument("--spooler-entry", metavar="NAME", help="the spoolers' entry")
     p.add_argument("--summary", action="store_true", help="print the run's summary as JSON at the end")
@@ -42,6 +48,7 @@ def main(argv=None) -> int:
         stats=a.stats,
         control=a.control,
         harakiri=a.harakiri,
+        busy_poll=None if a.busy_poll_us is None else a.busy_poll_us / 1e6,
     )
     if a.summary:
         print("SUMMARY " + json.dumps(summary), flush=True)

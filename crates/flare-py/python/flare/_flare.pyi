@@ -17,6 +17,7 @@ class Group:
         control: Optional[str] = None,
         harakiri: Optional[float] = None,
         drain_timeout: Optional[float] = None,
+        busy_poll: Optional[float] = None,
     ) -> None: ...
     def set_entries(
         self,
