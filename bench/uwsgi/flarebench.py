@@ -19,6 +19,7 @@ import json
 import mmap
 import os
 import struct
+import sys
 import time
 
 import uwsgi
@@ -58,6 +59,14 @@ def slot(wid, field):
     return SLOTS + wid * SLOT_WORDS + field
 
 
+def say(line):
+    """One line on stdout in one write(), so lines from several processes
+    sharing the pipe never interleave (print() writes each argument and the
+    newline separately when stdout is unbuffered, e.g. PYTHONUNBUFFERED=1)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 # This worker's id and its handled count, set after fork.
 ME = 0
 _handled = 0
@@ -69,7 +78,7 @@ def _post_fork():
     if wid > 0:
         ME = wid
         put(slot(wid, READY), 1)
-        print("READY worker", wid, flush=True)
+        say("READY worker %d" % wid)
 
 
 uwsgi.post_fork_hook = _post_fork
@@ -134,7 +143,7 @@ def publish(obj):
     with open(tmp, "w") as f:
         json.dump(obj, f)
     os.rename(tmp, os.path.join(OUT, "result.json"))
-    print("RESULT", flush=True)
+    say("RESULT")
 
 
 def idle():
