@@ -27,6 +27,8 @@ pub enum Scenario {
     FanOut,
     /// N signals for `worker` (first available) with 4 workers.
     Pool,
+    /// One signal per millisecond for `workers`: the group's CPU time.
+    Trickle,
     /// Idle master CPU and memory, per-child memory.
     Resources,
     /// Remote signals through the uwsgi protocol.
@@ -35,12 +37,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::PingPong,
         Scenario::OneWay,
         Scenario::Burst,
         Scenario::FanOut,
         Scenario::Pool,
+        Scenario::Trickle,
         Scenario::Resources,
         Scenario::Remote,
     ];
@@ -67,6 +70,8 @@ pub struct Plan {
     pub fan_rounds: (u64, u64),
     /// Pool signals.
     pub pool: u64,
+    /// Trickle signals (one per millisecond).
+    pub trickle: u64,
     /// Idle window of the resources scenario.
     pub idle: Duration,
     /// Workers in the resources and remote groups.
@@ -96,6 +101,7 @@ impl Plan {
             fan_sizes: vec![2, 8, 32],
             fan_rounds: (2_000, 100),
             pool: 100_000,
+            trickle: 5_000,
             idle: Duration::from_secs(10),
             workers: 4,
             remote_conns: 5_000,
@@ -117,6 +123,7 @@ impl Plan {
             fan_sizes: vec![2, 8, 32],
             fan_rounds: (40, 5),
             pool: 10_000,
+            trickle: 300,
             idle: Duration::from_secs(1),
             remote_conns: 200,
             remote_pipelined: 2_000,
@@ -209,6 +216,7 @@ impl Harness {
                     Scenario::Pool => self.pool(side),
                     Scenario::Resources => self.resources(side),
                     Scenario::Remote => self.remote(side),
+                    Scenario::Trickle => self.trickle(side),
                 };
                 let name = scenario
                     .to_possible_value()
@@ -716,6 +724,81 @@ impl Harness {
             Unit::Micros,
             us(quantile(&s, 0.99)),
         );
+        Ok(())
+    }
+
+    /// One signal per millisecond for `workers`: what the whole group
+    /// (master, workers, sender) spends in CPU time meanwhile.
+    fn trickle(&mut self, side: Side) -> Result<(), String> {
+        let n = self.plan.trickle;
+        let k = self.plan.flood_workers;
+        let spec = Spec {
+            scenario: NodeScenario::Trickle,
+            n,
+            warmup: 0,
+            workers: k,
+            mule: true,
+            remote: None,
+        };
+        let dir = TempDir::new(side.tag())?;
+        let mut node = self.launch(side, &spec, &dir.0)?;
+        let deadline = Instant::now() + self.plan.deadline;
+        node.expect("START", deadline, |l| l.trim() == "START")?;
+        let pid = node.pid();
+        let mut pids = procs::children(pid)?;
+        pids.push(pid);
+        let cpu =
+            |pids: &[u32]| -> Result<u64, String> { pids.iter().map(|&p| procs::cpu_ns(p)).sum() };
+        let cpu0 = cpu(&pids)?;
+        let start = Instant::now();
+        node.expect("RESULT", deadline, |l| l.trim() == "RESULT")?;
+        let cpu1 = cpu(&pids)?;
+        let window = start.elapsed().as_secs_f64();
+        let result = read_result(&node, &dir.0)?;
+        let handled: u64 = u64s(&result, "counts")?.iter().sum();
+        let summary = match side {
+            Side::Flare | Side::FlarePy => {
+                node.terminate()?;
+                Some(summary(&mut node, deadline)?)
+            }
+            Side::Uwsgi => None,
+        };
+        drop(node);
+        let expected = n * u64::from(k);
+        let sc = format!("trickle, 1 signal/ms to {k} workers");
+        let cpu_us = cpu1.saturating_sub(cpu0) as f64 / 1e3;
+        let r = &mut self.report;
+        r.add(
+            side,
+            &sc,
+            "CPU per signal, whole group",
+            Unit::Micros,
+            cpu_us / n.max(1) as f64,
+        );
+        r.add(
+            side,
+            &sc,
+            "whole group CPU",
+            Unit::Percent,
+            cpu_us / 1e4 / window,
+        );
+        r.add(side, &sc, "handled", Unit::Count, handled as f64);
+        r.add(
+            side,
+            &sc,
+            "lost",
+            Unit::Count,
+            expected.saturating_sub(handled) as f64,
+        );
+        let ok = match &summary {
+            Some(s) => {
+                handled == expected
+                    && s["counters"]["dropped"].as_u64() == Some(0)
+                    && s["counters"]["pending_at_exit"].as_u64() == Some(0)
+            }
+            None => handled <= expected,
+        };
+        r.check(side, &sc, ok, format!("{handled} handled of {n} x {k}"));
         Ok(())
     }
 

@@ -48,6 +48,9 @@ pub enum NodeScenario {
     FanOut,
     /// The fan-out's hops with plain pipes and no runtime (`floor.rs`).
     FanOutFloor,
+    /// Mule 1 raises one `workers` signal per millisecond; runs until
+    /// SIGTERM (the harness measures the group's CPU time meanwhile).
+    Trickle,
     /// Remote signals for `worker`, until SIGTERM.
     Remote,
     /// Workers idle until killed.
@@ -106,6 +109,7 @@ pub fn main(a: NodeArgs) -> i32 {
         NodeScenario::Burst => flood(&a, "workers"),
         NodeScenario::Pool => flood(&a, "worker"),
         NodeScenario::FanOut => fan_out(&a),
+        NodeScenario::Trickle => trickle(&a),
         NodeScenario::Remote => remote(&a),
         NodeScenario::Resources => resources(&a),
     };
@@ -344,6 +348,53 @@ fn fan_out(a: &NodeArgs) -> flare::Result<Summary> {
         board.set_slot(id, Field::Last, t);
         board.set_slot(id, Field::Seen, board.get(board::ROUND));
     })?;
+    master.run()
+}
+
+/// Trickle: once all workers are ready, mule 1 says `START`, raises `n`
+/// signals for `workers` on a 1 ms schedule, waits until every handler ran
+/// and publishes the counts; then idles, so the group is still whole when
+/// the harness reads its CPU time.
+fn trickle(a: &NodeArgs) -> flare::Result<Summary> {
+    let board = map_board()?;
+    let (n, k, out) = (a.n, a.workers, a.out.clone());
+    let master = builder(a)
+        .workers(k)
+        .mules(1)
+        .worker_entry(move |me| {
+            mark_ready(board, me.id);
+            flare::serve_forever()
+        })
+        .mule_entry(move |_| {
+            first_start(board, &out);
+            wait_ready(board, k, &out);
+            println!("START");
+            let _ = std::io::stdout().flush();
+            let t0 = now_ns();
+            for i in 0..n {
+                if let Err(e) = FLOOD.send() {
+                    fail(&out, &format!("send: {e}"));
+                }
+                // The schedule, not a synchronisation: one per millisecond.
+                let next = t0 + (i + 1) * 1_000_000;
+                let now = now_ns();
+                if next > now {
+                    std::thread::sleep(Duration::from_nanos(next - now));
+                }
+            }
+            let counts = || (1..=k).map(|id| board.slot(id, Field::Count));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while counts().sum::<u64>() < n * u64::from(k) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            publish(
+                &out,
+                &json!({ "sent": n, "counts": counts().collect::<Vec<_>>() }),
+            );
+            flare::serve_forever()
+        })
+        .build()?;
+    FLOOD.register_handler("workers", move |_| board.count(my_id(), now_ns()))?;
     master.run()
 }
 

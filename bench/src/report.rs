@@ -447,7 +447,10 @@ mod tests {
         assert_eq!(row.ratio_python, Some(2.0));
         assert_eq!(row.ratio, Some(0.5));
         let py = r.table(Side::FlarePy);
-        assert!(py.contains("flare (Python)/uWSGI") && py.contains("2.00x"), "{py}");
+        assert!(
+            py.contains("flare (Python)/uWSGI") && py.contains("2.00x"),
+            "{py}"
+        );
         // Rows a side did not measure stay out of its table.
         r.add(Side::Flare, "only rust", "m", Unit::Micros, 1.0);
         assert!(!r.table(Side::FlarePy).contains("only rust"));

@@ -124,6 +124,8 @@ elif SCENARIO == "burst":
     uwsgi.register_signal(FLOOD, "workers", on_count)
 elif SCENARIO == "pool":
     uwsgi.register_signal(FLOOD, "worker", on_count)
+elif SCENARIO == "trickle":
+    uwsgi.register_signal(FLOOD, "workers", on_count)
 elif SCENARIO == "fan-out":
     uwsgi.register_signal(FAN, "workers", on_fan)
 elif SCENARIO == "remote":
@@ -225,6 +227,19 @@ def flood():
     })
 
 
+def trickle():
+    wait_ready(WORKERS)
+    say("START")
+    t0 = now()
+    for i in range(N):
+        uwsgi.signal(FLOOD)
+        # The schedule, not a synchronisation: one per millisecond.
+        delay = t0 + (i + 1) * 1000000 - now()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+    publish({"sent": N, "counts": quiesce(N * WORKERS)})
+
+
 def fan_out():
     wait_ready(WORKERS)
     ws = range(1, WORKERS + 1)
@@ -262,6 +277,7 @@ def mule_main():
         "burst": flood,
         "pool": flood,
         "fan-out": fan_out,
+        "trickle": trickle,
         "remote": remote,
     }
     try:

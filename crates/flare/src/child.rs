@@ -20,6 +20,7 @@ use std::sync::atomic::{
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::busy::{BusyPoll, Episode, Idle};
 use crate::error::{Error, Result};
 use crate::handlers;
 use crate::origin::{Origin, Received};
@@ -195,6 +196,7 @@ struct Delivery {
 /// handler that makes a request (on channel A) can read its reply while
 /// queueing the deliveries that arrive meanwhile.
 struct Dispatch {
+    busy: BusyPoll,
     decoder: Decoder,
     queue: VecDeque<Delivery>,
     replies: Vec<(u64, Reply)>,
@@ -218,6 +220,7 @@ const ACK_BATCH: u64 = 256;
 fn dispatcher(ctx: &'static ChildCtx) {
     DISPATCH.with(|d| {
         *d.borrow_mut() = Some(Dispatch {
+            busy: BusyPoll::new(ctx.busy_poll),
             decoder: Decoder::default(),
             queue: VecDeque::new(),
             replies: Vec::new(),
@@ -322,20 +325,6 @@ impl ChildCtx {
         Ok(())
     }
 
-    /// Waits for channel A to have input: looks again for up to the
-    /// busy-poll window (yielding the CPU between looks), then sleeps.
-    fn await_input(&self, spin_until: &mut Option<Instant>) -> Result<()> {
-        if !self.busy_poll.is_zero() {
-            let now = Instant::now();
-            let until = *spin_until.get_or_insert(now + self.busy_poll);
-            if now < until {
-                std::thread::yield_now();
-                return Ok(());
-            }
-        }
-        sys::wait_fd(&self.a_rx, false)
-    }
-
     /// Reads what channel A has (waiting for it), queueing deliveries and
     /// replies.
     fn read_more(&self) -> Result<()> {
@@ -344,17 +333,28 @@ impl ChildCtx {
             let Some(d) = guard.as_mut() else {
                 return Err(Error::Protocol("not the dispatcher thread".into()));
             };
-            let mut spin_until = None;
+            let mut idle = Episode::default();
+            let mut waited = false;
             let n = loop {
                 match nix::unistd::read(self.a_rx.as_fd(), &mut d.buf) {
                     Ok(0) => return Err(Error::MasterGone),
                     Ok(n) => break n,
                     Err(nix::errno::Errno::EINTR) => continue,
-                    Err(nix::errno::Errno::EAGAIN) => self.await_input(&mut spin_until)?,
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        waited = true;
+                        match d.busy.idle(&mut idle) {
+                            Idle::Look => std::thread::yield_now(),
+                            Idle::Sleep => sys::wait_fd(&self.a_rx, false)?,
+                        }
+                    }
                     Err(e) => return Err(Error::io("reading from the master", e)),
                 }
             };
+            if waited {
+                d.busy.found(&mut idle);
+            }
             let Dispatch {
+                busy: _,
                 decoder,
                 queue,
                 replies,
@@ -580,18 +580,28 @@ impl WaitHub {
             None => (&self.total, &self.last_any),
         };
         let seen = CURSORS.with(|c| c.borrow().get(&key).copied().unwrap_or(0));
-        let start = Instant::now();
-        let deadline = timeout.map(|t| start + t);
-        // Look for a while before sleeping (busy polling).
-        let spin_until = start + self.spin.min(timeout.unwrap_or(self.spin));
-        while Instant::now() < spin_until {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // Look for a while before sleeping (busy polling), while it pays
+        // for this thread.
+        let mut busy = WAIT_POLL
+            .with(|b| b.get())
+            .unwrap_or(BusyPoll::new(self.spin));
+        let mut idle = Episode::default();
+        loop {
             let now_count = counter.load(SeqCst);
             if now_count > seen {
+                busy.found(&mut idle);
+                WAIT_POLL.with(|b| b.set(Some(busy)));
                 CURSORS.with(|c| c.borrow_mut().insert(key, now_count));
                 return unpack(last.load(SeqCst));
             }
+            if deadline.is_some_and(|d| Instant::now() >= d) || busy.idle(&mut idle) == Idle::Sleep
+            {
+                break;
+            }
             std::thread::yield_now();
         }
+        WAIT_POLL.with(|b| b.set(Some(busy)));
         self.waiters.fetch_add(1, SeqCst);
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let got = loop {
@@ -619,11 +629,22 @@ impl WaitHub {
         };
         drop(guard);
         self.waiters.fetch_sub(1, SeqCst);
+        if got.is_some() {
+            // Woken by the signal after sleeping: was the sleep short?
+            WAIT_POLL.with(|b| {
+                if let Some(mut busy) = b.get() {
+                    busy.found(&mut idle);
+                    b.set(Some(busy));
+                }
+            });
+        }
         got
     }
 }
 
 thread_local! {
+    /// Per thread: its busy-poll state in `wait()`.
+    static WAIT_POLL: std::cell::Cell<Option<BusyPoll>> = const { std::cell::Cell::new(None) };
     /// Per thread: how many of each signal (key 256: of any) had arrived
     /// when its last wait returned.
     static CURSORS: RefCell<std::collections::HashMap<usize, u64>> =

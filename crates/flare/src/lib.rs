@@ -45,6 +45,7 @@
 
 #![warn(missing_docs)]
 
+mod busy;
 mod child;
 mod control;
 mod cron;

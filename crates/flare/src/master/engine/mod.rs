@@ -29,6 +29,7 @@ use super::remote::{Input, Remote};
 use super::sources::{Sources, unix_now};
 use super::summary::{Counters, SignalSummary, Summary, Tally};
 use super::{Entries, Options, Setup};
+use crate::busy::{BusyPoll, Episode, Idle};
 use crate::child::{ChildSetup, child_main};
 use crate::error::{Error, Result};
 use crate::origin::Origin;
@@ -241,8 +242,10 @@ pub(super) struct Engine {
     /// Raised and unrouted counts and delivery outcomes, by signal number.
     by_num: Vec<(u64, u64, Tally)>,
     last_harakiri_check: Instant,
-    /// Busy polling: until then, poll without sleeping ([`Options::busy_poll`]).
-    spin_until: Instant,
+    /// Busy polling: whether to look before sleeping ([`Options::busy_poll`]).
+    busy: BusyPoll,
+    /// The current stretch without events.
+    idle: Episode,
     admin: Option<Admin>,
     /// The stats and control addresses, for the stats document.
     admin_sockets: Vec<(String, &'static str)>,
@@ -342,6 +345,7 @@ impl Engine {
                 last_requests: 0,
             })
             .collect();
+        let busy = BusyPoll::new(opts.busy_poll);
         Ok(Engine {
             poll,
             sigfd,
@@ -380,7 +384,8 @@ impl Engine {
             old_mask,
             by_num: vec![(0, 0, Tally::default()); 256],
             last_harakiri_check: now,
-            spin_until: now,
+            busy,
+            idle: Episode::default(),
             admin_sockets: admin.as_ref().map(Admin::sockets).unwrap_or_default(),
             admin,
             reload_queue: VecDeque::new(),
@@ -418,7 +423,7 @@ impl Engine {
                 break;
             }
             let mut timeout = self.timeout();
-            if timeout != Some(Duration::ZERO) && Instant::now() < self.spin_until {
+            if timeout != Some(Duration::ZERO) && self.busy.idle(&mut self.idle) == Idle::Look {
                 // Busy polling: give the CPU to whoever wants it, then look
                 // again without sleeping.
                 std::thread::yield_now();
@@ -429,8 +434,8 @@ impl Engine {
                     return Err(Error::io("waiting for events", e));
                 }
             }
-            if !events.is_empty() && !self.opts.busy_poll.is_zero() {
-                self.spin_until = Instant::now() + self.opts.busy_poll;
+            if !events.is_empty() {
+                self.busy.found(&mut self.idle);
             }
             self.settle_done();
             for ev in events.iter() {
