@@ -1012,43 +1012,48 @@ impl Harness {
     pub fn judge_targets(&mut self) {
         let r = &mut self.report;
         let med = |r: &Report, side, sc: &str, m: &str| r.stats(side, sc, m).map(|s| s.median);
+        // A target, met or not with its figures; `None`: not measured.
+        let judge = |r: &mut Report, what: &str, outcome: Option<(bool, String)>| match outcome {
+            Some((met, figures)) => r.target(what, Some(met), figures),
+            None => r.target(what, None, "not measured".into()),
+        };
         for n in self.plan.bursts.clone() {
             let sc = format!("burst {}", grouped(n));
             let f = med(r, Side::Flare, &sc, "handler runs/s");
             let u = med(r, Side::Uwsgi, &sc, "handler runs/s");
             let lost = r.stats(Side::Flare, &sc, "lost").map(|s| s.max);
-            let (met, figures) = match (f, u, lost) {
-                (Some(f), Some(u), Some(lost)) if u > 0.0 => (
-                    Some(f / u >= 20.0 && lost == 0.0),
+            let outcome = match (f, u, lost) {
+                (Some(f), Some(u), Some(lost)) if u > 0.0 => Some((
+                    f / u >= 20.0 && lost == 0.0,
                     format!(
                         "{:.1}x uWSGI's handler runs/s, flare lost at most {lost}",
                         f / u
                     ),
-                ),
-                _ => (None, "not measured".into()),
+                )),
+                _ => None,
             };
-            r.target(
+            judge(
+                r,
                 &format!("{sc}: throughput >= 20x uWSGI with 0 lost"),
-                met,
-                figures,
+                outcome,
             );
         }
         let f = med(r, Side::Flare, "ping-pong", "round trip p50");
         let u = med(r, Side::Uwsgi, "ping-pong", "round trip p50");
-        let (met, figures) = match (f, u) {
-            (Some(f), Some(u)) if u > 0.0 => (
-                Some(f / u <= 0.5),
+        let outcome = match (f, u) {
+            (Some(f), Some(u)) if u > 0.0 => Some((
+                f / u <= 0.5,
                 format!("flare {f:.1} µs, uWSGI {u:.1} µs: {:.2}x", f / u),
-            ),
-            _ => (None, "not measured".into()),
+            )),
+            _ => None,
         };
-        r.target("ping-pong p50 <= 0.5x uWSGI", met, figures);
+        judge(r, "ping-pong p50 <= 0.5x uWSGI", outcome);
         let big = self.plan.fan_sizes.iter().max().copied().unwrap_or(32);
         let small = self.plan.fan_sizes.iter().min().copied().unwrap_or(2);
         let p99 = "all handlers ran p99";
         let b = med(r, Side::Flare, &format!("fan-out {big}"), p99);
         let s = med(r, Side::Flare, &format!("fan-out {small}"), p99);
-        let floor = |k: u32| {
+        let floor = |r: &Report, k: u32| {
             med(
                 r,
                 Side::Flare,
@@ -1056,43 +1061,39 @@ impl Harness {
                 "all readers woke p99",
             )
         };
-        let (met, figures) = match (b, s) {
-            (Some(b), Some(s)) if s > 0.0 => (
-                Some(b <= 2.0 * s),
-                format!(
-                    "flare p99 {b:.1} µs to {big}, {s:.1} µs to {small}: {:.2}x{}",
-                    b / s,
-                    match (floor(big), floor(small)) {
-                        (Some(fb), Some(fs)) if fs > 0.0 => format!(
-                            "; the kernel floor (plain pipes, no runtime): {fb:.1} µs to \
-                             {big}, {fs:.1} µs to {small}: {:.2}x",
-                            fb / fs
-                        ),
-                        _ => String::new(),
-                    }
-                ),
+        let floor_figures = match (floor(r, big), floor(r, small)) {
+            (Some(fb), Some(fs)) if fs > 0.0 => format!(
+                "; the kernel floor (plain pipes, no runtime): {fb:.1} µs to {big}, {fs:.1} µs \
+                 to {small}: {:.2}x",
+                fb / fs
             ),
-            _ => (None, "not measured".into()),
+            _ => String::new(),
         };
-        r.target(
+        let outcome = match (b, s) {
+            (Some(b), Some(s)) if s > 0.0 => Some((
+                b <= 2.0 * s,
+                format!(
+                    "flare p99 {b:.1} µs to {big}, {s:.1} µs to {small}: {:.2}x{floor_figures}",
+                    b / s
+                ),
+            )),
+            _ => None,
+        };
+        judge(
+            r,
             &format!("fan-out to {big} workers p99 <= 2x fan-out to {small}"),
-            met,
-            figures,
+            outcome,
         );
         let cpu = med(r, Side::Flare, "resources", "master CPU while idle");
         let rss = med(r, Side::Flare, "resources", "master RSS");
-        let (met, figures) = match (cpu, rss) {
-            (Some(c), Some(m)) => (
-                Some(c <= 0.1 && m <= 8.0),
+        let outcome = match (cpu, rss) {
+            (Some(c), Some(m)) => Some((
+                c <= 0.1 && m <= 8.0,
                 format!("flare master {c:.3} % of a core, RSS {m:.2} MiB"),
-            ),
-            _ => (None, "not measured".into()),
+            )),
+            _ => None,
         };
-        r.target(
-            "idle master CPU ~0 (<= 0.1 %) and RSS <= 8 MiB",
-            met,
-            figures,
-        );
+        judge(r, "idle master CPU ~0 (<= 0.1 %) and RSS <= 8 MiB", outcome);
     }
 }
 

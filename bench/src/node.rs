@@ -100,6 +100,15 @@ fn builder(a: &NodeArgs) -> flare::MasterBuilder {
     b
 }
 
+/// `k` workers that mark themselves ready on the board and serve signals,
+/// and one mule (the sender, whose entry the caller sets).
+fn workers_and_sender(a: &NodeArgs, board: Board, k: u32) -> flare::MasterBuilder {
+    builder(a).workers(k).mules(1).worker_entry(move |me| {
+        mark_ready(board, me.id);
+        flare::serve_forever()
+    })
+}
+
 /// Runs a node; returns the exit code.
 pub fn main(a: NodeArgs) -> i32 {
     let result = match a.scenario {
@@ -193,13 +202,7 @@ fn latency(a: &NodeArgs, one_way: bool) -> flare::Result<Summary> {
             board::MAX_SAMPLES
         )));
     }
-    let master = builder(a)
-        .workers(1)
-        .mules(1)
-        .worker_entry(move |me| {
-            mark_ready(board, me.id);
-            flare::serve_forever()
-        })
+    let master = workers_and_sender(a, board, 1)
         .mule_entry(move |_| {
             first_start(board, &out);
             wait_ready(board, 1, &out);
@@ -248,14 +251,8 @@ fn flood(a: &NodeArgs, target: &'static str) -> flare::Result<Summary> {
     let board = map_board()?;
     let (n, k, out) = (a.n, a.workers, a.out.clone());
     let mule_out = out.clone();
-    let master = builder(a)
-        .workers(k)
-        .mules(1)
+    let master = workers_and_sender(a, board, k)
         .drain_timeout(Duration::from_secs(60))
-        .worker_entry(move |me| {
-            mark_ready(board, me.id);
-            flare::serve_forever()
-        })
         .mule_entry(move |_| {
             let out = &mule_out;
             first_start(board, out);
@@ -305,13 +302,7 @@ fn fan_out(a: &NodeArgs) -> flare::Result<Summary> {
             board::MAX_ID
         )));
     }
-    let master = builder(a)
-        .workers(k)
-        .mules(1)
-        .worker_entry(move |me| {
-            mark_ready(board, me.id);
-            flare::serve_forever()
-        })
+    let master = workers_and_sender(a, board, k)
         .mule_entry(move |_| {
             first_start(board, &out);
             wait_ready(board, k, &out);
@@ -358,13 +349,7 @@ fn fan_out(a: &NodeArgs) -> flare::Result<Summary> {
 fn trickle(a: &NodeArgs) -> flare::Result<Summary> {
     let board = map_board()?;
     let (n, k, out) = (a.n, a.workers, a.out.clone());
-    let master = builder(a)
-        .workers(k)
-        .mules(1)
-        .worker_entry(move |me| {
-            mark_ready(board, me.id);
-            flare::serve_forever()
-        })
+    let master = workers_and_sender(a, board, k)
         .mule_entry(move |_| {
             first_start(board, &out);
             wait_ready(board, k, &out);
