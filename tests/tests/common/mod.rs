@@ -20,6 +20,8 @@ pub struct Running {
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// Lines of `seen` already returned by `wait_fact`.
+    taken: Vec<usize>,
     started: Instant,
     args: Vec<String>,
 }
@@ -78,6 +80,7 @@ fn launch(args: &[&str], own_group: bool) -> Running {
         child,
         lines: rx,
         seen: Vec::new(),
+        taken: Vec::new(),
         started: Instant::now(),
         args: args.iter().map(|s| s.to_string()).collect(),
     }
@@ -108,13 +111,22 @@ impl Running {
         }
     }
 
-    /// Waits for `FACT key=...` and returns the value.
+    /// Waits for `FACT key=...` and returns the value. Facts come from
+    /// processes running side by side, in any order: one that came while
+    /// the test waited for another is found among the lines seen.
     pub fn wait_fact(&mut self, key: &str) -> String {
         let prefix = format!("FACT {key}=");
+        let earlier = (0..self.seen.len())
+            .find(|i| !self.taken.contains(i) && self.seen[*i].starts_with(&prefix));
+        if let Some(i) = earlier {
+            self.taken.push(i);
+            return self.seen[i][prefix.len()..].to_string();
+        }
         loop {
             match self.next_line() {
                 Some(line) => {
                     if let Some(v) = line.strip_prefix(&prefix) {
+                        self.taken.push(self.seen.len() - 1);
                         return v.to_string();
                     }
                 }
