@@ -86,7 +86,6 @@ pub(crate) struct ChildCtx {
     chan_b: Mutex<ChanB>,
     next_request: AtomicU64,
     waits: WaitHub,
-    busy_poll: Duration,
 }
 
 /// Channel B, used by every thread but the dispatcher, one at a time.
@@ -143,7 +142,6 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
             spin: setup.busy_poll,
             ..WaitHub::default()
         },
-        busy_poll: setup.busy_poll,
     };
     if CHILD.set(ctx).is_err() {
         std::process::exit(70);
@@ -220,7 +218,7 @@ const ACK_BATCH: u64 = 256;
 fn dispatcher(ctx: &'static ChildCtx) {
     DISPATCH.with(|d| {
         *d.borrow_mut() = Some(Dispatch {
-            busy: BusyPoll::new(ctx.busy_poll),
+            busy: BusyPoll::new(ctx.waits.spin),
             decoder: Decoder::default(),
             queue: VecDeque::new(),
             replies: Vec::new(),
@@ -587,13 +585,12 @@ impl WaitHub {
             .with(|b| b.get())
             .unwrap_or(BusyPoll::new(self.spin));
         let mut idle = Episode::default();
+        let mut arrived = None;
         loop {
             let now_count = counter.load(SeqCst);
             if now_count > seen {
-                busy.found(&mut idle);
-                WAIT_POLL.with(|b| b.set(Some(busy)));
-                CURSORS.with(|c| c.borrow_mut().insert(key, now_count));
-                return unpack(last.load(SeqCst));
+                arrived = Some(now_count);
+                break;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) || busy.idle(&mut idle) == Idle::Sleep
             {
@@ -601,43 +598,43 @@ impl WaitHub {
             }
             std::thread::yield_now();
         }
-        WAIT_POLL.with(|b| b.set(Some(busy)));
-        self.waiters.fetch_add(1, SeqCst);
-        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let got = loop {
-            let now_count = counter.load(SeqCst);
-            if now_count > seen {
-                CURSORS.with(|c| c.borrow_mut().insert(key, now_count));
-                break unpack(last.load(SeqCst));
-            }
-            match deadline {
-                None => {
-                    guard = self.cv.wait(guard).unwrap_or_else(PoisonError::into_inner);
+        if arrived.is_none() {
+            self.waiters.fetch_add(1, SeqCst);
+            let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                let now_count = counter.load(SeqCst);
+                if now_count > seen {
+                    arrived = Some(now_count);
+                    break;
                 }
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break None;
+                match deadline {
+                    None => {
+                        guard = self.cv.wait(guard).unwrap_or_else(PoisonError::into_inner);
                     }
-                    guard = self
-                        .cv
-                        .wait_timeout(guard, d - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            break;
+                        }
+                        guard = self
+                            .cv
+                            .wait_timeout(guard, d - now)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
                 }
             }
-        };
-        drop(guard);
-        self.waiters.fetch_sub(1, SeqCst);
-        if got.is_some() {
-            // Woken by the signal after sleeping: was the sleep short?
-            WAIT_POLL.with(|b| {
-                if let Some(mut busy) = b.get() {
-                    busy.found(&mut idle);
-                    b.set(Some(busy));
-                }
-            });
+            drop(guard);
+            self.waiters.fetch_sub(1, SeqCst);
         }
+        let got = arrived.and_then(|count| {
+            // Found while looking, or woken after a sleep that may have
+            // been short: either tells `busy` whether looking pays.
+            busy.found(&mut idle);
+            CURSORS.with(|c| c.borrow_mut().insert(key, count));
+            unpack(last.load(SeqCst))
+        });
+        WAIT_POLL.with(|b| b.set(Some(busy)));
         got
     }
 }

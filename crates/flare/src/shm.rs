@@ -6,6 +6,7 @@
 //! the table, pid and state; the child for its own counters), so no process
 //! can ever hold a lock another one needs. It lives as long as the process.
 
+use std::collections::BTreeMap;
 use std::mem::size_of;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -129,6 +130,18 @@ impl SlotStatus {
 
     pub(crate) fn state(&self) -> ProcState {
         ProcState::from_code(self.state.load(Relaxed))
+    }
+
+    /// Deliveries handled, by signal number (numbers never handled left out).
+    pub(crate) fn handled_by_num(&self) -> BTreeMap<u8, u64> {
+        self.handled_by_num
+            .iter()
+            .enumerate()
+            .filter_map(|(n, c)| {
+                let c = c.load(Relaxed);
+                (c > 0).then_some((n as u8, c))
+            })
+            .collect()
     }
 }
 

@@ -137,15 +137,7 @@ impl Summary {
         let processes = (0..topo.slots())
             .map(|s| {
                 let st = shm.slot(s);
-                let handled_by_num = st
-                    .handled_by_num
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(n, c)| {
-                        let c = c.load(Relaxed);
-                        (c > 0).then_some((n as u8, c))
-                    })
-                    .collect();
+                let handled_by_num = st.handled_by_num();
                 ProcessSummary {
                     proc: topo.proc_at(s),
                     pid: last_pids.get(s).copied().unwrap_or(0),

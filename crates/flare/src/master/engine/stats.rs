@@ -95,15 +95,7 @@ impl Engine {
         let busy_us = st.busy_ns.load(Relaxed) / 1000;
         let delta = handled.saturating_sub(p.last_requests);
         p.last_requests = handled;
-        let handled_by_num = st
-            .handled_by_num
-            .iter()
-            .enumerate()
-            .filter_map(|(n, c)| {
-                let c = c.load(Relaxed);
-                (c > 0).then_some((n as u8, c))
-            })
-            .collect();
+        let handled_by_num = st.handled_by_num();
         let last = st.last_received.load(Relaxed);
         ProcStats {
             id: p.id.id,
