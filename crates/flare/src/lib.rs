@@ -51,6 +51,7 @@ mod control;
 mod cron;
 mod error;
 mod handlers;
+mod mailbox;
 mod master;
 mod origin;
 mod proto;
@@ -72,6 +73,10 @@ pub use child::{Entry, ProcessInfo};
 pub use cron::CronSpec;
 pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
+pub use mailbox::{
+    DEFAULT_MULE_MSG_SIZE, GetMsg, Inbox, farm_get_msg, farm_msg, mule_get_msg, mule_msg,
+    try_farm_msg, try_mule_get_msg, try_mule_msg,
+};
 pub use master::SourceSummary;
 pub use master::{
     Counters, ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions,

@@ -183,6 +183,8 @@ pub struct MasterBuilder {
     remote: Option<RemoteOptions>,
     stats: Option<String>,
     control: Option<String>,
+    /// Largest mule message, bytes (see [`MasterBuilder::mule_msg_size`]).
+    mule_msg_size: usize,
 }
 
 impl MasterBuilder {
@@ -342,6 +344,14 @@ impl MasterBuilder {
         self
     }
 
+    /// The largest mule or farm message, in bytes (uWSGI
+    /// `--mule-msg-size`); default [`crate::DEFAULT_MULE_MSG_SIZE`] (64 KiB).
+    /// A larger message is refused at the sender.
+    pub fn mule_msg_size(mut self, bytes: usize) -> Self {
+        self.mule_msg_size = bytes;
+        self
+    }
+
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
@@ -401,6 +411,8 @@ impl MasterBuilder {
         } else {
             None
         };
+        // Before any fork: every child inherits the mule mailboxes.
+        crate::mailbox::create(&topo, self.mule_msg_size)?;
         *state = Phase::Setup(Box::new(Setup {
             table: Table::new(topo.clone()),
             shm,
@@ -446,6 +458,7 @@ impl Master {
             remote: None,
             stats: None,
             control: None,
+            mule_msg_size: crate::mailbox::DEFAULT_MULE_MSG_SIZE,
         }
     }
 
