@@ -64,10 +64,12 @@ mod shm;
 mod signal;
 mod source;
 pub mod stats;
+mod status;
 mod sys;
 mod table;
 mod target;
 mod topology;
+mod user_harakiri;
 
 pub use child::{Entry, ProcessInfo};
 pub use cron::CronSpec;
@@ -87,15 +89,17 @@ pub use proto::uwsgi;
 pub use remote::{DEFAULT_TIMEOUT, RemoteAddr, send_remote};
 pub use router::ProcState;
 pub use signal::{
-    Signal, get_available_num, get_last_received, last_received, registry_signals, serve_forever,
-    stop, wait_any, wait_any_timeout, whoami,
+    Signal, current_signal, get_available_num, get_last_received, last_received, registry_signals,
+    serve_forever, stop, wait_any, wait_any_timeout, whoami,
 };
 pub use source::{
     IntoCron, Source, SourceId, SourceKind, add_cron, add_file_monitor, add_rb_timer, add_timer,
     add_timer_ms, remove_source,
 };
+pub use status::{ProcessStatus, processes};
 pub use target::{Farm, IntoTarget, Mule, Target};
 pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, Role, Topology};
+pub use user_harakiri::set_user_harakiri;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]

@@ -18,9 +18,11 @@ or from Python::
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import os
+import signal as _signal
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -124,6 +126,9 @@ class Group:
             harakiri=harakiri,
             drain_timeout=drain_timeout,
             busy_poll=busy_poll,
+            # Sent to a child past its time limit, before the SIGKILL: every
+            # child dumps its threads' stacks on it (see _child).
+            stack_dump_signal=int(_signal.SIGURG),
         )
         from . import uwsgi as compat
 
@@ -152,10 +157,20 @@ class Group:
 
 def _child(entry: Entry) -> Callable[[], Any]:
     def start() -> Any:
-        hook = getattr(sys.modules.get("uwsgi"), "post_fork_hook", None)
+        # A child past its time limit gets SIGURG before the SIGKILL: the
+        # stack of every thread goes to the log, showing where it hung.
+        faulthandler.register(_signal.SIGURG, all_threads=True)
+        compat = sys.modules.get("uwsgi")
+        hook = getattr(compat, "post_fork_hook", None)
         for f in list(_post_fork) + ([hook] if callable(hook) else []):
             f()
         if entry is None:
+            # A mule without code of its own reads its messages once a
+            # mule_msg_hook is set (@mulefunc, Mule.offload), as in uWSGI;
+            # otherwise they wait in its mailbox.
+            me = _flare.whoami()
+            if me and me[0] == "mule" and callable(getattr(compat, "mule_msg_hook", None)):
+                compat._mule_loop()
             _flare.serve_forever()
         return entry()
 

@@ -9,6 +9,7 @@
 mod admin;
 mod conn;
 mod engine;
+mod harakiri;
 mod listener;
 mod monitor;
 mod remote;
@@ -75,6 +76,10 @@ pub struct Options {
     /// involved. Default 50 µs (Linux's suggested `net.core.busy_poll`);
     /// `Duration::ZERO` turns it off.
     pub busy_poll: Duration,
+    /// A signal number sent to a child past its time limit, this long
+    /// before the SIGKILL, so that it can write where it is stuck (Python:
+    /// `faulthandler.register`). None by default (straight to SIGKILL).
+    pub harakiri_stack_dump: Option<(i32, Duration)>,
 }
 
 /// Handler time limits per role; `None` means no limit.
@@ -118,6 +123,7 @@ impl Default for Options {
             max_backoff: Duration::from_secs(10),
             harakiri: Harakiri::default(),
             busy_poll: Duration::from_micros(50),
+            harakiri_stack_dump: None,
         }
     }
 }
@@ -265,6 +271,14 @@ impl MasterBuilder {
             Role::Spooler => self.opts.harakiri.spooler = Some(limit),
             Role::Master => {}
         }
+        self
+    }
+
+    /// See [`Options::harakiri_stack_dump`]: `signal` (a number such as
+    /// `libc::SIGURG`) goes to a child past its time limit, `grace` before
+    /// the SIGKILL.
+    pub fn harakiri_stack_dump(mut self, signal: i32, grace: Duration) -> Self {
+        self.opts.harakiri_stack_dump = Some((signal, grace));
         self
     }
 
