@@ -113,7 +113,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -128,6 +128,8 @@ impl Group {
         drain_timeout: Option<f64>,
         busy_poll: Option<f64>,
         stack_dump_signal: Option<i32>,
+        role_harakiri: (Option<f64>, Option<f64>, Option<f64>),
+        mule_msg_size: Option<usize>,
     ) -> PyResult<Group> {
         let mut b = Master::builder()
             .workers(workers)
@@ -168,6 +170,16 @@ impl Group {
             let d = Duration::try_from_secs_f64(secs)
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
             b = b.drain_timeout(d);
+        }
+        // uWSGI's --harakiri, --mule-harakiri, --spooler-harakiri.
+        let (w, m, s) = role_harakiri;
+        for (role, secs) in [(Role::Worker, w), (Role::Mule, m), (Role::Spooler, s)] {
+            if let Some(secs) = secs.filter(|s| *s > 0.0) {
+                b = b.harakiri(role, duration(secs)?);
+            }
+        }
+        if let Some(bytes) = mule_msg_size {
+            b = b.mule_msg_size(bytes);
         }
         // Sent to a child past its time limit before the SIGKILL; the
         // Python layer registers faulthandler for it in every child.
