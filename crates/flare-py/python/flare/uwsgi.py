@@ -3,9 +3,11 @@
 Inside processes that flare runs (after :class:`flare.Group` is built),
 ``import uwsgi`` gives this module, so code written for uWSGI's signals
 (``uwsgiconf.runtime.signals``, ``uwsgiconf.runtime.scheduling``,
-``uwsgidecorators``) runs unmodified. What uWSGI offers beyond signals
-(caches, locks, RPC, the spooler queue, mule messages) raises
-``NotImplementedError`` naming what to use instead.
+``uwsgidecorators``) runs unmodified, and so do mule and farm messages,
+time limits from code, local RPC and the platform names uwsgiconf reads.
+Every name uwsgiconf's runtime modules touch exists; what flare does not
+do (caches, metrics, websockets, async, ...) raises ``NotImplementedError``
+naming what to use instead when called.
 """
 
 import os
