@@ -351,6 +351,26 @@ pub fn try_mule_get_msg() -> Result<Option<Vec<u8>>> {
     }
 }
 
+thread_local! {
+    /// Where messages are read, reused (one message at most `max` bytes).
+    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One message from `b` if one waits.
+fn recv_one(b: &Mailbox, max: usize) -> Result<Option<Vec<u8>>> {
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < max {
+            buf.resize(max, 0);
+        }
+        match recv(b.rx.as_raw_fd(), &mut buf[..max], MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => Ok(Some(buf[..n].to_vec())),
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
+            Err(e) => Err(Error::io("reading a mule message", e)),
+        }
+    })
+}
+
 fn receive(
     max: usize,
     boxes: &[&Mailbox],
@@ -363,14 +383,11 @@ fn receive(
         drain(r);
     }
     let seen = HANDLED.load(SeqCst);
-    let mut buf = vec![0u8; max];
     loop {
         // Whatever is waiting first, then sleep.
         for b in boxes {
-            match recv(b.rx.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) => return Ok(Inbox::Message(buf[..n].to_vec())),
-                Err(Errno::EAGAIN | Errno::EINTR) => {}
-                Err(e) => return Err(Error::io("reading a mule message", e)),
+            if let Some(msg) = recv_one(b, max)? {
+                return Ok(Inbox::Message(msg));
             }
         }
         if signals && HANDLED.load(SeqCst) != seen {
