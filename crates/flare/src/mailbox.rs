@@ -12,9 +12,9 @@
 //!
 //! Bounds: a message larger than the configured size
 //! ([`crate::MasterBuilder::mule_msg_size`], 64 KiB by default) is refused
-//! at the sender ([`Error::MessageTooLarge`]). A mailbox holds as many
-//! messages as the kernel's datagram queue allows (`net.unix.max_dgram_qlen`,
-//! and the socket buffer's bytes); past that, [`mule_msg`] and [`farm_msg`]
+//! at the sender ([`Error::MessageTooLarge`]). A mailbox holds what its
+//! send buffer takes (4 × the message size, within `net.core.wmem_max`,
+//! kernel overhead per message included); past that, [`mule_msg`] and [`farm_msg`]
 //! wait until a mule reads, and [`try_mule_msg`] / [`try_farm_msg`] return
 //! [`Error::MailboxFull`]. uWSGI drops the message and logs "MULE MSG QUEUE
 //! IS FULL". Messages for a mule are read only by code in that mule that
@@ -22,7 +22,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -254,6 +254,8 @@ pub enum Inbox {
 
 /// Signals handled in this process (bumped by the dispatcher).
 static HANDLED: AtomicU64 = AtomicU64::new(0);
+/// Threads in a `signals` wait: only then does a handler write the pipe.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
 /// A pipe written after each handler once a `signals` wait has started.
 static WAKE: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
 
@@ -261,6 +263,9 @@ static WAKE: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
 /// callers that return on signals. One atomic add when nobody waits so.
 pub(crate) fn signal_handled() {
     HANDLED.fetch_add(1, SeqCst);
+    if WAITING.load(SeqCst) == 0 {
+        return;
+    }
     if let Some((_, w)) = WAKE.get() {
         // A full pipe already wakes the waiter.
         let _ = nix::unistd::write(w, &[1]);
@@ -379,9 +384,9 @@ fn receive(
 ) -> Result<Inbox> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let wake = if signals { Some(wake_pipe()?) } else { None };
-    if let Some((r, _)) = wake {
-        drain(r);
-    }
+    // Counted before the first look, so a handler that ends from here on
+    // either changes HANDLED before we read it or writes the pipe.
+    let _waiting = wake.map(|_| Waiting::enter());
     let seen = HANDLED.load(SeqCst);
     loop {
         // Whatever is waiting first, then sleep.
@@ -415,9 +420,29 @@ fn receive(
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(Error::io("waiting for a mule message", e)),
         }
-        if let Some((r, _)) = wake {
+        let woken = fds
+            .last()
+            .and_then(PollFd::revents)
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        if let (Some((r, _)), true) = (wake, woken) {
             drain(r);
         }
+    }
+}
+
+/// A thread in a `signals` wait, for as long as this lives.
+struct Waiting;
+
+impl Waiting {
+    fn enter() -> Waiting {
+        WAITING.fetch_add(1, SeqCst);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, SeqCst);
     }
 }
 
