@@ -34,8 +34,16 @@ one() { # side out
   done
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  if [ -f "$out/result.json" ]; then cat "$out/result.json"; else echo '{"error": "no result"}'; tail -5 "$out/log" >&2; fi
+  if [ -f "$out/result.json" ]; then
+    cat "$out/result.json"
+  else
+    echo '{"error": "no result"}'
+    tail -5 "$out/log" >&2
+    failed=1
+  fi
 }
+
+failed=0
 
 tmp="$(mktemp -d)"
 echo "mule messages: $n of $size bytes, worker 1 -> mule 1, $rounds rounds (alternating)"
@@ -47,3 +55,4 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 rm -rf "$tmp"
+exit "$failed"
