@@ -31,6 +31,9 @@ def test_mule_decorators_messages_and_user_harakiri(run_flare):
         # @mulemsg(4): mule 4 only.
         assert c[(f"mulemsg:{i}", "mule4")] == 1, out
     assert c[("rpc:3", "worker1")] == 1
+    # flare.runtime.mules: Mule(1).offload() and Farm.get_farms().
+    assert all(c[(f"offload:{i}", "mule1")] == 1 for i in range(5)), out
+    assert c[("farms:pool=2+3", "worker1")] == 1, out
     too_large = [w for (w, _) in c if w.startswith("too-large:")]
     assert too_large and "65537_bytes" in too_large[0] and "65536" in too_large[0], too_large
     full = [int(w.split(":")[1]) for (w, _) in c if w.startswith("full-after:")]

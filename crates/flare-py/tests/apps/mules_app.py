@@ -13,6 +13,7 @@ import threading
 
 import flare
 import uwsgi
+from flare.runtime.mules import Farm, Mule
 from uwsgidecorators import farm, harakiri, mule, mulefunc, mulemsg, rpc, signal
 
 N = 40
@@ -27,6 +28,13 @@ def note(what):
 @mulefunc(1)
 def offloaded(i, twice=False):
     note(f"mulefunc:{i}:{twice}")
+    uwsgi.signal(60)
+
+
+@Mule(1).offload()
+def via_runtime(i):
+    # flare.runtime.mules (uwsgiconf's names), beside uwsgidecorators' hook.
+    note(f"offload:{i}")
     uwsgi.signal(60)
 
 
@@ -114,6 +122,9 @@ def main():
         offloaded(i, twice=True)
         uwsgi.farm_msg("pool", f"{i}")
         uwsgi.mule_msg(f"{i}".encode(), 4)
+    for i in range(5):
+        via_runtime(i)
+    note("farms:" + ",".join(f.name + "=" + "+".join(str(m.id) for m in f.mules) for f in Farm.get_farms()))
     try:
         uwsgi.mule_msg(b"x" * (64 * 1024 + 1), 1)
     except ValueError as e:
@@ -129,7 +140,7 @@ def main():
     note(f"sender-waiting:{late.is_alive()}")
     uwsgi.signal(63)
     late.join()
-    wait_acks(3 * N + queued + 1)
+    wait_acks(3 * N + 5 + queued + 1)
     uwsgi.signal(61)
     with _done:
         _done.wait(timeout=60)
