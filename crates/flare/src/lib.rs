@@ -53,6 +53,7 @@ mod error;
 mod handlers;
 mod mailbox;
 mod master;
+pub mod metrics;
 mod origin;
 mod proto;
 mod ratelog;

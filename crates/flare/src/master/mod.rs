@@ -12,6 +12,7 @@ mod engine;
 mod harakiri;
 mod listener;
 mod monitor;
+mod notify;
 mod remote;
 mod sources;
 mod summary;

@@ -180,6 +180,8 @@ impl Engine {
             .filter(|&s| self.procs[s].pid.is_some() && !self.procs[s].cheaped)
             .collect();
         let n = self.reload_queue.len();
+        self.notify
+            .reloading(&format!("reloading {n} processes, one at a time"));
         self.next_reload();
         Ok(format!("reloading {n} processes, one at a time"))
     }
@@ -201,6 +203,7 @@ impl Engine {
             self.credit_freed = true;
             return;
         }
+        self.notify.reloaded("reload done");
     }
 
     /// Moves cheaping and reloading along: a child that has handled what it

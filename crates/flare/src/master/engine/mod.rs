@@ -257,6 +257,8 @@ pub(super) struct Engine {
     reload_current: Option<Slot>,
     started: Instant,
     started_unix: u64,
+    /// systemd readiness, reload, stop and watchdog messages.
+    notify: super::notify::Notifier,
 }
 
 /// An outcome of one delivery, for [`Engine::note`].
@@ -395,6 +397,7 @@ impl Engine {
             reload_queue: VecDeque::new(),
             reload_current: None,
             started: now,
+            notify: super::notify::Notifier::from_env(now),
             started_unix: super::sources::unix_now() as u64,
             topo,
         })
@@ -415,6 +418,9 @@ impl Engine {
         for s in 0..self.procs.len() {
             self.spawn(s)?;
         }
+        let n = self.procs.len();
+        let what = if n == 1 { "process" } else { "processes" };
+        self.notify.ready(&format!("{n} {what} up"));
         for num in std::mem::take(&mut self.early) {
             self.raise(num, Origin::Process(ProcId::MASTER), None);
         }
@@ -441,6 +447,7 @@ impl Engine {
             if !events.is_empty() {
                 self.busy.found(&mut self.idle);
             }
+            self.notify.tick(Instant::now());
             self.settle_done();
             for ev in events.iter() {
                 let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
@@ -542,6 +549,9 @@ impl Engine {
             || self.admin.is_some();
         if ticking {
             let t = self.last_harakiri_check + HARAKIRI_TICK;
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        if let Some(t) = self.notify.deadline() {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         match self.phase {
@@ -1579,6 +1589,7 @@ impl Engine {
                 let queued: usize = self.procs.iter().map(Proc::load).sum::<usize>()
                     + self.pools.iter().map(VecDeque::len).sum::<usize>();
                 tracing::info!("shutting down ({why}): draining {queued} queued signals");
+                self.notify.stopping(&format!("shutting down ({why})"));
                 // Sources stop first: no new work from outside.
                 if let Some(r) = self.remote.as_mut() {
                     r.shut(self.poll.registry());

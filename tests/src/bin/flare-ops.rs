@@ -1,0 +1,46 @@
+//! Operations scenarios: `flare-ops notify SOCKET WATCHDOG_USEC` runs a
+//! group under a fake systemd (the test's datagram socket), and
+//! `flare-ops metrics` serves `/metrics` and the stats document. Both run
+//! until SIGTERM and print `FACT key=value` lines and a `SUMMARY`.
+
+use flare::Master;
+
+fn fact(key: &str, value: impl std::fmt::Display) {
+    println!("FACT {key}={value}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("notify") if args.len() == 3 => notify(&args[1], &args[2]),
+        _ => {
+            eprintln!("usage: flare-ops notify SOCKET WATCHDOG_USEC");
+            std::process::exit(2);
+        }
+    };
+    match result {
+        Ok(summary) => println!(
+            "SUMMARY {}",
+            serde_json::to_string(&summary).expect("serialize")
+        ),
+        Err(e) => {
+            eprintln!("scenario failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Two workers and a mule, under systemd's notify protocol as a service
+/// manager sets it up: the socket, the watchdog period and our pid.
+fn notify(socket: &str, watchdog_usec: &str) -> flare::Result<flare::Summary> {
+    // SAFETY: the scenario has one thread here; nothing reads the
+    // environment concurrently.
+    unsafe {
+        std::env::set_var("NOTIFY_SOCKET", socket);
+        std::env::set_var("WATCHDOG_USEC", watchdog_usec);
+        std::env::set_var("WATCHDOG_PID", std::process::id().to_string());
+    }
+    let master = Master::builder().workers(2).mules(1).build()?;
+    fact("master", std::process::id());
+    master.run()
+}
