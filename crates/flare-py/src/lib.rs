@@ -113,7 +113,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, allow_uids=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -127,6 +127,7 @@ impl Group {
         harakiri: Option<f64>,
         drain_timeout: Option<f64>,
         busy_poll: Option<f64>,
+        allow_uids: Vec<u32>,
     ) -> PyResult<Group> {
         let mut b = Master::builder()
             .workers(workers)
@@ -152,6 +153,7 @@ impl Group {
         if let Some(addr) = stats {
             b = b.stats(addr);
         }
+        b = b.allow_uids(allow_uids);
         if let Some(addr) = control {
             b = b.control(addr);
         }

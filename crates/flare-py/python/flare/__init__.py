@@ -93,7 +93,9 @@ class Group:
     this process and in every child. ``harakiri`` (every role),
     ``drain_timeout`` and ``busy_poll`` are in seconds (``busy_poll``: after
     activity, how long processes look for more work before they sleep;
-    default 50 µs, 0 turns it off).
+    default 50 µs, 0 turns it off). ``allow_uids``: users who may use the
+    Unix-socket endpoints (remote, stats, control) besides root and the
+    master's own user.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class Group:
         harakiri: Optional[float] = None,
         drain_timeout: Optional[float] = None,
         busy_poll: Optional[float] = None,
+        allow_uids: Iterable[int] = (),
     ) -> None:
         farm_list = _farm_list(farms)
         self._native = _flare.Group(
@@ -124,6 +127,7 @@ class Group:
             harakiri=harakiri,
             drain_timeout=drain_timeout,
             busy_poll=busy_poll,
+            allow_uids=list(allow_uids),
         )
         from . import uwsgi as compat
 
