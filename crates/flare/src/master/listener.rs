@@ -499,3 +499,138 @@ pub(super) fn suppressed(held: u64) -> String {
         format!(" ({held} similar lines suppressed)")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection whose eviction key and deadline the test sets.
+    struct Fake {
+        stream: Stream,
+        /// Keeps the other end open.
+        _other: UnixStream,
+        peer: Peer,
+        key: (bool, Instant),
+        deadline: Option<Instant>,
+        id: u32,
+    }
+
+    impl Bounded for Fake {
+        fn stream(&mut self) -> &mut Stream {
+            &mut self.stream
+        }
+        fn fd(&self) -> RawFd {
+            self.stream.raw_fd()
+        }
+        fn peer(&self) -> &Peer {
+            &self.peer
+        }
+        fn eviction_key(&self) -> (bool, Instant) {
+            self.key
+        }
+        fn deadline(&self, _: &Limits) -> Option<Instant> {
+            self.deadline
+        }
+    }
+
+    fn fake(id: u32, peer: u32, answered: bool, age_ms: u64, t0: Instant) -> Fake {
+        let (a, b) = UnixStream::pair().unwrap();
+        Fake {
+            stream: Stream::Unix(a),
+            _other: b,
+            peer: Peer::Uid(peer),
+            key: (!answered, t0 - Duration::from_millis(age_ms)),
+            deadline: None,
+            id,
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        max_connections: 4,
+        max_per_peer: 2,
+        request_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
+        max_output: 1024,
+    };
+
+    fn ids(v: &[Fake]) -> Vec<u32> {
+        v.iter().map(|f| f.id).collect()
+    }
+
+    #[test]
+    fn room_is_made_from_the_answered_then_the_longest_waiting() {
+        let poll = mio::Poll::new().unwrap();
+        let reg = poll.registry();
+        let t0 = Instant::now();
+        let mut conns = Conns::new(100);
+        // Peer 1 at its limit: the answered one goes, though younger.
+        conns
+            .insert(reg, fake(1, 1, false, 500, t0), &LIMITS)
+            .unwrap();
+        conns
+            .insert(reg, fake(2, 1, true, 10, t0), &LIMITS)
+            .unwrap();
+        assert_eq!(ids(&conns.make_room(reg, &Peer::Uid(1), &LIMITS)), [2]);
+        // Another peer: nothing to close yet.
+        assert!(conns.make_room(reg, &Peer::Uid(2), &LIMITS).is_empty());
+        conns
+            .insert(reg, fake(3, 2, false, 300, t0), &LIMITS)
+            .unwrap();
+        conns
+            .insert(reg, fake(4, 3, false, 100, t0), &LIMITS)
+            .unwrap();
+        conns
+            .insert(reg, fake(5, 4, false, 200, t0), &LIMITS)
+            .unwrap();
+        // The total limit (4): the one waiting longest of all, any peer.
+        assert_eq!(ids(&conns.make_room(reg, &Peer::Uid(9), &LIMITS)), [1]);
+        let left: Vec<u32> = conns.iter().map(|(_, f)| f.id).collect();
+        assert_eq!(left.len(), 3);
+        assert!(!left.contains(&1) && !left.contains(&2));
+        // Tokens map back to live connections only.
+        let (k, _) = conns.iter().next().unwrap();
+        assert_eq!(conns.index_of(Token(100 + k)), Some(k));
+        assert_eq!(conns.index_of(Token(99)), None);
+    }
+
+    #[test]
+    fn expiry_closes_what_is_past_its_deadline_and_no_sooner() {
+        let poll = mio::Poll::new().unwrap();
+        let reg = poll.registry();
+        let t0 = Instant::now();
+        let mut conns = Conns::new(0);
+        let mut late = fake(1, 1, false, 0, t0);
+        late.deadline = Some(t0 + Duration::from_secs(1));
+        let mut later = fake(2, 1, false, 0, t0);
+        later.deadline = Some(t0 + Duration::from_secs(3));
+        conns.insert(reg, late, &LIMITS).unwrap();
+        conns.insert(reg, later, &LIMITS).unwrap();
+        conns
+            .insert(reg, fake(3, 2, false, 0, t0), &LIMITS)
+            .unwrap(); // never
+        assert_eq!(conns.due(), Some(t0 + Duration::from_secs(1)));
+        assert!(conns.expire(reg, t0, &LIMITS).is_empty(), "nothing due yet");
+        let gone = conns.expire(reg, t0 + Duration::from_secs(2), &LIMITS);
+        assert_eq!(ids(&gone), [1]);
+        assert_eq!(conns.due(), Some(t0 + Duration::from_secs(3)));
+        // A deadline set later (a first byte) moves the next check earlier.
+        conns.note(t0 + Duration::from_millis(2500));
+        assert_eq!(conns.due(), Some(t0 + Duration::from_millis(2500)));
+        let gone = conns.expire(reg, t0 + Duration::from_secs(4), &LIMITS);
+        assert_eq!(ids(&gone), [2]);
+        assert_eq!(conns.due(), None, "the last has no deadline");
+    }
+
+    #[test]
+    fn only_root_the_owner_and_allowed_uids_pass_the_gate() {
+        let me = nix::unistd::geteuid().as_raw();
+        let gate = Gate::new(&[4242]);
+        assert!(gate.admits(&Peer::Uid(0)));
+        assert!(gate.admits(&Peer::Uid(me)));
+        assert!(gate.admits(&Peer::Uid(4242)));
+        assert!(!gate.admits(&Peer::Uid(4243)) || me == 4243);
+        assert!(!gate.admits(&Peer::Unknown));
+        assert!(gate.admits(&Peer::Ip(IpAddr::from([127, 0, 0, 1]))));
+        assert!(gate.describe().contains("4242"));
+    }
+}
