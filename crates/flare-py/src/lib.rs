@@ -113,7 +113,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -130,6 +130,7 @@ impl Group {
         stack_dump_signal: Option<i32>,
         role_harakiri: (Option<f64>, Option<f64>, Option<f64>),
         mule_msg_size: Option<usize>,
+        allow_uids: Vec<u32>,
     ) -> PyResult<Group> {
         let mut b = Master::builder()
             .workers(workers)
@@ -155,6 +156,7 @@ impl Group {
         if let Some(addr) = stats {
             b = b.stats(addr);
         }
+        b = b.allow_uids(allow_uids);
         if let Some(addr) = control {
             b = b.control(addr);
         }

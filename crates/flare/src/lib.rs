@@ -81,8 +81,8 @@ pub use mailbox::{
 };
 pub use master::SourceSummary;
 pub use master::{
-    Counters, ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions,
-    SignalSummary, Summary, Tally,
+    AdminOptions, Counters, ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary,
+    RemoteOptions, SignalSummary, Summary, Tally,
 };
 pub use origin::{Origin, Received};
 pub use proto::uwsgi;

@@ -19,6 +19,7 @@ mod summary;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub use admin::AdminOptions;
 pub use remote::RemoteOptions;
 pub use sources::SourceSummary;
 pub use summary::{Counters, ProcessSummary, SignalSummary, Summary, Tally};
@@ -191,6 +192,8 @@ pub struct MasterBuilder {
     control: Option<String>,
     /// Largest mule message, bytes (see [`MasterBuilder::mule_msg_size`]).
     mule_msg_size: usize,
+    admin: AdminOptions,
+    allow_uids: Vec<u32>,
 }
 
 impl MasterBuilder {
@@ -366,6 +369,22 @@ impl MasterBuilder {
         self
     }
 
+    /// Limits of the stats and control endpoints (connections, deadlines,
+    /// unsent output, who may connect). See [`AdminOptions`].
+    pub fn admin_options(mut self, opts: AdminOptions) -> Self {
+        self.admin = opts;
+        self
+    }
+
+    /// Lets these users connect to every Unix-socket endpoint (remote
+    /// signals, stats, control), besides root and the master's own user,
+    /// who always may. Peers are identified with `SO_PEERCRED`, so this
+    /// holds for abstract (`@name`) sockets, which have no file mode.
+    pub fn allow_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
+        self.allow_uids.extend(uids);
+        self
+    }
+
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
@@ -396,13 +415,14 @@ impl MasterBuilder {
                 "a flare child cannot build a master of its own".into(),
             ));
         }
-        if let Some(r) = &self.remote {
-            if r.max_connections == 0 || r.read_timeout.is_zero() {
-                return Err(Error::Config(
-                    "remote signals need max_connections and read_timeout above zero".into(),
-                ));
-            }
+        let mut remote_opts = self.remote;
+        if let Some(r) = remote_opts.as_mut() {
+            r.validate()?;
+            r.allow_uids.extend(&self.allow_uids);
         }
+        let mut admin_opts = self.admin;
+        admin_opts.allow_uids.extend(&self.allow_uids);
+        admin_opts.validate()?;
         let topo = Arc::new(self.topo);
         let shm = Shm::create(topo.slots())?;
         let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
@@ -411,15 +431,19 @@ impl MasterBuilder {
                 "this process already built a master; one master per process".into(),
             ));
         }
+        if remote_opts.is_some() || self.stats.is_some() || self.control.is_some() {
+            // Each connection an endpoint holds is a descriptor.
+            listener::raise_fd_limit();
+        }
         // Bound now, so a taken address fails build(), not run().
-        let remote = self
-            .remote
+        let remote = remote_opts
             .map(|r| remote::Remote::bind(r, engine::REMOTE_BASE))
             .transpose()?;
         let admin = if self.stats.is_some() || self.control.is_some() {
             Some(admin::Admin::bind(
                 self.stats.as_deref(),
                 self.control.as_deref(),
+                &admin_opts,
                 engine::ADMIN_BASE,
             )?)
         } else {
@@ -473,6 +497,8 @@ impl Master {
             stats: None,
             control: None,
             mule_msg_size: crate::mailbox::DEFAULT_MULE_MSG_SIZE,
+            admin: AdminOptions::default(),
+            allow_uids: Vec::new(),
         }
     }
 

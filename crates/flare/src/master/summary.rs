@@ -76,10 +76,30 @@ pub struct Counters {
     pub remote_rejected: u64,
     /// Remote connections closed for a malformed or short packet.
     pub remote_malformed: u64,
-    /// Remote connections closed for sending no whole request in time.
+    /// Remote connections closed for a request not finished within the
+    /// read timeout of its first byte, or for idling that long.
     pub remote_timed_out: u64,
-    /// Remote connections closed at once: the connection limit was reached.
+    /// Remote connections refused: the peer's uid may not use the Unix
+    /// socket (`SO_PEERCRED`).
     pub remote_refused: u64,
+    /// Remote connections closed to make room for a newcomer (the
+    /// connection limit, in total or per peer, was reached).
+    #[serde(default)]
+    pub remote_evicted: u64,
+    /// Remote connections closed after too many rejected requests in a row.
+    #[serde(default)]
+    pub remote_closed_rejected: u64,
+    /// Stats and control connections closed to make room for a newcomer.
+    #[serde(default)]
+    pub admin_evicted: u64,
+    /// Stats and control connections closed for a command not finished in
+    /// time, a stats document not read in time, or idling.
+    #[serde(default)]
+    pub admin_timed_out: u64,
+    /// Stats and control connections refused: the peer's uid may not use
+    /// the Unix socket (`SO_PEERCRED`).
+    #[serde(default)]
+    pub admin_refused: u64,
 }
 
 /// One process of the group, as the run ends.
@@ -212,12 +232,23 @@ impl Summary {
             c.remote_malformed,
             c.remote_timed_out,
             c.remote_refused,
+            c.remote_evicted,
+            c.remote_closed_rejected,
         ];
         if remote.iter().any(|&n| n > 0) {
             let _ = writeln!(
                 s,
-                "remote: accepted {} | rejected {} | malformed {} | timed out {} | refused {}",
-                remote[0], remote[1], remote[2], remote[3], remote[4]
+                "remote: accepted {} | rejected {} | malformed {} | timed out {} | refused {} | \
+                 evicted {} | closed for rejects {}",
+                remote[0], remote[1], remote[2], remote[3], remote[4], remote[5], remote[6]
+            );
+        }
+        let admin = [c.admin_evicted, c.admin_timed_out, c.admin_refused];
+        if admin.iter().any(|&n| n > 0) {
+            let _ = writeln!(
+                s,
+                "stats/control connections: evicted {} | timed out {} | refused {}",
+                admin[0], admin[1], admin[2]
             );
         }
         s
