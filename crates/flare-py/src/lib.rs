@@ -282,10 +282,15 @@ fn last_received() -> Option<u8> {
     flare::get_last_received().map(Signal::num)
 }
 
-/// (role, id, pid) of this process, or None outside a flare group.
+/// (role, id, pid) of this process, or None outside a flare group; an
+/// error in a process forked from a member (it is not the member).
 #[pyfunction]
-fn whoami() -> Option<(String, u32, u32)> {
-    flare::whoami().map(|w| (w.role.to_string(), w.id, w.pid))
+fn whoami() -> PyResult<Option<(String, u32, u32)>> {
+    match flare::whoami() {
+        Ok(w) => Ok(Some((w.role.to_string(), w.id, w.pid))),
+        Err(Error::NoRuntime(_)) => Ok(None),
+        Err(e) => Err(err(e)),
+    }
 }
 
 #[pyfunction]
