@@ -240,6 +240,18 @@ fn run_child(setup: ChildSetup<'_>, hook: Option<fn()>) -> i32 {
     }
 }
 
+/// Counts the handler running now in this process as having raised an
+/// exception: for language bindings whose handlers report failure instead
+/// of panicking (the Python package calls it when a handler raises). It
+/// shows as `exceptions` in the summary and in the stats document. A Rust
+/// handler that fails panics instead (counted as `panics`). Does nothing
+/// outside a flare child.
+pub fn note_handler_exception() {
+    if let Some(ctx) = context().and_then(|c| c.own().ok()) {
+        ctx.shm.slot(ctx.slot).exceptions.fetch_add(1, Relaxed);
+    }
+}
+
 /// A delivery waiting for the dispatcher.
 #[derive(Clone, Copy, Debug)]
 struct Delivery {

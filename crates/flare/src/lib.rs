@@ -68,7 +68,7 @@ mod table;
 mod target;
 mod topology;
 
-pub use child::{Entry, ProcessInfo};
+pub use child::{Entry, ProcessInfo, note_handler_exception};
 pub use cron::CronSpec;
 pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
