@@ -122,10 +122,7 @@ fn check_handler(py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<()> {
             func.repr()?
         )));
     }
-    let signature = match py
-        .import("inspect")?
-        .call_method1("signature", (func,))
-    {
+    let signature = match py.import("inspect")?.call_method1("signature", (func,)) {
         Ok(s) => s,
         Err(e) if e.is_instance_of::<PyValueError>(py) || e.is_instance_of::<PyTypeError>(py) => {
             return Ok(());
@@ -136,8 +133,10 @@ fn check_handler(py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<()> {
         Ok(_) => Ok(()),
         Err(e) if e.is_instance_of::<PyTypeError>(py) => Err(PyTypeError::new_err(format!(
             "signal handler {}{} cannot be called with one argument, the signal number ({})",
-            func.getattr("__qualname__")
-                .map_or_else(|_| func.repr().map(|r| r.to_string()), |n| Ok(n.to_string()))?,
+            func.getattr("__qualname__").map_or_else(
+                |_| func.repr().map(|r| r.to_string()),
+                |n| Ok(n.to_string())
+            )?,
             signature.str()?,
             e.value(py)
         ))),
