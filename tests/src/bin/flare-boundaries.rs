@@ -207,14 +207,15 @@ fn atexit(dir: &Path) -> Outcome {
     Ok(summary_json(&summary))
 }
 
-/// A handler in worker 1 forks twice: a `sleep 1000` through
-/// `std::process::Command`, and a raw fork whose process asks `whoami()`
-/// and tries `send()`. Neither may act as the worker; the sleeper must be
-/// gone once the group has shut down.
+/// A handler in worker 1 forks: two `sleep 1000` through
+/// `std::process::Command` (one ignores SIGTERM: it needs the SIGKILL after
+/// the kill timeout), and a raw fork whose process asks `whoami()` and
+/// tries `send()`. None may act as the worker; the sleepers must be gone
+/// once the group has shut down.
 fn grandchild() -> Outcome {
     let master = Master::builder()
         .workers(1)
-        .kill_timeout(Duration::from_secs(10))
+        .kill_timeout(Duration::from_secs(1))
         .worker_entry(|me| {
             fact("worker_pid", me.pid);
             if let Err(e) = Signal::new(1).send() {
@@ -224,16 +225,18 @@ fn grandchild() -> Outcome {
         })
         .build()?;
     Signal::new(1).register_handler("worker1", |_| {
-        // Not on the scenario's stdout: a survivor would hold it open.
-        let sleeper = std::process::Command::new("sleep")
-            .arg("1000")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        match sleeper {
-            Ok(child) => fact("sleeper_pid", child.id()),
-            Err(e) => fact("sleeper_error", e),
+        for script in ["exec sleep 1000", "trap '' TERM; exec sleep 1000"] {
+            // Not on the scenario's stdout: a survivor would hold it open.
+            let sleeper = std::process::Command::new("sh")
+                .args(["-c", script])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match sleeper {
+                Ok(child) => fact("sleeper_pid", child.id()),
+                Err(e) => fact("sleeper_error", e),
+            }
         }
         // SAFETY: the forked process only formats, writes and _exits.
         match unsafe { nix::unistd::fork() } {
