@@ -71,6 +71,8 @@ pub(crate) struct ChildSetup<'a> {
     /// Master descriptors the child must not keep.
     pub(crate) inherited: Vec<RawFd>,
     pub(crate) entry: Option<&'a Entry>,
+    /// The child fork hook, run first thing.
+    pub(crate) hook: Option<fn()>,
     pub(crate) master_pid: u32,
 }
 
@@ -130,8 +132,9 @@ pub(crate) fn exit_meaning(code: i32) -> Option<&'static str> {
     }
 }
 
-/// Set in a process forked from a child (by a handler's `fork()` or
-/// `Command`): it has the child's memory but is not the child.
+/// Set in a process forked from a child (a handler's `fork()`, Python's
+/// `os.fork()`): it has the child's memory but is not the child. (A
+/// `Command` that runs a program replaces that memory anyway.)
 static FORKED_OFF: AtomicBool = AtomicBool::new(false);
 
 /// The child's `pthread_atfork` child handler: runs in every process
@@ -149,9 +152,9 @@ extern "C" fn mark_forked_off() {
 /// hook included) runs under `catch_unwind`, and the child always leaves
 /// through `_exit`, so the master's values in this copy of its memory are
 /// never dropped and nothing the master registered with `atexit` runs.
-pub(crate) fn child_main(setup: ChildSetup<'_>, hook: Option<fn()>) -> ! {
+pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
     let me = setup.me;
-    match catch_unwind(AssertUnwindSafe(move || run_child(setup, hook))) {
+    match catch_unwind(AssertUnwindSafe(move || run_child(setup))) {
         Ok(code) => sys::leave(code),
         Err(_) => {
             tracing::error!(
@@ -164,8 +167,8 @@ pub(crate) fn child_main(setup: ChildSetup<'_>, hook: Option<fn()>) -> ! {
 }
 
 /// The child's life; returns its exit status.
-fn run_child(setup: ChildSetup<'_>, hook: Option<fn()>) -> i32 {
-    if let Some(hook) = hook {
+fn run_child(setup: ChildSetup<'_>) -> i32 {
+    if let Some(hook) = setup.hook {
         hook();
     }
     sys::close_inherited(&setup.inherited);

@@ -1241,22 +1241,20 @@ impl Engine {
             (h.parent)();
         }
         match forked? {
-            // The child hook runs inside child_main, where a panic stops.
-            Forked::Child => child_main(
-                ChildSetup {
-                    me: id,
-                    slot,
-                    topo: self.topo.clone(),
-                    shm: self.shm,
-                    chan_a: a_child,
-                    chan_b: b_child,
-                    inherited,
-                    entry: self.entries.for_role(id.role),
-                    master_pid: self.master_pid,
-                    busy_poll: self.opts.busy_poll,
-                },
-                hooks.map(|h| h.child),
-            ),
+            Forked::Child => child_main(ChildSetup {
+                me: id,
+                slot,
+                topo: self.topo.clone(),
+                shm: self.shm,
+                chan_a: a_child,
+                chan_b: b_child,
+                inherited,
+                entry: self.entries.for_role(id.role),
+                // Runs inside child_main, where a panic stops.
+                hook: hooks.map(|h| h.child),
+                master_pid: self.master_pid,
+                busy_poll: self.opts.busy_poll,
+            }),
             Forked::Parent(pid) => {
                 drop((a_child, b_child));
                 let mut a = Conn::new(a_master).map_err(|e| Error::io("channel setup", e))?;
