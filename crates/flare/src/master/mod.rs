@@ -130,9 +130,12 @@ impl Default for Options {
 pub struct ForkHooks {
     /// In the master, just before `fork()`.
     pub before: fn(),
-    /// In the master, just after `fork()`.
+    /// In the master, just after `fork()` (also when the fork failed).
+    /// It must not start a thread: the next fork would be refused.
     pub parent: fn(),
-    /// In the child, first thing after `fork()`.
+    /// In the child, first thing after `fork()`. It runs inside the
+    /// child's own main: if it panics, the child exits (status 72) and is
+    /// respawned; the panic never unwinds into the master's code.
     pub child: fn(),
 }
 
