@@ -71,7 +71,7 @@ mod target;
 mod topology;
 mod user_harakiri;
 
-pub use child::{Entry, ProcessInfo};
+pub use child::{Entry, ProcessInfo, note_handler_exception};
 pub use cron::CronSpec;
 pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};

@@ -14,6 +14,7 @@ mod listener;
 mod monitor;
 mod remote;
 mod sources;
+mod strays;
 mod summary;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -136,9 +137,12 @@ impl Default for Options {
 pub struct ForkHooks {
     /// In the master, just before `fork()`.
     pub before: fn(),
-    /// In the master, just after `fork()`.
+    /// In the master, just after `fork()` (also when the fork failed).
+    /// It must not start a thread: the next fork would be refused.
     pub parent: fn(),
-    /// In the child, first thing after `fork()`.
+    /// In the child, first thing after `fork()`. It runs inside the
+    /// child's own main: if it panics, the child exits (status 72) and is
+    /// respawned; the panic never unwinds into the master's code.
     pub child: fn(),
 }
 
@@ -528,17 +532,20 @@ impl Master {
     ///
     /// The master must be single-threaded: forking a process that has other
     /// threads can leave a child with locks nobody will release. `run()`
-    /// refuses to start if this process has more than one thread.
+    /// refuses to start if this process has more than one thread, and fails
+    /// (ending the children it forked) if a thread appears later, say one
+    /// started by a fork hook: the check is made before every fork.
+    ///
+    /// While it runs, this process is a child subreaper: processes that
+    /// children fork and leave behind are re-parented to it, reaped, and
+    /// ended at shutdown like the children. If `run()` fails or panics
+    /// after forking, every process it started is ended (SIGTERM, then
+    /// SIGKILL after the kill timeout) and the signal mask is put back.
     ///
     /// `SIGPIPE` is ignored from here on, in the master and the children
     /// (the channels are pipes; a write to a dead peer must fail, not kill).
     pub fn run(self) -> Result<Summary> {
-        if let Some(n) = sys::thread_count().filter(|&n| n > 1) {
-            return Err(Error::Config(format!(
-                "the master must be single-threaded before run(), but this process has {n} \
-                 threads; build and run the master before starting any thread"
-            )));
-        }
+        sys::ensure_single_threaded()?;
         sys::ignore_sigpipe()?;
         let setup = {
             let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
@@ -550,7 +557,9 @@ impl Master {
                 }
             }
         };
-        let engine = engine::Engine::new(
+        // From here on a failure or a panic ends what was started.
+        let guard = strays::EndOnFailure::arm(self.opts.kill_timeout)?;
+        let summary = engine::Engine::new(
             self.topo,
             self.entries,
             self.opts,
@@ -558,8 +567,10 @@ impl Master {
             setup,
             self.remote,
             self.admin,
-        )?;
-        engine.run()
+        )?
+        .run()?;
+        guard.disarm();
+        Ok(summary)
     }
 }
 

@@ -119,6 +119,9 @@ pub struct ProcessSummary {
     pub handled: u64,
     /// Handlers that panicked.
     pub panics: u64,
+    /// Handlers that raised an exception: a Python handler that raised
+    /// (reported with [`crate::note_handler_exception`]).
+    pub exceptions: u64,
     /// Deliveries handled, by signal number (numbers never handled left out).
     /// Counted by the process after each handler run, so a delivery that was
     /// given again after a crash may count twice.
@@ -166,6 +169,7 @@ impl Summary {
                     raised: st.raised.load(Relaxed),
                     handled: st.handled.load(Relaxed),
                     panics: st.panics.load(Relaxed),
+                    exceptions: st.exceptions.load(Relaxed),
                     handled_by_num,
                     tally: tallies.get(s).map_or_else(Tally::default, |t| t.0),
                     timeouts: tallies.get(s).map_or(0, |t| t.1),
@@ -194,19 +198,20 @@ impl Summary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<10} {:>8} {:>9} {:>10} {:>10} {:>7}",
-            "process", "pid", "respawns", "raised", "handled", "panics"
+            "{:<10} {:>8} {:>9} {:>10} {:>10} {:>7} {:>10}",
+            "process", "pid", "respawns", "raised", "handled", "panics", "exceptions"
         );
         for p in &self.processes {
             let _ = writeln!(
                 s,
-                "{:<10} {:>8} {:>9} {:>10} {:>10} {:>7}",
+                "{:<10} {:>8} {:>9} {:>10} {:>10} {:>7} {:>10}",
                 p.proc.to_string(),
                 p.pid,
                 p.respawns,
                 p.raised,
                 p.handled,
-                p.panics
+                p.panics,
+                p.exceptions
             );
         }
         let c = &self.counters;

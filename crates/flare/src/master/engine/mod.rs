@@ -27,6 +27,7 @@ use super::admin::{Admin, Kind};
 use super::conn::{Conn, Outbox};
 use super::remote::Remote;
 use super::sources::{Sources, unix_now};
+use super::strays::Strays;
 use super::summary::{Counters, SignalSummary, Summary, Tally};
 use super::{Entries, Options, Setup};
 use crate::busy::{BusyPoll, Episode, Idle};
@@ -205,6 +206,8 @@ enum Phase {
 
 pub(super) struct Engine {
     poll: Poll,
+    /// Processes children left behind, re-parented to the master.
+    strays: Strays,
     sigfd: SignalFd,
     topo: Arc<Topology>,
     table: Table,
@@ -350,6 +353,7 @@ impl Engine {
         let busy = BusyPoll::new(opts.busy_poll);
         Ok(Engine {
             poll,
+            strays: Strays::new(),
             sigfd,
             table: setup.table,
             shm,
@@ -1164,11 +1168,8 @@ impl Engine {
         // A new process starts without its predecessor's time limit.
         self.shm.slot(slot).user_harakiri_ns.store(0, Relaxed);
         let forked = sys::fork();
-        if let Some(h) = hooks {
-            match forked {
-                Ok(Forked::Child) => (h.child)(),
-                _ => (h.parent)(),
-            }
+        if let (Some(h), false) = (hooks, matches!(forked, Ok(Forked::Child))) {
+            (h.parent)();
         }
         match forked? {
             Forked::Child => child_main(ChildSetup {
@@ -1180,6 +1181,8 @@ impl Engine {
                 chan_b: b_child,
                 inherited,
                 entry: self.entries.for_role(id.role),
+                // Runs inside child_main, where a panic stops.
+                hook: hooks.map(|h| h.child),
                 master_pid: self.master_pid,
                 busy_poll: self.opts.busy_poll,
             }),
@@ -1263,7 +1266,11 @@ impl Engine {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => {
-                    self.on_exit(pid, &format!("exited with status {code}"));
+                    let how = match crate::child::exit_meaning(code) {
+                        Some(why) => format!("exited with status {code} ({why})"),
+                        None => format!("exited with status {code}"),
+                    };
+                    self.on_exit(pid, &how);
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
                     self.on_exit(pid, &format!("killed by {sig}"));
@@ -1280,6 +1287,9 @@ impl Engine {
 
     fn on_exit(&mut self, pid: Pid, how: &str) {
         let Some(slot) = self.procs.iter().position(|p| p.pid == Some(pid)) else {
+            // Not a child's death: a process a child left behind (the
+            // master is a subreaper) that ended.
+            tracing::debug!("process {pid}, left behind by a child, {how}");
             return;
         };
         self.drop_conns(slot);
@@ -1542,6 +1552,15 @@ impl Engine {
                 let _ = kill(pid, sig);
             }
         }
+        self.end_strays(sig);
+    }
+
+    /// Sends `sig` to the processes children left behind that have not
+    /// had it yet; true when any is left.
+    fn end_strays(&mut self, sig: Signal) -> bool {
+        let procs = &self.procs;
+        self.strays
+            .end(sig, |pid| procs.iter().any(|p| p.pid == Some(pid)))
     }
 
     /// Moves the shutdown along; true when every child is gone.
@@ -1564,14 +1583,19 @@ impl Engine {
                 false
             }
             Phase::Terminating { deadline } => {
-                if alive && now >= deadline {
-                    tracing::warn!("children still alive after SIGTERM: sending SIGKILL");
+                // Those re-parented since the SIGTERM (their parent died).
+                let strays = self.end_strays(Signal::SIGTERM);
+                if (alive || strays) && now >= deadline {
+                    tracing::warn!("processes still alive after SIGTERM: sending SIGKILL");
                     self.kill_all(Signal::SIGKILL);
                     self.phase = Phase::Killing;
                 }
-                !alive
+                !alive && !strays
             }
-            Phase::Killing => !alive,
+            Phase::Killing => {
+                let strays = self.end_strays(Signal::SIGKILL);
+                !alive && !strays
+            }
         }
     }
 
