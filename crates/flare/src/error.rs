@@ -109,6 +109,24 @@ pub enum Error {
     #[error("{0}")]
     NoRuntime(&'static str),
 
+    /// The calling process was forked from a member of the group (by a
+    /// handler or an entry function) and is not a member itself: it has
+    /// the member's memory but must not claim its identity or write into
+    /// its channels.
+    #[error(
+        "process {pid} was forked from {member} (pid {member_pid}) and is not a member of the \
+         group: it has no identity or channel of its own; raise signals from {member} itself, \
+         or with send_remote() to the master's remote address"
+    )]
+    ForkedFromMember {
+        /// This process's pid.
+        pid: u32,
+        /// The member it was forked from.
+        member: String,
+        /// That member's pid.
+        member_pid: u32,
+    },
+
     /// The master closed the channel: it exited or was killed.
     #[error("the master is gone (its channel closed)")]
     MasterGone,

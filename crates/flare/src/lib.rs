@@ -72,7 +72,7 @@ mod target;
 mod topology;
 mod user_harakiri;
 
-pub use child::{Entry, ProcessInfo};
+pub use child::{Entry, ProcessInfo, note_handler_exception};
 pub use cron::CronSpec;
 pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
@@ -82,8 +82,8 @@ pub use mailbox::{
 };
 pub use master::SourceSummary;
 pub use master::{
-    Counters, ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions,
-    SignalSummary, Summary, Tally,
+    AdminOptions, Counters, ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary,
+    RemoteOptions, SignalSummary, Summary, Tally,
 };
 pub use origin::{Origin, Received};
 pub use proto::uwsgi;

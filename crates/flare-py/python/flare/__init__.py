@@ -95,7 +95,9 @@ class Group:
     this process and in every child. ``harakiri`` (every role),
     ``drain_timeout`` and ``busy_poll`` are in seconds (``busy_poll``: after
     activity, how long processes look for more work before they sleep;
-    default 50 µs, 0 turns it off).
+    default 50 µs, 0 turns it off). ``allow_uids``: users who may use the
+    Unix-socket endpoints (remote, stats, control) besides root and the
+    master's own user.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class Group:
         mule_harakiri: Optional[float] = None,
         spooler_harakiri: Optional[float] = None,
         mule_msg_size: Optional[int] = None,
+        allow_uids: Iterable[int] = (),
     ) -> None:
         farm_list = _farm_list(farms)
         self._native = _flare.Group(
@@ -135,6 +138,7 @@ class Group:
             stack_dump_signal=int(_signal.SIGURG),
             role_harakiri=(worker_harakiri, mule_harakiri, spooler_harakiri),
             mule_msg_size=mule_msg_size,
+            allow_uids=list(allow_uids),
         )
         from . import uwsgi as compat
 

@@ -23,6 +23,13 @@ def main(argv=None) -> int:
     p.add_argument("--remote-allow", metavar="N,N", help="signal numbers remote nodes may raise")
     p.add_argument("--stats", metavar="ADDR", help="serve the stats document")
     p.add_argument("--control", metavar="PATH", help="take control commands on this Unix socket")
+    p.add_argument(
+        "--allow-uid",
+        action="append",
+        default=[],
+        metavar="UID[,UID]",
+        help="users who may use the Unix-socket endpoints besides root and this user",
+    )
     p.add_argument("--harakiri", type=float, metavar="SECS", help="handler time limit")
     p.add_argument(
         "--busy-poll-us",
@@ -59,6 +66,7 @@ def main(argv=None) -> int:
         control=a.control,
         harakiri=a.harakiri,
         busy_poll=None if a.busy_poll_us is None else a.busy_poll_us / 1e6,
+        allow_uids=[int(u) for arg in a.allow_uid for u in arg.split(",")],
         mule_scripts=a.mule,
         mule_msg_size=a.mule_msg_size,
     )

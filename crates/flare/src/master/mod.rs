@@ -15,11 +15,13 @@ mod monitor;
 mod notify;
 mod remote;
 mod sources;
+mod strays;
 mod summary;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub use admin::AdminOptions;
 pub use remote::RemoteOptions;
 pub use sources::SourceSummary;
 pub use summary::{Counters, ProcessSummary, SignalSummary, Summary, Tally};
@@ -136,9 +138,12 @@ impl Default for Options {
 pub struct ForkHooks {
     /// In the master, just before `fork()`.
     pub before: fn(),
-    /// In the master, just after `fork()`.
+    /// In the master, just after `fork()` (also when the fork failed).
+    /// It must not start a thread: the next fork would be refused.
     pub parent: fn(),
-    /// In the child, first thing after `fork()`.
+    /// In the child, first thing after `fork()`. It runs inside the
+    /// child's own main: if it panics, the child exits (status 72) and is
+    /// respawned; the panic never unwinds into the master's code.
     pub child: fn(),
 }
 
@@ -192,6 +197,8 @@ pub struct MasterBuilder {
     control: Option<String>,
     /// Largest mule message, bytes (see [`MasterBuilder::mule_msg_size`]).
     mule_msg_size: usize,
+    admin: AdminOptions,
+    allow_uids: Vec<u32>,
 }
 
 impl MasterBuilder {
@@ -367,6 +374,22 @@ impl MasterBuilder {
         self
     }
 
+    /// Limits of the stats and control endpoints (connections, deadlines,
+    /// unsent output, who may connect). See [`AdminOptions`].
+    pub fn admin_options(mut self, opts: AdminOptions) -> Self {
+        self.admin = opts;
+        self
+    }
+
+    /// Lets these users connect to every Unix-socket endpoint (remote
+    /// signals, stats, control), besides root and the master's own user,
+    /// who always may. Peers are identified with `SO_PEERCRED`, so this
+    /// holds for abstract (`@name`) sockets, which have no file mode.
+    pub fn allow_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
+        self.allow_uids.extend(uids);
+        self
+    }
+
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
@@ -397,13 +420,14 @@ impl MasterBuilder {
                 "a flare child cannot build a master of its own".into(),
             ));
         }
-        if let Some(r) = &self.remote {
-            if r.max_connections == 0 || r.read_timeout.is_zero() {
-                return Err(Error::Config(
-                    "remote signals need max_connections and read_timeout above zero".into(),
-                ));
-            }
+        let mut remote_opts = self.remote;
+        if let Some(r) = remote_opts.as_mut() {
+            r.validate()?;
+            r.allow_uids.extend(&self.allow_uids);
         }
+        let mut admin_opts = self.admin;
+        admin_opts.allow_uids.extend(&self.allow_uids);
+        admin_opts.validate()?;
         let topo = Arc::new(self.topo);
         let shm = Shm::create(topo.slots())?;
         let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
@@ -412,15 +436,19 @@ impl MasterBuilder {
                 "this process already built a master; one master per process".into(),
             ));
         }
+        if remote_opts.is_some() || self.stats.is_some() || self.control.is_some() {
+            // Each connection an endpoint holds is a descriptor.
+            listener::raise_fd_limit();
+        }
         // Bound now, so a taken address fails build(), not run().
-        let remote = self
-            .remote
+        let remote = remote_opts
             .map(|r| remote::Remote::bind(r, engine::REMOTE_BASE))
             .transpose()?;
         let admin = if self.stats.is_some() || self.control.is_some() {
             Some(admin::Admin::bind(
                 self.stats.as_deref(),
                 self.control.as_deref(),
+                &admin_opts,
                 engine::ADMIN_BASE,
             )?)
         } else {
@@ -474,6 +502,8 @@ impl Master {
             stats: None,
             control: None,
             mule_msg_size: crate::mailbox::DEFAULT_MULE_MSG_SIZE,
+            admin: AdminOptions::default(),
+            allow_uids: Vec::new(),
         }
     }
 
@@ -503,17 +533,20 @@ impl Master {
     ///
     /// The master must be single-threaded: forking a process that has other
     /// threads can leave a child with locks nobody will release. `run()`
-    /// refuses to start if this process has more than one thread.
+    /// refuses to start if this process has more than one thread, and fails
+    /// (ending the children it forked) if a thread appears later, say one
+    /// started by a fork hook: the check is made before every fork.
+    ///
+    /// While it runs, this process is a child subreaper: processes that
+    /// children fork and leave behind are re-parented to it, reaped, and
+    /// ended at shutdown like the children. If `run()` fails or panics
+    /// after forking, every process it started is ended (SIGTERM, then
+    /// SIGKILL after the kill timeout) and the signal mask is put back.
     ///
     /// `SIGPIPE` is ignored from here on, in the master and the children
     /// (the channels are pipes; a write to a dead peer must fail, not kill).
     pub fn run(self) -> Result<Summary> {
-        if let Some(n) = sys::thread_count().filter(|&n| n > 1) {
-            return Err(Error::Config(format!(
-                "the master must be single-threaded before run(), but this process has {n} \
-                 threads; build and run the master before starting any thread"
-            )));
-        }
+        sys::ensure_single_threaded()?;
         sys::ignore_sigpipe()?;
         let setup = {
             let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
@@ -525,7 +558,9 @@ impl Master {
                 }
             }
         };
-        let engine = engine::Engine::new(
+        // From here on a failure or a panic ends what was started.
+        let guard = strays::EndOnFailure::arm(self.opts.kill_timeout)?;
+        let summary = engine::Engine::new(
             self.topo,
             self.entries,
             self.opts,
@@ -533,8 +568,10 @@ impl Master {
             setup,
             self.remote,
             self.admin,
-        )?;
-        engine.run()
+        )?
+        .run()?;
+        guard.disarm();
+        Ok(summary)
     }
 }
 

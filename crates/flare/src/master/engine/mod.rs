@@ -25,15 +25,15 @@ mod stats;
 
 use super::admin::{Admin, Kind};
 use super::conn::{Conn, Outbox};
-use super::remote::{Input, Remote};
+use super::remote::Remote;
 use super::sources::{Sources, unix_now};
+use super::strays::Strays;
 use super::summary::{Counters, SignalSummary, Summary, Tally};
 use super::{Entries, Options, Setup};
 use crate::busy::{BusyPoll, Episode, Idle};
 use crate::child::{ChildSetup, child_main};
 use crate::error::{Error, Result};
 use crate::origin::Origin;
-use crate::proto::uwsgi::{Read, signal_reply};
 use crate::proto::{Frame, Msg, RawFrame, Reply, Request, WireError, encode_with_payload};
 use crate::ratelog::RateLog;
 use crate::router::{self, Decision, ProcState, ProcView, Unrouted};
@@ -206,6 +206,8 @@ enum Phase {
 
 pub(super) struct Engine {
     poll: Poll,
+    /// Processes children left behind, re-parented to the master.
+    strays: Strays,
     sigfd: SignalFd,
     topo: Arc<Topology>,
     table: Table,
@@ -353,6 +355,7 @@ impl Engine {
         let busy = BusyPoll::new(opts.busy_poll);
         Ok(Engine {
             poll,
+            strays: Strays::new(),
             sigfd,
             table: setup.table,
             shm,
@@ -529,12 +532,19 @@ impl Engine {
             .procs
             .iter()
             .any(|p| p.has_input(Chan::A) || p.has_input(Chan::B));
-        if busy || self.remote.as_ref().is_some_and(Remote::any_input) {
+        if busy
+            || self.remote.as_ref().is_some_and(Remote::any_input)
+            || self.admin.as_ref().is_some_and(Admin::any_input)
+        {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
         let mut next = self.respawns.peek().map(|Reverse((t, _))| *t);
-        if let Some(t) = self.remote.as_ref().and_then(Remote::next_sweep) {
+        let sweeps = [
+            self.remote.as_ref().and_then(Remote::next_sweep),
+            self.admin.as_ref().and_then(Admin::next_sweep),
+        ];
+        for t in sweeps.into_iter().flatten() {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         if self.phase == Phase::Running {
@@ -861,102 +871,28 @@ impl Engine {
     // ---- remote signals --------------------------------------------------
 
     fn accept_remote(&mut self) {
-        let Some(r) = self.remote.as_mut() else {
+        let Some(mut remote) = self.remote.take() else {
             return;
         };
-        let refused = r.accept(self.poll.registry());
-        if refused > 0 {
-            self.counters.remote_refused += refused;
-            if let Some(held) = self.remote_log.allow(Instant::now()) {
-                tracing::warn!(
-                    "remote signals: {refused} connection(s) closed: the limit of {} is reached{}",
-                    r.opts.max_connections,
-                    suppressed(held)
-                );
-            }
-        }
+        remote.accept(Instant::now(), &mut |num, idx, allowed| {
+            let out = self.raise_remote(num, idx, allowed);
+            (out.accepted, out.throttle)
+        });
+        remote.take_counts().add_to(&mut self.counters);
+        self.remote = Some(remote);
     }
 
-    /// Reads every remote connection with input, raises what it asks for,
-    /// queues the replies and writes them.
+    /// Serves the remote connections (the endpoint's limits are in
+    /// `remote`); what they ask for is raised here.
     fn serve_remote(&mut self) {
         let Some(mut remote) = self.remote.take() else {
             return;
         };
-        let now = Instant::now();
-        let allowed = remote.allowed;
-        for idx in 0..remote.slots() {
-            for _ in 0..READS_PER_TURN {
-                let Some(c) = remote.conn_mut(idx) else { break };
-                if !c.has_input() {
-                    break;
-                }
-                let mut buf = std::mem::take(&mut self.buf);
-                let input = c.read(&mut buf);
-                let n = match input {
-                    Ok(Input::Bytes(n)) => n,
-                    Ok(Input::Empty) => {
-                        self.buf = buf;
-                        break;
-                    }
-                    Ok(Input::Closed) => {
-                        self.buf = buf;
-                        if let Some(m) = c.reader.finish() {
-                            let peer = c.peer.clone();
-                            self.remote_malformed(&peer, &m.to_string());
-                        }
-                        let _ = c.flush();
-                        remote.close(self.poll.registry(), idx);
-                        break;
-                    }
-                    Err(e) => {
-                        self.buf = buf;
-                        tracing::debug!("remote signals: {}: {e}", c.peer);
-                        remote.close(self.poll.registry(), idx);
-                        break;
-                    }
-                };
-                let mut reader = std::mem::take(&mut c.reader);
-                let mut requests = 0u64;
-                let read = reader.feed(&buf[..n], &mut |num| {
-                    requests += 1;
-                    let out = self.raise_remote(num, idx, allowed[num as usize]);
-                    c.reply(&signal_reply(out.accepted));
-                    if out.throttle {
-                        c.paused = true;
-                    }
-                    !c.paused
-                });
-                c.reader = reader;
-                self.buf = buf;
-                if requests > 0 {
-                    c.last_active = now;
-                }
-                if let Read::Malformed(m) = read {
-                    let peer = c.peer.clone();
-                    self.remote_malformed(&peer, &m.to_string());
-                    let _ = c.flush();
-                    remote.close(self.poll.registry(), idx);
-                    break;
-                }
-            }
-            if let Some(c) = remote.conn_mut(idx) {
-                if let Err(e) = c.flush() {
-                    tracing::debug!("remote signals: {}: {e}", c.peer);
-                    remote.close(self.poll.registry(), idx);
-                }
-            }
-        }
-        for peer in remote.sweep(self.poll.registry(), now) {
-            self.counters.remote_timed_out += 1;
-            if let Some(held) = self.remote_log.allow(now) {
-                tracing::warn!(
-                    "remote signals: {peer}: closed after {} ms without a whole request{}",
-                    remote.opts.read_timeout.as_millis(),
-                    suppressed(held)
-                );
-            }
-        }
+        remote.serve(Instant::now(), &mut |num, idx, allowed| {
+            let out = self.raise_remote(num, idx, allowed);
+            (out.accepted, out.throttle)
+        });
+        remote.take_counts().add_to(&mut self.counters);
         self.remote = Some(remote);
     }
 
@@ -986,16 +922,6 @@ impl Engine {
             }
         }
         out
-    }
-
-    fn remote_malformed(&mut self, peer: &str, what: &str) {
-        self.counters.remote_malformed += 1;
-        if let Some(held) = self.remote_log.allow(Instant::now()) {
-            tracing::warn!(
-                "remote signals: {peer}: {what}; connection closed{}",
-                suppressed(held)
-            );
-        }
     }
 
     /// Queues one delivery; false when the child's queue is full and it
@@ -1252,11 +1178,8 @@ impl Engine {
         // A new process starts without its predecessor's time limit.
         self.shm.slot(slot).user_harakiri_ns.store(0, Relaxed);
         let forked = sys::fork();
-        if let Some(h) = hooks {
-            match forked {
-                Ok(Forked::Child) => (h.child)(),
-                _ => (h.parent)(),
-            }
+        if let (Some(h), false) = (hooks, matches!(forked, Ok(Forked::Child))) {
+            (h.parent)();
         }
         match forked? {
             Forked::Child => child_main(ChildSetup {
@@ -1268,6 +1191,8 @@ impl Engine {
                 chan_b: b_child,
                 inherited,
                 entry: self.entries.for_role(id.role),
+                // Runs inside child_main, where a panic stops.
+                hook: hooks.map(|h| h.child),
                 master_pid: self.master_pid,
                 busy_poll: self.opts.busy_poll,
             }),
@@ -1351,7 +1276,11 @@ impl Engine {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => {
-                    self.on_exit(pid, &format!("exited with status {code}"));
+                    let how = match crate::child::exit_meaning(code) {
+                        Some(why) => format!("exited with status {code} ({why})"),
+                        None => format!("exited with status {code}"),
+                    };
+                    self.on_exit(pid, &how);
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
                     self.on_exit(pid, &format!("killed by {sig}"));
@@ -1368,6 +1297,9 @@ impl Engine {
 
     fn on_exit(&mut self, pid: Pid, how: &str) {
         let Some(slot) = self.procs.iter().position(|p| p.pid == Some(pid)) else {
+            // Not a child's death: a process a child left behind (the
+            // master is a subreaper) that ended.
+            tracing::debug!("process {pid}, left behind by a child, {how}");
             return;
         };
         self.drop_conns(slot);
@@ -1631,6 +1563,15 @@ impl Engine {
                 let _ = kill(pid, sig);
             }
         }
+        self.end_strays(sig);
+    }
+
+    /// Sends `sig` to the processes children left behind that have not
+    /// had it yet; true when any is left.
+    fn end_strays(&mut self, sig: Signal) -> bool {
+        let procs = &self.procs;
+        self.strays
+            .end(sig, |pid| procs.iter().any(|p| p.pid == Some(pid)))
     }
 
     /// Moves the shutdown along; true when every child is gone.
@@ -1653,14 +1594,19 @@ impl Engine {
                 false
             }
             Phase::Terminating { deadline } => {
-                if alive && now >= deadline {
-                    tracing::warn!("children still alive after SIGTERM: sending SIGKILL");
+                // Those re-parented since the SIGTERM (their parent died).
+                let strays = self.end_strays(Signal::SIGTERM);
+                if (alive || strays) && now >= deadline {
+                    tracing::warn!("processes still alive after SIGTERM: sending SIGKILL");
                     self.kill_all(Signal::SIGKILL);
                     self.phase = Phase::Killing;
                 }
-                !alive
+                !alive && !strays
             }
-            Phase::Killing => !alive,
+            Phase::Killing => {
+                let strays = self.end_strays(Signal::SIGKILL);
+                !alive && !strays
+            }
         }
     }
 
