@@ -141,3 +141,186 @@ fn systemd_hears_ready_reload_watchdog_and_stopping_in_order() {
     println!("systemd heard: {:?}", systemd.got);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The venv with Prometheus' Python client (its text parser), made on
+/// first use; `.ci/run` prepares it up front.
+fn prometheus_python() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = root.join("target/ops-venv");
+    let py = venv.join("bin/python");
+    let has = |py: &std::path::Path| {
+        std::process::Command::new(py)
+            .args(["-c", "import prometheus_client.parser"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has(&py) {
+        let ok = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new(venv.join("bin/pip"))
+                .args([
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "prometheus_client>=0.20,<1",
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "could not prepare target/ops-venv with prometheus_client"
+        );
+    }
+    py
+}
+
+/// Scrapes `url` with urllib and parses it with prometheus_client: the
+/// content type, each family's type and every sample, keyed
+/// `name{label=value,...}` with the labels sorted.
+const SCRAPE: &str = r#"
+import json, sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+with urllib.request.urlopen(sys.argv[1], timeout=60) as r:
+    ctype = r.headers["Content-Type"]
+    text = r.read().decode()
+out = {"content_type": ctype, "families": {}, "samples": {}, "text": text}
+for fam in text_string_to_metric_families(text):
+    out["families"][fam.name] = fam.type
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out["samples"][f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+
+/// A raw exchange with the metrics endpoint: what it answers before it
+/// closes.
+fn http(addr: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(common::DEADLINE)).expect("timeout");
+    s.write_all(request).expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read to the close");
+    answer
+}
+
+#[test]
+fn metrics_scraped_over_http_match_the_stats_document() {
+    let py = prometheus_python();
+    let mut group = common::start_exe(env!("CARGO_BIN_EXE_flare-ops"), &["metrics"]);
+    let metrics = group.wait_fact("metrics");
+    let stats = group.wait_fact("stats");
+    group.wait_fact("raised");
+    // Every raise handled: 5 x signal 7 to both workers, 2 x signal 9.
+    let deadline = Instant::now() + common::DEADLINE;
+    let doc = loop {
+        let doc = flare::stats::fetch(&stats, Duration::from_secs(30)).expect("stats");
+        if doc.flare.counters.handled == 12 {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all handled: {:?}",
+            doc.flare.counters
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let out = std::process::Command::new(&py)
+        .args(["-c", SCRAPE, &format!("http://{metrics}/metrics")])
+        .output()
+        .expect("run the scraper");
+    assert!(
+        out.status.success(),
+        "scrape failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("scraper JSON");
+    let sample = |key: &str| {
+        got["samples"][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no sample {key} in:\n{}", got["text"]))
+    };
+    assert!(
+        got["content_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{}",
+        got["content_type"]
+    );
+    assert_eq!(got["families"]["uwsgi_worker_signals"], "counter");
+    assert_eq!(got["families"]["uwsgi_workers"], "gauge");
+    assert_eq!(sample("uwsgi_up{}"), 1.0);
+    assert_eq!(sample("uwsgi_workers{}"), doc.workers.len() as f64);
+    for w in &doc.workers {
+        let id = w.id;
+        assert_eq!(
+            sample(&format!("uwsgi_worker_signals_total{{worker_id={id}}}")),
+            w.signals as f64
+        );
+        assert_eq!(w.signals, 5, "worker {id}");
+        assert_eq!(
+            sample(&format!(
+                "uwsgi_worker_respawn_count_total{{worker_id={id}}}"
+            )),
+            w.respawn_count as f64
+        );
+        assert_eq!(
+            sample(&format!(
+                "uwsgi_worker_harakiri_count_total{{worker_id={id}}}"
+            )),
+            w.harakiri_count as f64
+        );
+        assert_eq!(
+            sample(&format!("uwsgi_worker_accepting{{worker_id={id}}}")),
+            1.0
+        );
+    }
+    let c = &doc.flare.counters;
+    for (name, v) in [
+        ("flare_signals_raised_total{}", c.raised),
+        ("flare_signals_routed_total{}", c.routed),
+        ("flare_signals_unrouted_total{}", c.unrouted),
+        ("flare_deliveries_total{}", c.delivered),
+        ("flare_deliveries_handled_total{}", c.handled),
+        ("flare_deliveries_dead_lettered_total{}", c.dead_lettered),
+        ("flare_signal_raised_total{num=7}", 5),
+        ("flare_signal_handled_total{num=7}", 10),
+        ("flare_signal_handled_total{num=9}", 2),
+        ("flare_process_handled_total{id=1,role=mule}", 2),
+        (
+            "flare_process_handled_by_signal_total{id=1,num=9,role=mule}",
+            2,
+        ),
+        (
+            "flare_process_handled_by_signal_total{id=2,num=7,role=worker}",
+            5,
+        ),
+        ("flare_processes{role=worker,state=running}", 2),
+        ("flare_table_registered{}", 2),
+    ] {
+        assert_eq!(sample(name), v as f64, "{name}");
+    }
+    assert_eq!(c.raised, 7);
+
+    // Not the metrics path, not HTTP, a trickle: answered or closed, never
+    // left open.
+    let not_found = http(&metrics, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(not_found.starts_with("HTTP/1.1 404 "), "{not_found}");
+    assert!(not_found.contains("Connection: close\r\n"), "{not_found}");
+    let garbage = http(&metrics, b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
+    // Half a request: closed at the request deadline with no answer.
+    let trickle = http(&metrics, b"GET /metr");
+    assert_eq!(trickle, "", "a half request got an answer");
+
+    let text = got["text"].as_str().unwrap();
+    println!("scrape:\n{text}");
+    kill(Pid::from_raw(group.pid() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let run = group.finish();
+    assert!(run.status.success(), "{:?}", run.status);
+}

@@ -24,7 +24,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const PATH: &str = "/metrics";
 
 /// Longest request head (request line and headers) accepted, bytes.
-#[allow(dead_code)] // the endpoint is wired to the admin connections next
 pub(crate) const MAX_REQUEST: usize = 8192;
 
 /// Writes families of samples: one `# HELP` and `# TYPE` per family, then
@@ -511,7 +510,6 @@ fn flare_sources(o: &mut Out, doc: &StatsDoc) {
 }
 
 /// What to do with the bytes a metrics connection sent so far.
-#[allow(dead_code)] // the endpoint is wired to the admin connections next
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Request {
     /// The request head is not complete yet.
@@ -525,7 +523,6 @@ pub(crate) enum Request {
     Refuse(Vec<u8>),
 }
 
-#[allow(dead_code)] // the endpoint is wired to the admin connections next
 /// Reads an HTTP/1.x request head. Only `GET`/`HEAD` of [`PATH`] (any query
 /// string) is served; other paths get 404, other methods 405, garbage or
 /// a head longer than [`MAX_REQUEST`] bytes 400.
@@ -572,7 +569,6 @@ pub(crate) fn parse_request(buf: &[u8]) -> Request {
     }
 }
 
-#[allow(dead_code)] // the endpoint is wired to the admin connections next
 /// A complete HTTP/1.1 response that closes the connection.
 pub(crate) fn response(status: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
     let mut r = format!(

@@ -3,7 +3,7 @@
 //! `flare-ops metrics` serves `/metrics` and the stats document. Both run
 //! until SIGTERM and print `FACT key=value` lines and a `SUMMARY`.
 
-use flare::Master;
+use flare::{Master, Signal};
 
 fn fact(key: &str, value: impl std::fmt::Display) {
     println!("FACT {key}={value}");
@@ -13,8 +13,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("notify") if args.len() == 3 => notify(&args[1], &args[2]),
+        Some("metrics") if args.len() == 1 => metrics(),
         _ => {
-            eprintln!("usage: flare-ops notify SOCKET WATCHDOG_USEC");
+            eprintln!("usage: flare-ops notify SOCKET WATCHDOG_USEC | flare-ops metrics");
             std::process::exit(2);
         }
     };
@@ -42,5 +43,32 @@ fn notify(socket: &str, watchdog_usec: &str) -> flare::Result<flare::Summary> {
     }
     let master = Master::builder().workers(2).mules(1).build()?;
     fact("master", std::process::id());
+    master.run()
+}
+
+/// Two workers and a mule with the metrics and stats endpoints on: the
+/// mule raises signal 7 (`workers`) five times, signal 9 (`mule`) twice
+/// then says `FACT raised=yes`. Runs until SIGTERM.
+fn metrics() -> flare::Result<flare::Summary> {
+    let master = Master::builder()
+        .workers(2)
+        .mules(1)
+        .metrics("127.0.0.1:0")
+        .stats("127.0.0.1:0")
+        .mule_entry(|_| {
+            for _ in 0..5 {
+                Signal::new(7).send().expect("send 7");
+            }
+            for _ in 0..2 {
+                Signal::new(9).send().expect("send 9");
+            }
+            fact("raised", "yes");
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(7).register_handler("workers", |_| {})?;
+    Signal::new(9).register_handler("mule", |_| {})?;
+    fact("metrics", master.metrics_addr().unwrap_or_default());
+    fact("stats", master.stats_addr().unwrap_or_default());
     master.run()
 }

@@ -1,7 +1,9 @@
-//! The stats and control endpoints.
+//! The stats, control and metrics endpoints.
 //!
 //! Stats: each connection gets the stats document (JSON) and is closed, as
-//! uWSGI's stats server does. Control: a Unix socket (0600) taking one
+//! uWSGI's stats server does. Metrics: one HTTP/1.1 request per connection
+//! (`GET /metrics`), answered with the Prometheus text format and closed
+//! ([`crate::metrics`]). Control: a Unix socket (0600) taking one
 //! command per line and answering each with one line. The engine builds the
 //! documents and carries out the commands; this module moves the bytes and
 //! enforces the limits, each endpoint with its own (a flood of control
@@ -95,12 +97,15 @@ const MAX_LINE: usize = 4096;
 const ACCEPTS_PER_TURN: usize = 64;
 /// Token offset of the control connections from the stats ones.
 const CONTROL_TOKENS: usize = 1 << 22;
+/// Token offset of the metrics connections from the stats ones.
+const METRICS_TOKENS: usize = 2 << 22;
 
 /// Which endpoint a connection came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
     Stats,
     Control,
+    Metrics,
 }
 
 impl std::fmt::Display for Kind {
@@ -108,6 +113,7 @@ impl std::fmt::Display for Kind {
         f.write_str(match self {
             Kind::Stats => "stats",
             Kind::Control => "control",
+            Kind::Metrics => "metrics",
         })
     }
 }
@@ -149,7 +155,7 @@ impl Bounded for Conn {
 
     fn eviction_key(&self) -> (bool, Instant) {
         match self.kind {
-            Kind::Stats => (true, self.opened),
+            Kind::Stats | Kind::Metrics => (true, self.opened),
             Kind::Control => {
                 let answered = self.served && self.first_byte.is_none() && self.unsent() == 0;
                 (!answered, self.first_byte.unwrap_or(self.last_active))
@@ -159,7 +165,9 @@ impl Bounded for Conn {
 
     fn deadline(&self, limits: &Limits) -> Option<Instant> {
         Some(match (self.kind, self.first_byte) {
-            (Kind::Stats, _) => self.opened + limits.request_timeout,
+            // Metrics: the request and its answer within one deadline
+            // from the connection (so from before the first byte).
+            (Kind::Stats | Kind::Metrics, _) => self.opened + limits.request_timeout,
             (Kind::Control, Some(t)) => t + limits.request_timeout,
             (Kind::Control, None) => self.last_active + limits.idle_timeout,
         })
@@ -226,6 +234,47 @@ impl Conn {
         }
     }
 
+    /// Reads an HTTP request head, as much as is there (at most
+    /// [`crate::metrics::MAX_REQUEST`] bytes and one more); `None` until
+    /// it is complete, or the whole answer to send before closing.
+    fn read_request(&mut self, now: Instant) -> Option<crate::metrics::Request> {
+        use crate::metrics::{MAX_REQUEST, Request, parse_request};
+        let mut buf = [0u8; 4096];
+        while self.readable && !self.closing && self.inbuf.len() <= MAX_REQUEST {
+            let room = (MAX_REQUEST + 1 - self.inbuf.len()).min(buf.len());
+            match self.stream.read(&mut buf[..room]) {
+                Ok(0) => {
+                    self.closing = true;
+                    self.readable = false;
+                }
+                Ok(n) => {
+                    self.first_byte.get_or_insert(now);
+                    self.inbuf.extend_from_slice(&buf[..n]);
+                    self.last_active = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(_) => {
+                    self.closing = true;
+                    self.readable = false;
+                }
+            }
+        }
+        if self.inbuf.is_empty() {
+            return None;
+        }
+        match parse_request(&self.inbuf) {
+            // A client that closed mid-request gets nothing more.
+            Request::Partial => None,
+            done => {
+                self.inbuf.clear();
+                self.readable = false;
+                self.closing = true;
+                Some(done)
+            }
+        }
+    }
+
     /// Writes what it can; true when the connection is done (flushed and
     /// closing, or broken).
     fn flush(&mut self, now: Instant) -> bool {
@@ -263,10 +312,11 @@ struct Endpoint {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct ConnId(Kind, usize);
 
-/// The two endpoints and their connections.
+/// The endpoints and their connections.
 pub(super) struct Admin {
     stats: Option<Endpoint>,
     control: Option<Endpoint>,
+    metrics: Option<Endpoint>,
     limits: Limits,
     gate: Gate,
     registry: Option<Registry>,
@@ -276,11 +326,13 @@ pub(super) struct Admin {
 }
 
 impl Admin {
-    /// Binds the endpoints asked for: stats on TCP or Unix, control on a
-    /// Unix socket only (commands change the group: not for the network).
+    /// Binds the endpoints asked for: stats and metrics on TCP or Unix,
+    /// control on a Unix socket only (commands change the group: not for
+    /// the network).
     pub(super) fn bind(
         stats: Option<&str>,
         control: Option<&str>,
+        metrics: Option<&str>,
         opts: &AdminOptions,
         token_base: usize,
     ) -> Result<Admin> {
@@ -310,8 +362,14 @@ impl Admin {
             }
             None => None,
         };
-        for e in stats.iter() {
-            tracing::info!("stats on {}", e.listener.local_addr(&e.addr));
+        let metrics = metrics
+            .map(|a| {
+                Listener::bind(a, 0o600, "metrics")
+                    .map(|l| endpoint(Kind::Metrics, l, a, token_base + METRICS_TOKENS))
+            })
+            .transpose()?;
+        for e in stats.iter().chain(metrics.iter()) {
+            tracing::info!("{} on {}", e.kind, e.listener.local_addr(&e.addr));
         }
         for e in control.iter() {
             tracing::info!("control on {}", e.addr);
@@ -319,6 +377,7 @@ impl Admin {
         Ok(Admin {
             stats,
             control,
+            metrics,
             limits: opts.limits(),
             gate: Gate::new(&opts.allow_uids),
             registry: None,
@@ -338,14 +397,25 @@ impl Admin {
         )
     }
 
+    /// Where metrics are served (with the actual port for TCP).
+    pub(super) fn metrics_addr(&self) -> Option<String> {
+        self.metrics
+            .as_ref()
+            .map(|e| e.listener.local_addr(&e.addr))
+    }
+
     fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        self.stats.iter().chain(self.control.iter())
+        self.stats
+            .iter()
+            .chain(self.control.iter())
+            .chain(self.metrics.iter())
     }
 
     fn endpoint_mut(&mut self, kind: Kind) -> Option<&mut Endpoint> {
         match kind {
             Kind::Stats => self.stats.as_mut(),
             Kind::Control => self.control.as_mut(),
+            Kind::Metrics => self.metrics.as_mut(),
         }
     }
 
@@ -354,6 +424,7 @@ impl Admin {
         registry: &Registry,
         stats: Token,
         control: Token,
+        metrics: Token,
     ) -> Result<()> {
         self.registry = Some(
             registry
@@ -365,6 +436,9 @@ impl Admin {
         }
         if let Some(e) = &mut self.control {
             e.listener.register(registry, control)?;
+        }
+        if let Some(e) = &mut self.metrics {
+            e.listener.register(registry, metrics)?;
         }
         Ok(())
     }
@@ -389,9 +463,14 @@ impl Admin {
 
     /// Accepts waiting connections of one endpoint (at most
     /// [`ACCEPTS_PER_TURN`]; the rest on the next turn), making room where
-    /// a limit is reached. A stats connection gets `doc()` and is closed
-    /// once it is written.
-    pub(super) fn accept(&mut self, kind: Kind, now: Instant, doc: &mut dyn FnMut() -> Vec<u8>) {
+    /// a limit is reached. A stats connection gets `doc(Kind::Stats)` and
+    /// is closed once it is written.
+    pub(super) fn accept(
+        &mut self,
+        kind: Kind,
+        now: Instant,
+        doc: &mut dyn FnMut(Kind) -> Vec<u8>,
+    ) {
         let Some(reg) = self.registry.take() else {
             return;
         };
@@ -399,6 +478,7 @@ impl Admin {
         let Some(e) = (match kind {
             Kind::Stats => self.stats.as_mut(),
             Kind::Control => self.control.as_mut(),
+            Kind::Metrics => self.metrics.as_mut(),
         }) else {
             self.registry = Some(reg);
             return;
@@ -470,7 +550,7 @@ impl Admin {
                 peer,
             };
             if kind == Kind::Stats {
-                conn.send(&doc());
+                conn.send(&doc(Kind::Stats));
                 conn.closing = true;
             }
             e.conns.insert(&reg, conn, &limits);
@@ -498,15 +578,16 @@ impl Admin {
     }
 
     /// Accepts what waits, reads control lines and has `answer` carry
-    /// them out, writes what is queued, and closes finished connections
-    /// and those past their deadline.
+    /// them out, answers metrics requests with `doc(Kind::Metrics)`, writes
+    /// what is queued, and closes finished connections and those past
+    /// their deadline.
     pub(super) fn serve(
         &mut self,
         now: Instant,
-        doc: &mut dyn FnMut() -> Vec<u8>,
+        doc: &mut dyn FnMut(Kind) -> Vec<u8>,
         answer: &mut dyn FnMut(&str) -> String,
     ) {
-        for kind in [Kind::Stats, Kind::Control] {
+        for kind in [Kind::Stats, Kind::Control, Kind::Metrics] {
             if self.endpoint_mut(kind).is_some_and(|e| e.accept_pending) {
                 self.accept(kind, now, doc);
             }
@@ -516,7 +597,12 @@ impl Admin {
         };
         let limits = self.limits;
         let mut keys = std::mem::take(&mut self.keys);
-        for e in self.stats.iter_mut().chain(self.control.iter_mut()) {
+        for e in self
+            .stats
+            .iter_mut()
+            .chain(self.control.iter_mut())
+            .chain(self.metrics.iter_mut())
+        {
             e.conns.keys_into(&mut keys);
             for &idx in &keys {
                 let Some(c) = e.conns.get_mut(idx) else {
@@ -542,6 +628,21 @@ impl Admin {
                         }
                     }
                 }
+                if c.kind == Kind::Metrics {
+                    match c.read_request(now) {
+                        Some(crate::metrics::Request::Metrics { head }) => {
+                            let body = String::from_utf8(doc(Kind::Metrics)).unwrap_or_default();
+                            c.send(&crate::metrics::response(
+                                "200 OK",
+                                crate::metrics::CONTENT_TYPE,
+                                &body,
+                                head,
+                            ));
+                        }
+                        Some(crate::metrics::Request::Refuse(answer)) => c.send(&answer),
+                        Some(crate::metrics::Request::Partial) | None => {}
+                    }
+                }
                 let done = c.flush(now);
                 let deadline = c.deadline(&limits);
                 if done {
@@ -559,6 +660,7 @@ impl Admin {
                         c.name,
                         match (c.kind, c.first_byte) {
                             (Kind::Stats, _) => "the stats document was not read in time",
+                            (Kind::Metrics, _) => "no whole request and answer in time",
                             (Kind::Control, Some(_)) => "a command not finished in time",
                             (Kind::Control, None) => "idle",
                         },
@@ -579,7 +681,13 @@ impl Admin {
     /// Stops listening and closes everything.
     pub(super) fn shut(&mut self, registry: &Registry) {
         let now = Instant::now();
-        for mut e in self.stats.take().into_iter().chain(self.control.take()) {
+        for mut e in self
+            .stats
+            .take()
+            .into_iter()
+            .chain(self.control.take())
+            .chain(self.metrics.take())
+        {
             e.conns.clear(registry, |c| {
                 let _ = c.flush(now);
             });
@@ -594,6 +702,7 @@ impl Admin {
                 let proto = match e.kind {
                     Kind::Stats => "stats",
                     Kind::Control => "control",
+                    Kind::Metrics => "metrics",
                 };
                 (e.listener.local_addr(&e.addr), proto)
             })

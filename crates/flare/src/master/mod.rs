@@ -195,6 +195,7 @@ pub struct MasterBuilder {
     remote: Option<RemoteOptions>,
     stats: Option<String>,
     control: Option<String>,
+    metrics: Option<String>,
     /// Largest mule message, bytes (see [`MasterBuilder::mule_msg_size`]).
     mule_msg_size: usize,
     admin: AdminOptions,
@@ -366,6 +367,16 @@ impl MasterBuilder {
         self
     }
 
+    /// Serves Prometheus metrics at `GET /metrics` on `addr` (`host:port`,
+    /// `:port`, a Unix socket path, created 0600, or `@name`): the stats
+    /// document's figures, with uWSGI exporter names where they mean the
+    /// same (docs/stats.md lists every metric). Bounded like the stats
+    /// endpoint ([`AdminOptions`]). Off unless called.
+    pub fn metrics(mut self, addr: impl Into<String>) -> Self {
+        self.metrics = Some(addr.into());
+        self
+    }
+
     /// The largest mule or farm message, in bytes (uWSGI
     /// `--mule-msg-size`); default [`crate::DEFAULT_MULE_MSG_SIZE`] (64 KiB).
     /// A larger message is refused at the sender.
@@ -436,7 +447,8 @@ impl MasterBuilder {
                 "this process already built a master; one master per process".into(),
             ));
         }
-        if remote_opts.is_some() || self.stats.is_some() || self.control.is_some() {
+        let any_admin = self.stats.is_some() || self.control.is_some() || self.metrics.is_some();
+        if remote_opts.is_some() || any_admin {
             // Each connection an endpoint holds is a descriptor.
             listener::raise_fd_limit();
         }
@@ -444,10 +456,11 @@ impl MasterBuilder {
         let remote = remote_opts
             .map(|r| remote::Remote::bind(r, engine::REMOTE_BASE))
             .transpose()?;
-        let admin = if self.stats.is_some() || self.control.is_some() {
+        let admin = if any_admin {
             Some(admin::Admin::bind(
                 self.stats.as_deref(),
                 self.control.as_deref(),
+                self.metrics.as_deref(),
                 &admin_opts,
                 engine::ADMIN_BASE,
             )?)
@@ -501,6 +514,7 @@ impl Master {
             remote: None,
             stats: None,
             control: None,
+            metrics: None,
             mule_msg_size: crate::mailbox::DEFAULT_MULE_MSG_SIZE,
             admin: AdminOptions::default(),
             allow_uids: Vec::new(),
@@ -515,6 +529,11 @@ impl Master {
     /// Where the stats endpoint listens (with the actual port for `:0`).
     pub fn stats_addr(&self) -> Option<String> {
         self.admin.as_ref().and_then(|a| a.addrs().0)
+    }
+
+    /// Where the metrics endpoint listens (with the actual port for `:0`).
+    pub fn metrics_addr(&self) -> Option<String> {
+        self.admin.as_ref().and_then(admin::Admin::metrics_addr)
     }
 
     /// Where the control endpoint listens.

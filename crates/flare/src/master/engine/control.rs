@@ -16,7 +16,7 @@ impl Engine {
         let Some(mut admin) = self.admin.take() else {
             return;
         };
-        admin.accept(kind, Instant::now(), &mut || self.stats_json());
+        admin.accept(kind, Instant::now(), &mut |k| self.admin_doc(k));
         admin.take_counts().add_admin(&mut self.counters);
         self.admin = Some(admin);
     }
@@ -32,7 +32,7 @@ impl Engine {
             let engine = std::cell::RefCell::new(&mut *self);
             admin.serve(
                 Instant::now(),
-                &mut || engine.borrow_mut().stats_json(),
+                &mut |k| engine.borrow_mut().admin_doc(k),
                 &mut |line| engine.borrow_mut().control(line),
             );
         }
@@ -40,9 +40,14 @@ impl Engine {
         self.admin = Some(admin);
     }
 
-    /// The stats document, as sent to a stats client.
-    fn stats_json(&mut self) -> Vec<u8> {
-        serde_json::to_vec(&self.stats_doc()).unwrap_or_default()
+    /// The stats document, as sent to a stats client (JSON) or a metrics
+    /// scraper (the Prometheus text format).
+    fn admin_doc(&mut self, kind: Kind) -> Vec<u8> {
+        let doc = self.stats_doc();
+        match kind {
+            Kind::Metrics => crate::metrics::render(&doc).into_bytes(),
+            Kind::Stats | Kind::Control => serde_json::to_vec(&doc).unwrap_or_default(),
+        }
     }
 
     /// Carries out one control line; the answer starts with `ok` or

@@ -44,6 +44,7 @@ use crate::target::Target;
 use crate::topology::{ProcId, Slot, Topology};
 
 // Tokens: 0 signals, 1 the remote listener, 2 inotify, 3 stats, 4 control,
+// 5 metrics,
 // ADMIN_BASE + n their connections, CHILD_BASE + 2 * slot + chan
 // the child channels, REMOTE_BASE + n the remote connections.
 const SIGNALS: Token = Token(0);
@@ -51,6 +52,7 @@ const REMOTE_LISTENER: Token = Token(1);
 const INOTIFY: Token = Token(2);
 const STATS_LISTENER: Token = Token(3);
 const CONTROL_LISTENER: Token = Token(4);
+const METRICS_LISTENER: Token = Token(5);
 const CHILD_BASE: usize = 16;
 pub(super) const REMOTE_BASE: usize = 1 << 24;
 pub(super) const ADMIN_BASE: usize = 2 << 24;
@@ -321,7 +323,12 @@ impl Engine {
         }
         let mut admin = admin;
         if let Some(a) = admin.as_mut() {
-            a.register(poll.registry(), STATS_LISTENER, CONTROL_LISTENER)?;
+            a.register(
+                poll.registry(),
+                STATS_LISTENER,
+                CONTROL_LISTENER,
+                METRICS_LISTENER,
+            )?;
         }
         let n = topo.slots();
         let now = Instant::now();
@@ -470,6 +477,10 @@ impl Engine {
                     }
                     CONTROL_LISTENER => {
                         self.accept_admin(Kind::Control);
+                        continue;
+                    }
+                    METRICS_LISTENER => {
+                        self.accept_admin(Kind::Metrics);
                         continue;
                     }
                     INOTIFY => {
