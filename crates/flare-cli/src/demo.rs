@@ -34,6 +34,10 @@ pub struct Args {
     /// `flare ctl ADDR pause worker2`. The demo then keeps running.
     #[arg(long, value_name = "PATH")]
     control: Option<String>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (`host:port` or a
+    /// socket path). The demo then keeps running.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// Users (uids, comma separated) who may use the Unix-socket endpoints
     /// besides root and the demo's own user; peers are checked with
     /// SO_PEERCRED, abstract `@name` sockets included.
@@ -188,7 +192,10 @@ fn raise_all(step: &Step) {
 
 pub fn run(args: Args) -> flare::Result<()> {
     let pause = Duration::from_millis(args.step_ms);
-    let linger = args.remote.is_some() || args.stats.is_some() || args.control.is_some();
+    let linger = args.remote.is_some()
+        || args.stats.is_some()
+        || args.control.is_some()
+        || args.metrics.is_some();
     println!("flare demo: 4 workers, 2 mules (farm `reports` = mules 1 and 2), 1 spooler");
     println!("every handler run prints: process, signal, target, who raised it");
     if let Some(addr) = &args.remote {
@@ -203,6 +210,9 @@ pub fn run(args: Args) -> flare::Result<()> {
     if let Some(addr) = &args.control {
         println!("control on {addr}: try `flare ctl {addr} pause worker2`");
     }
+    if let Some(addr) = &args.metrics {
+        println!("metrics on {addr}: try `curl http://{addr}/metrics`");
+    }
     println!();
     let dir = std::env::temp_dir().join(format!("flare-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| flare::Error::Io {
@@ -216,6 +226,9 @@ pub fn run(args: Args) -> flare::Result<()> {
     }
     if let Some(addr) = &args.control {
         builder = builder.control(addr.clone());
+    }
+    if let Some(addr) = &args.metrics {
+        builder = builder.metrics(addr.clone());
     }
     builder = builder.allow_uids(args.allow_uid.iter().copied());
     if let Some(addr) = &args.remote {

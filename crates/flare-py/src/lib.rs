@@ -172,7 +172,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new()))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -183,6 +183,7 @@ impl Group {
         remote_allow: Option<Vec<u8>>,
         stats: Option<String>,
         control: Option<String>,
+        metrics: Option<String>,
         harakiri: Option<f64>,
         drain_timeout: Option<f64>,
         busy_poll: Option<f64>,
@@ -219,6 +220,9 @@ impl Group {
         b = b.allow_uids(allow_uids);
         if let Some(addr) = control {
             b = b.control(addr);
+        }
+        if let Some(addr) = metrics {
+            b = b.metrics(addr);
         }
         if let Some(secs) = harakiri {
             let d = Duration::try_from_secs_f64(secs)

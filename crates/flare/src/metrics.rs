@@ -317,9 +317,27 @@ fn flare_group(o: &mut Out, doc: &StatsDoc) {
         ("malformed", c.remote_malformed),
         ("timed_out", c.remote_timed_out),
         ("refused", c.remote_refused),
+        ("evicted", c.remote_evicted),
+        ("rejected", c.remote_closed_rejected),
     ] {
         o.sample(
             "flare_remote_connections_closed_total",
+            &[("reason", reason)],
+            v,
+        );
+    }
+    o.family(
+        "flare_admin_connections_closed_total",
+        Type::Counter,
+        "Stats, control and metrics connections closed by the master, by reason.",
+    );
+    for (reason, v) in [
+        ("timed_out", c.admin_timed_out),
+        ("refused", c.admin_refused),
+        ("evicted", c.admin_evicted),
+    ] {
+        o.sample(
+            "flare_admin_connections_closed_total",
             &[("reason", reason)],
             v,
         );

@@ -97,7 +97,8 @@ class Group:
     activity, how long processes look for more work before they sleep;
     default 50 µs, 0 turns it off). ``allow_uids``: users who may use the
     Unix-socket endpoints (remote, stats, control) besides root and the
-    master's own user.
+    master's own user. ``metrics``: serve Prometheus metrics at
+    ``GET /metrics`` on this address (docs/stats.md).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class Group:
         remote_allow: Optional[Iterable[int]] = None,
         stats: Optional[str] = None,
         control: Optional[str] = None,
+        metrics: Optional[str] = None,
         harakiri: Optional[float] = None,
         drain_timeout: Optional[float] = None,
         busy_poll: Optional[float] = None,
@@ -130,6 +132,7 @@ class Group:
             remote_allow=list(remote_allow) if remote_allow is not None else None,
             stats=stats,
             control=control,
+            metrics=metrics,
             harakiri=harakiri,
             drain_timeout=drain_timeout,
             busy_poll=busy_poll,

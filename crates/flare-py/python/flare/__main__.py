@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--remote-allow", metavar="N,N", help="signal numbers remote nodes may raise")
     p.add_argument("--stats", metavar="ADDR", help="serve the stats document")
     p.add_argument("--control", metavar="PATH", help="take control commands on this Unix socket")
+    p.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics at http://ADDR/metrics")
     p.add_argument(
         "--allow-uid",
         action="append",
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
         remote_allow=allow,
         stats=a.stats,
         control=a.control,
+        metrics=a.metrics,
         harakiri=a.harakiri,
         busy_poll=None if a.busy_poll_us is None else a.busy_poll_us / 1e6,
         allow_uids=[int(u) for arg in a.allow_uid for u in arg.split(",")],
