@@ -174,10 +174,9 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
                 }
             }
         }
-        // No entry function: serve signals until the master ends us.
-        None => loop {
-            std::thread::park();
-        },
+        // No entry function: serve signals (and a spooler's jobs) until
+        // the master ends us.
+        None => crate::signal::serve_forever(),
     }
 }
 

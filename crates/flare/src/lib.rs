@@ -51,6 +51,7 @@ mod control;
 mod cron;
 mod error;
 mod handlers;
+mod lock;
 mod master;
 mod origin;
 mod proto;
@@ -62,6 +63,7 @@ pub mod scheduling;
 mod shm;
 mod signal;
 mod source;
+mod spool;
 pub mod stats;
 mod sys;
 mod table;
@@ -72,6 +74,7 @@ pub use child::{Entry, ProcessInfo};
 pub use cron::CronSpec;
 pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
+pub use lock::{is_locked, lock, lock_count, unlock};
 pub use master::SourceSummary;
 pub use master::{
     Counters, ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions,
@@ -88,6 +91,10 @@ pub use signal::{
 pub use source::{
     IntoCron, Source, SourceId, SourceKind, add_cron, add_file_monitor, add_rb_timer, add_timer,
     add_timer_ms, remove_source,
+};
+pub use spool::{
+    Job, SpoolHandler, SpoolOutcome, Task, set_spooler_frequency, set_spooler_handler, spool,
+    spooler_dirs, spooler_jobs,
 };
 pub use target::{Farm, IntoTarget, Mule, Target};
 pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, Role, Topology};
