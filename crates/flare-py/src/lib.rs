@@ -8,6 +8,7 @@
 
 mod fork;
 mod gil;
+mod spool;
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -40,6 +41,8 @@ fn err(e: Error) -> PyErr {
         | Error::DuplicateSource { .. }
         | Error::NoSuchSource(_)
         | Error::Config(_) => PyValueError::new_err(e.to_string()),
+        Error::InvalidJob(_) | Error::BadLock { .. } => PyValueError::new_err(e.to_string()),
+        Error::Spool { .. } => PyOSError::new_err(e.to_string()),
         other => PyRuntimeError::new_err(other.to_string()),
     }
 }
@@ -113,7 +116,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -127,6 +130,10 @@ impl Group {
         harakiri: Option<f64>,
         drain_timeout: Option<f64>,
         busy_poll: Option<f64>,
+        spooler_dirs: Vec<std::path::PathBuf>,
+        spooler_processes: Option<u32>,
+        spooler_frequency: Option<f64>,
+        locks: u32,
     ) -> PyResult<Group> {
         let mut b = Master::builder()
             .workers(workers)
@@ -168,6 +175,19 @@ impl Group {
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
             b = b.drain_timeout(d);
         }
+        for dir in spooler_dirs {
+            b = b.spooler_dir(dir);
+        }
+        if let Some(n) = spooler_processes {
+            b = b.spooler_processes(n);
+        }
+        if let Some(secs) = spooler_frequency {
+            let d = Duration::try_from_secs_f64(secs)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            b = b.spooler_frequency(d);
+        }
+        b = b.locks(locks);
+        spool::install_handler();
         if let Some(secs) = busy_poll {
             let d = Duration::try_from_secs_f64(secs)
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -383,5 +403,6 @@ fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(add_cron, m)?)?;
     m.add_function(wrap_pyfunction!(add_file_monitor, m)?)?;
     m.add_function(wrap_pyfunction!(remove_source, m)?)?;
+    spool::add_to(m)?;
     Ok(())
 }

@@ -94,6 +94,12 @@ class Group:
     ``drain_timeout`` and ``busy_poll`` are in seconds (``busy_poll``: after
     activity, how long processes look for more work before they sleep;
     default 50 µs, 0 turns it off).
+
+    ``spooler_dirs`` are spool directories (uWSGI ``--spooler``), each
+    served by ``spooler_processes`` spoolers (default 1) that run
+    ``uwsgi.spooler`` for each job; ``spooler_frequency`` (seconds, default
+    30) is how often they look again at jobs to retry. ``locks`` adds user
+    locks 1..N to lock 0 (uWSGI ``--locks``).
     """
 
     def __init__(
@@ -110,8 +116,13 @@ class Group:
         harakiri: Optional[float] = None,
         drain_timeout: Optional[float] = None,
         busy_poll: Optional[float] = None,
+        spooler_dirs: Iterable[str] = (),
+        spooler_processes: Optional[int] = None,
+        spooler_frequency: Optional[float] = None,
+        locks: int = 0,
     ) -> None:
         farm_list = _farm_list(farms)
+        dirs = [os.fspath(d) for d in spooler_dirs]
         self._native = _flare.Group(
             workers=workers,
             mules=mules,
@@ -124,6 +135,10 @@ class Group:
             harakiri=harakiri,
             drain_timeout=drain_timeout,
             busy_poll=busy_poll,
+            spooler_dirs=dirs,
+            spooler_processes=spooler_processes,
+            spooler_frequency=spooler_frequency,
+            locks=locks,
         )
         from . import uwsgi as compat
 
@@ -133,6 +148,8 @@ class Group:
             mules=mules,
             farms=farm_list,
             spoolers=spoolers,
+            spooler_dirs=dirs,
+            locks=locks,
         )
         sys.modules["uwsgi"] = compat
 

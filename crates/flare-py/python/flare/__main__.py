@@ -12,6 +12,27 @@ import sys
 import flare
 
 
+def _spooler_options(p: argparse.ArgumentParser) -> None:
+    """uWSGI's spooler and lock options."""
+    p.add_argument(
+        "--spooler", action="append", default=[], metavar="DIR", help="a spool directory (repeatable), as uWSGI's"
+    )
+    p.add_argument("--spooler-processes", type=int, metavar="N", help="spoolers per spool directory (default 1)")
+    p.add_argument(
+        "--spooler-frequency", type=float, metavar="SECS", help="how often to look again at jobs to retry (default 30)"
+    )
+    p.add_argument("--locks", type=int, default=0, metavar="N", help="user locks 1..N besides lock 0")
+
+
+def _spooler_values(a: argparse.Namespace) -> dict:
+    return {
+        "spooler_dirs": a.spooler,
+        "spooler_processes": a.spooler_processes,
+        "spooler_frequency": a.spooler_frequency,
+        "locks": a.locks,
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m flare", description=__doc__.splitlines()[0])
     p.add_argument("app", nargs="?", help="module or module:callable (the workers' entry)")
@@ -33,6 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--mule-entry", metavar="NAME", help="the mules' entry (in the app module, or module:callable)")
     p.add_argument("--spooler-entry", metavar="NAME", help="the spoolers' entry")
     p.add_argument("--summary", action="store_true", help="print the run's summary as JSON at the end")
+    _spooler_options(p)
     a = p.parse_args(argv)
     allow = [int(n) for n in a.remote_allow.split(",")] if a.remote_allow else None
     summary = flare.run(
@@ -49,6 +71,7 @@ def main(argv=None) -> int:
         control=a.control,
         harakiri=a.harakiri,
         busy_poll=None if a.busy_poll_us is None else a.busy_poll_us / 1e6,
+        **_spooler_values(a),
     )
     if a.summary:
         print("SUMMARY " + json.dumps(summary), flush=True)

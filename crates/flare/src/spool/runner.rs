@@ -38,7 +38,10 @@ struct Runner<'a> {
     ready: BTreeSet<String>,
     /// Jobs not to start before a time (Unix seconds).
     later: BTreeSet<(u64, String)>,
-    next_scan: Instant,
+    last_scan: Instant,
+    /// The spooler frequency, read again each time the spooler goes idle
+    /// (any process of the group may change it).
+    frequency: Duration,
 }
 
 /// Serves `dir` with `handler` until the process ends; returns only when
@@ -59,7 +62,8 @@ pub(super) fn serve(me: ProcId, dir: &Path, handler: SpoolHandler) -> Result<Inf
         buf: vec![0; 64 * 1024],
         ready: BTreeSet::new(),
         later: BTreeSet::new(),
-        next_scan: Instant::now(),
+        last_scan: Instant::now(),
+        frequency: super::frequency(),
     };
     r.scan()?;
     tracing::info!(
@@ -69,7 +73,7 @@ pub(super) fn serve(me: ProcId, dir: &Path, handler: SpoolHandler) -> Result<Inf
     );
     loop {
         r.events()?;
-        if Instant::now() >= r.next_scan {
+        if r.last_scan.elapsed() >= r.frequency {
             r.scan()?;
         }
         r.promote();
@@ -90,7 +94,7 @@ impl Runner<'_> {
         for name in names {
             self.add(name);
         }
-        self.next_scan = Instant::now() + super::frequency();
+        self.last_scan = Instant::now();
         Ok(())
     }
 
@@ -148,7 +152,8 @@ impl Runner<'_> {
 
     /// Sleeps until a new job, a job's time, or the next scan.
     fn wait(&mut self) -> Result<()> {
-        let mut until = self.next_scan.saturating_duration_since(Instant::now());
+        self.frequency = super::frequency();
+        let mut until = self.frequency.saturating_sub(self.last_scan.elapsed());
         if let Some((at, _)) = self.later.first() {
             let secs = at.saturating_sub(unix_now());
             until = until.min(Duration::from_secs(secs));
