@@ -116,7 +116,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -134,6 +134,7 @@ impl Group {
         spooler_processes: Option<u32>,
         spooler_frequency: Option<f64>,
         locks: u32,
+        spooler_fsync: bool,
     ) -> PyResult<Group> {
         let mut b = Master::builder()
             .workers(workers)
@@ -186,7 +187,7 @@ impl Group {
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
             b = b.spooler_frequency(d);
         }
-        b = b.locks(locks);
+        b = b.locks(locks).spooler_fsync(spooler_fsync);
         spool::install_handler();
         if let Some(secs) = busy_poll {
             let d = Duration::try_from_secs_f64(secs)

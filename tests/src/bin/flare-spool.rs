@@ -83,14 +83,13 @@ fn runs(log: &Path) -> BTreeMap<u64, u64> {
     out
 }
 
-/// What is left in a spool directory: jobs, and dot files by prefix.
+/// What is left in a spool directory: jobs, temporaries, set-aside files.
 fn left(dir: &Path) -> Value {
-    let (mut jobs, mut tmp, mut invalid) = (0, 0, 0);
+    let (mut jobs, mut invalid) = (0, 0);
+    let tmp = fs::read_dir(dir.join(".tmp")).map_or(0, |d| d.count());
     for e in fs::read_dir(dir).expect("read spool dir").flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".tmp_") {
-            tmp += 1;
-        } else if name.starts_with(".invalid_") {
+        if name.starts_with(".invalid_") {
             invalid += 1;
         } else if !name.starts_with('.') {
             jobs += 1;

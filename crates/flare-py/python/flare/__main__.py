@@ -21,6 +21,11 @@ def _spooler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--spooler-frequency", type=float, metavar="SECS", help="how often to look again at jobs to retry (default 30)"
     )
+    p.add_argument(
+        "--spooler-no-fsync",
+        action="store_true",
+        help="spool() without fsync: survives process deaths, not machine crashes (as uWSGI)",
+    )
     p.add_argument("--locks", type=int, default=0, metavar="N", help="user locks 1..N besides lock 0")
 
 
@@ -30,6 +35,7 @@ def _spooler_values(a: argparse.Namespace) -> dict:
         "spooler_processes": a.spooler_processes,
         "spooler_frequency": a.spooler_frequency,
         "locks": a.locks,
+        "spooler_fsync": not a.spooler_no_fsync,
     }
 
 

@@ -22,6 +22,7 @@ class Group:
         spooler_processes: Optional[int] = None,
         spooler_frequency: Optional[float] = None,
         locks: int = 0,
+        spooler_fsync: bool = True,
     ) -> None: ...
     def set_entries(
         self,

@@ -14,9 +14,12 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::error::{Error, Result};
 
 /// Job files carry this prefix; names starting with a dot are ignored
-/// (temporary and set-aside files).
+/// (the temporary directory and set-aside files).
 pub(crate) const JOB_PREFIX: &str = "job_";
-const TMP_PREFIX: &str = ".tmp_";
+/// Jobs are written here first, inside the spool directory (so the rename
+/// stays on one file system) but out of sight of the spoolers' inotify
+/// watch, which then sees each job once, when it is renamed into place.
+const TMP_DIR: &str = ".tmp";
 const INVALID_PREFIX: &str = ".invalid_";
 /// Priority written in the name of a job that has none: after every
 /// prioritised job.
@@ -104,21 +107,33 @@ fn spool_err(dir: &Path, what: &str, e: io::Error) -> Error {
     }
 }
 
-/// Writes a job durably: to a temporary name, fsynced, renamed to `name`,
-/// and the directory fsynced, so that once this returns the job survives
-/// a crash of any process or of the machine.
-pub(crate) fn write(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf> {
-    let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+/// Writes a job: to a temporary name, renamed to `name`, so no process
+/// ever sees a partial job. With `sync`, the file is fsynced before the
+/// rename and the directory after it, so that once this returns the job
+/// also survives a crash of the machine.
+pub(crate) fn write(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<PathBuf> {
+    let tmp = dir.join(TMP_DIR).join(name);
     let done = dir.join(name);
-    let written = (|| {
-        let mut f = OpenOptions::new()
+    let create = || {
+        OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(|e| spool_err(dir, "cannot create a job file", e))?;
+    };
+    let written = (|| {
+        let mut f = match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match fs::create_dir(dir.join(TMP_DIR)) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+                    _ => create(),
+                }
+            }
+            other => other,
+        }
+        .map_err(|e| spool_err(dir, "cannot create a job file", e))?;
         f.write_all(data)
-            .and_then(|()| f.sync_all())
+            .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
             .map_err(|e| spool_err(dir, "cannot write a job file", e))?;
         fs::rename(&tmp, &done).map_err(|e| spool_err(dir, "cannot rename a job file", e))
     })();
@@ -126,35 +141,44 @@ pub(crate) fn write(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf> {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| spool_err(dir, "cannot sync the directory", e))?;
+    if sync {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| spool_err(dir, "cannot sync the directory", e))?;
+    }
     Ok(done)
 }
 
-/// The jobs in a directory (names), unsorted; removes stale temporaries.
+/// The jobs in a directory (names), unsorted.
 pub(crate) fn list(dir: &Path) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
+        let Ok(name) = entry?.file_name().into_string() else {
             continue;
         };
         if is_job(&name) {
             names.push(name);
-        } else if name.starts_with(TMP_PREFIX) {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > STALE_TMP);
-            if old {
-                let _ = fs::remove_file(entry.path());
-            }
         }
     }
     Ok(names)
+}
+
+/// Removes temporary files left by writers that died mid-write.
+pub(crate) fn remove_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir.join(TMP_DIR)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TMP);
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The result of trying to claim a job.
@@ -250,7 +274,7 @@ mod tests {
     #[test]
     fn a_claimed_job_is_busy_for_others_and_gone_once_finished() {
         let d = tmpdir("claim");
-        let path = write(&d, "job_x", b"data").unwrap();
+        let path = write(&d, "job_x", b"data", true).unwrap();
         assert!(path.exists());
         assert_eq!(list(&d).unwrap(), ["job_x"]);
         let Claim::Got(held) = claim(&d, "job_x").unwrap() else {

@@ -161,12 +161,15 @@ pub(crate) struct Setup {
     pub(crate) dirs: Vec<PathBuf>,
     pub(crate) processes: Option<u32>,
     pub(crate) frequency: Option<Duration>,
+    pub(crate) no_fsync: bool,
 }
 
 /// The configuration every process of the group inherits.
 struct Config {
     dirs: Vec<PathBuf>,
     per_dir: u32,
+    /// Whether `spool()` fsyncs (the default).
+    fsync: bool,
     /// Shared by every process (inherited across fork): the spooler
     /// frequency in milliseconds at offset 0, so a change reaches every
     /// spooler.
@@ -219,6 +222,7 @@ pub(crate) fn configure(setup: Setup, spoolers: &mut u32) -> Result<()> {
         .set(Config {
             dirs: setup.dirs,
             per_dir,
+            fsync: !setup.no_fsync,
             control,
         })
         .map_err(|_| Error::Config("this process already configured spoolers".into()))
@@ -260,7 +264,7 @@ pub fn spool(job: Job) -> Result<PathBuf> {
     }
     let data = format::encode(&args, &job.body)?;
     let name = dir::job_name(job.priority, at.unwrap_or(0), SEQ.fetch_add(1, Relaxed));
-    dir::write(dir, &name, &data)
+    dir::write(dir, &name, &data, cfg.fsync)
 }
 
 fn find_dir<'a>(cfg: &'a Config, want: &Path) -> Result<&'a PathBuf> {

@@ -94,6 +94,7 @@ impl Runner<'_> {
         for name in names {
             self.add(name);
         }
+        dir::remove_stale(self.dir);
         self.last_scan = Instant::now();
         Ok(())
     }
