@@ -293,3 +293,48 @@ fn a_lock_holder_killed_with_sigkill_releases_its_lock() {
     s.finish();
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn priority_at_and_spooler_pick_the_order_the_time_and_the_directory() {
+    let base = fresh_dir(&target_tmp(), "options");
+    let (d1, d2) = (base.join("one"), base.join("two"));
+    std::fs::create_dir(&d1).unwrap();
+    std::fs::create_dir(&d2).unwrap();
+    let (facts, sum) = start(
+        &[],
+        &["options", d1.to_str().unwrap(), d2.to_str().unwrap()],
+    )
+    .finish();
+    let jobs: Vec<&str> = facts
+        .iter()
+        .filter_map(|l| l.strip_prefix("FACT job="))
+        .collect();
+    let d1s = format!("dir={}", d1.display());
+    let d2s = format!("dir={}", d2.display());
+    // Spooler 1 serves the first directory: p1, p5, then the job without
+    // a priority; the `at` job two seconds later, not before its time.
+    let one: Vec<&str> = jobs.iter().copied().filter(|j| j.contains(&d1s)).collect();
+    assert_eq!(one.len(), 4, "{jobs:?}");
+    assert!(one.iter().all(|j| j.contains("spooler=1")), "{jobs:?}");
+    let order: Vec<&str> = one.iter().map(|j| j.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        order,
+        ["ran=p1", "ran=p5", "ran=none", "ran=at"],
+        "{jobs:?}"
+    );
+    assert!(one[3].contains("not_before_at=true"), "{jobs:?}");
+    // `spooler` = the second directory: spooler 2 runs it.
+    let two: Vec<&str> = jobs.iter().copied().filter(|j| j.contains(&d2s)).collect();
+    assert_eq!(two, [format!("ran=dir2 spooler=2 {d2s}")], "{jobs:?}");
+    assert_eq!(sum["waiting_in_dir1"], 4, "{sum}");
+    let e = sum["unknown_spooler"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("/nonexistent/spool") && e.contains(d2.to_str().unwrap()),
+        "{sum}"
+    );
+    let e = sum["before_build"].as_str().unwrap_or_default();
+    assert!(e.contains("no spooler is configured"), "{sum}");
+    assert_eq!(sum["left1"]["jobs"], 0, "{sum}");
+    assert_eq!(sum["left2"]["jobs"], 0, "{sum}");
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -53,12 +53,13 @@ fn main() {
         "durable-run" => durable_run(path(1), path(2), path(3), num(4, 10_000)),
         "durable-finish" => durable_finish(path(1), path(2), path(3)),
         "readonly" => readonly(path(1)),
+        "options" => options(path(1), path(2)),
         "locks" => locks(path(1)),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: basic DIR LOG [N], prompt DIR, \
                  durable-run DIR LOG SPOOLED [N], durable-finish DIR LOG SPOOLED, readonly DIR, \
-                 locks DIR"
+                 locks DIR, options DIR1 DIR2"
             );
             std::process::exit(2);
         }
@@ -354,4 +355,54 @@ fn locks(dir: PathBuf) -> flare::Result<Value> {
     Signal::new(20).register_handler("worker2", |_| {})?;
     master.run()?;
     Ok(json!({"ok": true}))
+}
+
+/// Job options: priorities order the jobs one spooler finds at start-up
+/// (spooled by the master before run()); `at` holds a job back; `spooler`
+/// picks the directory (and so the spoolers); an unknown one is an error.
+fn options(dir1: PathBuf, dir2: PathBuf) -> flare::Result<Value> {
+    let unknown = flare::spool(Job::new()).err().map(|e| e.to_string());
+    let master = Master::builder()
+        .workers(1)
+        .spooler_dir(&dir1)
+        .spooler_dir(&dir2)
+        .spooler_handler(|task| {
+            let me = flare::whoami().expect("in a spooler");
+            let what = arg(task, "what");
+            let mut line = format!("ran={what} spooler={} dir={}", me.id, task.dir.display());
+            if let Ok(at) = arg(task, "at").parse::<u64>() {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                line += &format!(" not_before_at={}", now >= at);
+            }
+            fact("job", line);
+            Signal::new(10).send().expect("send");
+            SpoolOutcome::Ok
+        })
+        .build()?;
+    let later = SystemTime::now() + Duration::from_secs(2);
+    flare::spool(Job::new().arg("what", "at").at(later))?;
+    flare::spool(Job::new().arg("what", "none"))?;
+    flare::spool(Job::new().arg("what", "p5").priority(5))?;
+    flare::spool(Job::new().arg("what", "p1").priority(1))?;
+    flare::spool(Job::new().arg("what", "dir2").spooler(&dir2))?;
+    let bad = flare::spool(Job::new().spooler("/nonexistent/spool"))
+        .err()
+        .map(|e| e.to_string());
+    let waiting = flare::spooler_jobs(None)?.len();
+    Signal::new(10).register_handler("worker1", |_| {
+        if DONE.fetch_add(1, SeqCst) + 1 == 5 {
+            flare::stop().expect("stop");
+        }
+    })?;
+    master.run()?;
+    Ok(json!({
+        "before_build": unknown,
+        "unknown_spooler": bad,
+        "waiting_in_dir1": waiting,
+        "left1": left(&dir1),
+        "left2": left(&dir2),
+    }))
 }
