@@ -54,12 +54,14 @@ fn main() {
         "durable-finish" => durable_finish(path(1), path(2), path(3)),
         "readonly" => readonly(path(1)),
         "options" => options(path(1), path(2)),
+        "throughput" => throughput(path(1), num(2, 20_000), num(3, 1) as u32, num(4, 1) == 1),
         "locks" => locks(path(1)),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: basic DIR LOG [N], prompt DIR, \
                  durable-run DIR LOG SPOOLED [N], durable-finish DIR LOG SPOOLED, readonly DIR, \
-                 locks DIR, options DIR1 DIR2"
+                 locks DIR, options DIR1 DIR2, \
+                 throughput DIR N SPOOLERS FSYNC(0|1)"
             );
             std::process::exit(2);
         }
@@ -405,4 +407,69 @@ fn options(dir1: PathBuf, dir2: PathBuf) -> flare::Result<Value> {
         "left1": left(&dir1),
         "left2": left(&dir2),
     }))
+}
+
+/// Rust handlers, for docs/benchmarks.md: worker 1 spools `n` jobs as fast
+/// as it can, then 200 jobs one at a time into idle spoolers; each job's
+/// handler raises 10 (worker 1 counts) and appends its spool-to-start time.
+fn throughput(dir: PathBuf, n: u64, spoolers: u32, fsync: bool) -> flare::Result<Value> {
+    const PINGS: u64 = 200;
+    let lat_log = dir.with_extension("latency");
+    let _ = fs::remove_file(&lat_log);
+    let lat2 = lat_log.clone();
+    let master = Master::builder()
+        .workers(1)
+        .spooler_dir(&dir)
+        .spooler_processes(spoolers)
+        .spooler_fsync(fsync)
+        .spooler_handler(move |task| {
+            if let Ok(t0) = arg(task, "t0").parse::<u128>() {
+                append(&lat2, &format!("{}\n", now_us().saturating_sub(t0)));
+            }
+            Signal::new(10).send().expect("send");
+            SpoolOutcome::Ok
+        })
+        .worker_entry(move |_| {
+            let t = std::time::Instant::now();
+            for i in 0..n {
+                flare::spool(Job::new().arg("id", i.to_string())).expect("spool");
+            }
+            let enq = t.elapsed();
+            while DONE.load(SeqCst) < n {
+                let _ = Signal::new(10).wait_timeout(Duration::from_secs(1));
+            }
+            let all = t.elapsed();
+            for k in 0..PINGS {
+                let job = Job::new().arg("t0", now_us().to_string());
+                flare::spool(job).expect("spool");
+                while DONE.load(SeqCst) < n + k + 1 {
+                    let _ = Signal::new(10).wait_timeout(Duration::from_secs(1));
+                }
+            }
+            let mut lat: Vec<u64> = fs::read_to_string(&lat_log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.parse().ok())
+                .collect();
+            lat.sort_unstable();
+            let pct = |p: usize| lat.get((lat.len().saturating_sub(1)) * p / 100).copied();
+            fact(
+                "throughput",
+                json!({
+                    "jobs": n, "spoolers": spoolers, "fsync": fsync,
+                    "enqueued_per_s": (n as f64 / enq.as_secs_f64()).round(),
+                    "completed_per_s": (n as f64 / all.as_secs_f64()).round(),
+                    "start_p50_us": pct(50), "start_p99_us": pct(99),
+                    "pings": lat.len(),
+                }),
+            );
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
+        .build()?;
+    Signal::new(10).register_handler("worker1", |_| {
+        DONE.fetch_add(1, SeqCst);
+    })?;
+    master.run()?;
+    Ok(json!({"left": left(&dir)}))
 }
