@@ -217,6 +217,10 @@ fn durable_run(dir: PathBuf, log: PathBuf, spooled: PathBuf, n: u64) -> flare::R
         .workers(2)
         .spooler_dir(&dir)
         .spooler_processes(3)
+        // Process kills are what this run is about: the page cache
+        // outlives any process, so the fsyncs would only make it slow on
+        // a real disk (the other scenarios spool with them).
+        .spooler_fsync(false)
         .spooler_handler(move |task| {
             let id: u64 = arg(task, "id").parse().unwrap_or(u64::MAX);
             let pid = std::process::id();
