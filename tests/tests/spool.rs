@@ -338,3 +338,35 @@ fn priority_at_and_spooler_pick_the_order_the_time_and_the_directory() {
     assert_eq!(sum["left2"]["jobs"], 0, "{sum}");
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn a_full_spool_dir_is_a_clear_error_at_spool_and_loses_no_accepted_job() {
+    let base = fresh_dir(Path::new("/tmp"), "full");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&base)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN)");
+        return;
+    }
+    let spool = base.join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let (_, sum) = start(&[], &["full", spool.to_str().unwrap()]).finish();
+    let _ = Command::new("umount").arg(&base).status();
+    let _ = std::fs::remove_dir_all(&base);
+    let e = sum["error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains(spool.to_str().unwrap()) && e.contains("full"),
+        "{sum}"
+    );
+    let accepted = sum["accepted"].as_u64().unwrap();
+    assert!(accepted > 0, "{sum}");
+    assert_eq!(sum["jobs"], accepted, "{sum}");
+    assert_eq!(sum["whole"], accepted, "{sum}");
+    assert_eq!(
+        sum["left"]["tmp"], 0,
+        "no half-written temporary left: {sum}"
+    );
+}

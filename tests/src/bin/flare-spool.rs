@@ -54,13 +54,14 @@ fn main() {
         "durable-finish" => durable_finish(path(1), path(2), path(3)),
         "readonly" => readonly(path(1)),
         "options" => options(path(1), path(2)),
+        "full" => full(path(1)),
         "throughput" => throughput(path(1), num(2, 20_000), num(3, 1) as u32, num(4, 1) == 1),
         "locks" => locks(path(1)),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: basic DIR LOG [N], prompt DIR, \
                  durable-run DIR LOG SPOOLED [N], durable-finish DIR LOG SPOOLED, readonly DIR, \
-                 locks DIR, options DIR1 DIR2, \
+                 locks DIR, options DIR1 DIR2, full DIR, \
                  throughput DIR N SPOOLERS FSYNC(0|1)"
             );
             std::process::exit(2);
@@ -476,4 +477,31 @@ fn throughput(dir: PathBuf, n: u64, spoolers: u32, fsync: bool) -> flare::Result
     })?;
     master.run()?;
     Ok(json!({"left": left(&dir)}))
+}
+
+/// A spool directory on a small file system: spool() until it is full;
+/// the error says so, and the jobs accepted before are all there, whole.
+fn full(dir: PathBuf) -> flare::Result<Value> {
+    let master = Master::builder().workers(1).spooler_dir(&dir).build()?;
+    let mut accepted = 0;
+    let mut error = None;
+    for i in 0..1000 {
+        let job = Job::new().arg("i", i.to_string()).body(vec![7u8; 8192]);
+        match flare::spool(job) {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let jobs = flare::spooler_jobs(None)?;
+    let whole = jobs
+        .iter()
+        .filter(|p| fs::metadata(p).is_ok_and(|m| m.len() > 8192))
+        .count();
+    drop(master);
+    Ok(
+        json!({"accepted": accepted, "error": error, "jobs": jobs.len(), "whole": whole, "left": left(&dir)}),
+    )
 }
