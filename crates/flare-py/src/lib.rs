@@ -8,6 +8,7 @@
 
 mod fork;
 mod gil;
+mod spool;
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -40,6 +41,8 @@ fn err(e: Error) -> PyErr {
         | Error::DuplicateSource { .. }
         | Error::NoSuchSource(_)
         | Error::Config(_) => PyValueError::new_err(e.to_string()),
+        Error::InvalidJob(_) | Error::BadLock { .. } => PyValueError::new_err(e.to_string()),
+        Error::Spool { .. } => PyOSError::new_err(e.to_string()),
         other => PyRuntimeError::new_err(other.to_string()),
     }
 }
@@ -172,7 +175,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new()))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new(), spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -191,6 +194,11 @@ impl Group {
         role_harakiri: (Option<f64>, Option<f64>, Option<f64>),
         mule_msg_size: Option<usize>,
         allow_uids: Vec<u32>,
+        spooler_dirs: Vec<std::path::PathBuf>,
+        spooler_processes: Option<u32>,
+        spooler_frequency: Option<f64>,
+        locks: u32,
+        spooler_fsync: bool,
     ) -> PyResult<Group> {
         install_log();
         let mut b = Master::builder()
@@ -252,6 +260,19 @@ impl Group {
         if let Some(sig) = stack_dump_signal {
             b = b.harakiri_stack_dump(sig, STACK_DUMP_GRACE);
         }
+        for dir in spooler_dirs {
+            b = b.spooler_dir(dir);
+        }
+        if let Some(n) = spooler_processes {
+            b = b.spooler_processes(n);
+        }
+        if let Some(secs) = spooler_frequency {
+            let d = Duration::try_from_secs_f64(secs)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            b = b.spooler_frequency(d);
+        }
+        b = b.locks(locks).spooler_fsync(spooler_fsync);
+        spool::install_handler();
         if let Some(secs) = busy_poll {
             let d = Duration::try_from_secs_f64(secs)
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -620,5 +641,6 @@ fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_user_harakiri, m)?)?;
     m.add_function(wrap_pyfunction!(current_signal, m)?)?;
     m.add_function(wrap_pyfunction!(processes, m)?)?;
+    spool::add_to(m)?;
     Ok(())
 }

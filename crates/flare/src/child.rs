@@ -236,10 +236,9 @@ fn run_child(setup: ChildSetup<'_>) -> i32 {
                 EXIT_ENTRY_PANICKED
             }
         },
-        // No entry function: serve signals until the master ends us.
-        None => loop {
-            std::thread::park();
-        },
+        // No entry function: serve signals (and a spooler's jobs) until
+        // the master ends us.
+        None => crate::signal::serve_forever(),
     }
 }
 

@@ -192,6 +192,29 @@ pub enum Error {
     #[error("{0}")]
     Mailbox(String),
 
+    /// A spool directory that cannot be used: missing, not a directory,
+    /// not writable, full, or a job that could not be written there.
+    #[error("spool directory {}: {what}", .path.display())]
+    Spool {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong, and what to do.
+        what: String,
+    },
+
+    /// A spool job that cannot be spooled as given.
+    #[error("invalid spool job: {0}")]
+    InvalidJob(String),
+
+    /// A lock number outside the group's locks.
+    #[error("invalid lock number {num}: this group has locks 0 to {max} (more with --locks N)")]
+    BadLock {
+        /// The number given.
+        num: u32,
+        /// The highest valid number.
+        max: u32,
+    },
+
     /// A system call failed.
     #[error("{context}: {source}")]
     Io {

@@ -267,7 +267,9 @@ pub fn stop() -> Result<()> {
 
 /// Blocks the calling thread for good: for an entry function that has
 /// nothing left to do but let its process serve signals until shutdown.
+/// In a spooler with a spool directory, this thread runs the spool jobs.
 pub fn serve_forever() -> ! {
+    crate::spool::serve_if_spooler();
     loop {
         std::thread::park();
     }

@@ -99,6 +99,14 @@ class Group:
     Unix-socket endpoints (remote, stats, control) besides root and the
     master's own user. ``metrics``: serve Prometheus metrics at
     ``GET /metrics`` on this address (docs/stats.md).
+
+    ``spooler_dirs`` are spool directories (uWSGI ``--spooler``), each
+    served by ``spooler_processes`` spoolers (default 1) that run
+    ``uwsgi.spooler`` for each job; ``spooler_frequency`` (seconds, default
+    30) is how often they look again at jobs to retry. ``locks`` adds user
+    locks 1..N to lock 0 (uWSGI ``--locks``). ``spooler_fsync=False`` makes
+    ``spool()`` skip its fsyncs: jobs then survive any process's death but
+    not a machine crash (as in uWSGI), and spooling is much faster.
     """
 
     def __init__(
@@ -121,8 +129,14 @@ class Group:
         spooler_harakiri: Optional[float] = None,
         mule_msg_size: Optional[int] = None,
         allow_uids: Iterable[int] = (),
+        spooler_dirs: Iterable[str] = (),
+        spooler_processes: Optional[int] = None,
+        spooler_frequency: Optional[float] = None,
+        locks: int = 0,
+        spooler_fsync: bool = True,
     ) -> None:
         farm_list = _farm_list(farms)
+        dirs = [os.fspath(d) for d in spooler_dirs]
         self._native = _flare.Group(
             workers=workers,
             mules=mules,
@@ -142,6 +156,11 @@ class Group:
             role_harakiri=(worker_harakiri, mule_harakiri, spooler_harakiri),
             mule_msg_size=mule_msg_size,
             allow_uids=list(allow_uids),
+            spooler_dirs=dirs,
+            spooler_processes=spooler_processes,
+            spooler_frequency=spooler_frequency,
+            locks=locks,
+            spooler_fsync=spooler_fsync,
         )
         from . import uwsgi as compat
 
@@ -151,6 +170,8 @@ class Group:
             mules=mules,
             farms=farm_list,
             spoolers=spoolers,
+            spooler_dirs=dirs,
+            locks=locks,
         )
         sys.modules["uwsgi"] = compat
 

@@ -12,6 +12,33 @@ import sys
 import flare
 
 
+def _spooler_options(p: argparse.ArgumentParser) -> None:
+    """uWSGI's spooler and lock options."""
+    p.add_argument(
+        "--spooler", action="append", default=[], metavar="DIR", help="a spool directory (repeatable), as uWSGI's"
+    )
+    p.add_argument("--spooler-processes", type=int, metavar="N", help="spoolers per spool directory (default 1)")
+    p.add_argument(
+        "--spooler-frequency", type=float, metavar="SECS", help="how often to look again at jobs to retry (default 30)"
+    )
+    p.add_argument(
+        "--spooler-no-fsync",
+        action="store_true",
+        help="spool() without fsync: survives process deaths, not machine crashes (as uWSGI)",
+    )
+    p.add_argument("--locks", type=int, default=0, metavar="N", help="user locks 1..N besides lock 0")
+
+
+def _spooler_values(a: argparse.Namespace) -> dict:
+    return {
+        "spooler_dirs": a.spooler,
+        "spooler_processes": a.spooler_processes,
+        "spooler_frequency": a.spooler_frequency,
+        "locks": a.locks,
+        "spooler_fsync": not a.spooler_no_fsync,
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m flare", description=__doc__.splitlines()[0])
     p.add_argument("app", nargs="?", help="module or module:callable (the workers' entry)")
@@ -49,6 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--ini", metavar="FILE", help="read the [uwsgi] section of a uWSGI ini file")
     p.add_argument("--yaml", metavar="FILE", help="read the uwsgi: mapping of a uWSGI YAML file (needs PyYAML)")
     p.add_argument("--mule-msg-size", type=int, metavar="BYTES", help="largest mule message (default 65536)")
+    _spooler_options(p)
     a = p.parse_args(argv)
     if a.ini or a.yaml:
         return _from_uwsgi_config(a)
@@ -71,6 +99,7 @@ def main(argv=None) -> int:
         allow_uids=[int(u) for arg in a.allow_uid for u in arg.split(",")],
         mule_scripts=a.mule,
         mule_msg_size=a.mule_msg_size,
+        **_spooler_values(a),
     )
     if a.summary:
         print("SUMMARY " + json.dumps(summary), flush=True)

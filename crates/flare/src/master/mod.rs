@@ -200,6 +200,9 @@ pub struct MasterBuilder {
     mule_msg_size: usize,
     admin: AdminOptions,
     allow_uids: Vec<u32>,
+    spool: crate::spool::Setup,
+    spool_handler: Option<crate::SpoolHandler>,
+    locks: u32,
 }
 
 impl MasterBuilder {
@@ -228,6 +231,60 @@ impl MasterBuilder {
     /// Number of spoolers (uWSGI `--spooler`). Default 0.
     pub fn spoolers(mut self, n: u32) -> Self {
         self.topo.spoolers = n;
+        self
+    }
+
+    /// Adds a spool directory (uWSGI `--spooler DIR`, repeatable): it must
+    /// exist and be writable. Each directory gets
+    /// [`MasterBuilder::spooler_processes`] spoolers, which run its jobs
+    /// with the [`MasterBuilder::spooler_handler`]; `flare::spool()` writes
+    /// to the first directory unless the job names another. The number of
+    /// spoolers follows from these two (leave [`MasterBuilder::spoolers`]
+    /// out).
+    pub fn spooler_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.spool.dirs.push(dir.into());
+        self
+    }
+
+    /// Spooler processes per spool directory (uWSGI `--spooler-processes`).
+    /// Default 1.
+    pub fn spooler_processes(mut self, n: u32) -> Self {
+        self.spool.processes = Some(n);
+        self
+    }
+
+    /// The function spoolers run for each job (uWSGI's `uwsgi.spooler`);
+    /// see [`crate::set_spooler_handler`].
+    pub fn spooler_handler(
+        mut self,
+        f: impl Fn(&crate::Task) -> crate::SpoolOutcome + Send + Sync + 'static,
+    ) -> Self {
+        self.spool_handler = Some(Arc::new(f));
+        self
+    }
+
+    /// How often spoolers look again at jobs to retry (uWSGI
+    /// `--spooler-frequency`). Default 30 s. New jobs never wait for it.
+    pub fn spooler_frequency(mut self, every: Duration) -> Self {
+        self.spool.frequency = Some(every);
+        self
+    }
+
+    /// Whether `spool()` fsyncs each job file and the directory before it
+    /// returns (default: yes). Without, a job still survives the death of
+    /// any process (it is written under a temporary name and renamed, so
+    /// it is whole or absent), but not a crash of the machine or a power
+    /// cut; `spool()` is then several times faster on a real disk. uWSGI
+    /// does not fsync.
+    pub fn spooler_fsync(mut self, on: bool) -> Self {
+        self.spool.no_fsync = !on;
+        self
+    }
+
+    /// User locks besides lock 0 (uWSGI `--locks N`): lock numbers are then
+    /// 0 to N. Default 0: lock 0 only.
+    pub fn locks(mut self, n: u32) -> Self {
+        self.locks = n;
         self
     }
 
@@ -404,7 +461,19 @@ impl MasterBuilder {
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
-    pub fn build(self) -> Result<Master> {
+    pub fn build(mut self) -> Result<Master> {
+        if crate::child::context().is_none() && !is_master() {
+            if self.spool.frequency.is_some_and(|f| f.is_zero()) {
+                return Err(Error::Config(
+                    "the spooler frequency must be above zero".into(),
+                ));
+            }
+            crate::spool::configure(std::mem::take(&mut self.spool), &mut self.topo.spoolers)?;
+            if let Some(h) = self.spool_handler.take() {
+                crate::spool::set_spooler_handler(move |t| h(t));
+            }
+            crate::lock::configure(self.locks)?;
+        }
         self.topo.validate()?;
         let o = &self.opts;
         if o.prefetch == 0 || o.outbox_limit == 0 || o.max_attempts == 0 {
@@ -518,6 +587,9 @@ impl Master {
             mule_msg_size: crate::mailbox::DEFAULT_MULE_MSG_SIZE,
             admin: AdminOptions::default(),
             allow_uids: Vec::new(),
+            spool: crate::spool::Setup::default(),
+            spool_handler: None,
+            locks: 0,
         }
     }
 
