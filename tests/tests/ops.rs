@@ -324,3 +324,72 @@ fn metrics_scraped_over_http_match_the_stats_document() {
     let run = group.finish();
     assert!(run.status.success(), "{:?}", run.status);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_signal_fields() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flare-ops"))
+        .arg("deadletter")
+        .env("FLARE_LOG_FORMAT", "json")
+        .env("FLARE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start flare-ops");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let master = child.id();
+    let deadline = Instant::now() + common::DEADLINE;
+    let mut lines = Vec::new();
+    let parse = |line: &str| -> serde_json::Value {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    // Until the dead-letter line.
+    let dead = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no dead-letter line; got:\n{}", lines.join("\n")));
+        let v = parse(&line);
+        lines.push(line);
+        if v["outcome"] == "dead_lettered" {
+            break v;
+        }
+    };
+    assert_eq!(dead["num"], 5, "{dead}");
+    assert_eq!(dead["target"], "worker", "{dead}");
+    assert_eq!(dead["proc"], "worker1", "{dead}");
+    assert_eq!(dead["origin"], "master", "{dead}");
+    assert_eq!(dead["level"], "ERROR", "{dead}");
+    assert_eq!(dead["process"], "master", "{dead}");
+    assert_eq!(dead["pid"], master, "{dead}");
+    assert!(
+        dead["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("dead-lettered")),
+        "{dead}"
+    );
+    kill(Pid::from_raw(master as i32), Signal::SIGTERM).expect("SIGTERM");
+    // Every line to the end is JSON too.
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        parse(&line);
+        lines.push(line);
+    }
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    for l in &lines {
+        let v = parse(l);
+        for key in ["timestamp", "level", "module", "pid", "process", "message"] {
+            assert!(v.get(key).is_some(), "no {key} in {l}");
+        }
+    }
+    println!("{}", lines.join("\n"));
+}

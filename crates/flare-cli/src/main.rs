@@ -1,6 +1,5 @@
 //! The `flare` command.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -37,16 +36,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let filter = std::env::var("FLARE_LOG")
-        .ok()
-        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .with_env_filter(filter)
-        .init();
+    if let Err(e) = flare::logging::init() {
+        eprintln!("flare: error: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),

@@ -147,22 +147,12 @@ fn check_handler(py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<()> {
     }
 }
 
-/// Sends flare's log lines to stderr, as the `flare` command does: the
-/// filter from `FLARE_LOG` (tracing's `EnvFilter` syntax; default `info`),
-/// colours on a terminal, no module targets. Once per process; a
-/// subscriber already installed stays.
-fn install_log() {
-    use std::io::IsTerminal;
-    let filter = std::env::var("FLARE_LOG")
-        .ok()
-        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .with_env_filter(filter)
-        .try_init();
+/// Sends flare's log lines to stderr, as the `flare` command does
+/// (`flare::logging`: `FLARE_LOG` filters, `FLARE_LOG_FORMAT=json` for one
+/// JSON object per line). Once per process; a subscriber already installed
+/// stays.
+fn install_log() -> PyResult<()> {
+    flare::logging::init().map_err(err)
 }
 
 /// The process group: built from the options, then (after the app's
@@ -200,7 +190,7 @@ impl Group {
         locks: u32,
         spooler_fsync: bool,
     ) -> PyResult<Group> {
-        install_log();
+        install_log()?;
         let mut b = Master::builder()
             .workers(workers)
             .mules(mules)

@@ -52,6 +52,8 @@ mod cron;
 mod error;
 mod handlers;
 mod lock;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod mailbox;
 mod master;
 pub mod metrics;

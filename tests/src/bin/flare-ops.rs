@@ -1,7 +1,9 @@
 //! Operations scenarios: `flare-ops notify SOCKET WATCHDOG_USEC` runs a
-//! group under a fake systemd (the test's datagram socket), and
-//! `flare-ops metrics` serves `/metrics` and the stats document. Both run
-//! until SIGTERM and print `FACT key=value` lines and a `SUMMARY`.
+//! group under a fake systemd (the test's datagram socket), `flare-ops
+//! metrics` serves `/metrics` and the stats document, `flare-ops
+//! deadletter` dead-letters signal 5 (its handler ends its worker). All
+//! run until SIGTERM and print `FACT key=value` lines and a `SUMMARY`;
+//! logs follow `FLARE_LOG` and `FLARE_LOG_FORMAT` (flare::logging).
 
 use flare::{Master, Signal};
 
@@ -10,12 +12,19 @@ fn fact(key: &str, value: impl std::fmt::Display) {
 }
 
 fn main() {
+    if let Err(e) = flare::logging::init() {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("notify") if args.len() == 3 => notify(&args[1], &args[2]),
         Some("metrics") if args.len() == 1 => metrics(),
+        Some("deadletter") if args.len() == 1 => deadletter(),
         _ => {
-            eprintln!("usage: flare-ops notify SOCKET WATCHDOG_USEC | flare-ops metrics");
+            eprintln!(
+                "usage: flare-ops notify SOCKET WATCHDOG_USEC | flare-ops metrics | flare-ops deadletter"
+            );
             std::process::exit(2);
         }
     };
@@ -70,5 +79,15 @@ fn metrics() -> flare::Result<flare::Summary> {
     Signal::new(9).register_handler("mule", |_| {})?;
     fact("metrics", master.metrics_addr().unwrap_or_default());
     fact("stats", master.stats_addr().unwrap_or_default());
+    master.run()
+}
+
+/// One worker whose handler of signal 5 ends the process: with one attempt
+/// allowed, the master dead-letters the signal (and logs it) when the
+/// worker dies. Raised by the master before `run()`.
+fn deadletter() -> flare::Result<flare::Summary> {
+    let master = Master::builder().workers(1).max_attempts(1).build()?;
+    Signal::new(5).register_handler("worker", |_| std::process::exit(3))?;
+    Signal::new(5).send()?;
     master.run()
 }

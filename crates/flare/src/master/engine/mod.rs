@@ -806,6 +806,10 @@ impl Engine {
                         .route(num)
                         .map_or("worker".into(), |r| r.target.to_string());
                     tracing::warn!(
+                        num,
+                        target = %target,
+                        origin = %origin,
+                        outcome = "unrouted",
                         "signal {num} (target {target}, raised by {origin}) unrouted: {why}{}",
                         suppressed(held)
                     );
@@ -1017,7 +1021,12 @@ impl Engine {
     fn drop_one(&mut self, num: u8, slot: Option<Slot>, why: &str) {
         self.note(Outcome1::Dropped, num, slot);
         if let Some(held) = self.dropped_log.allow(Instant::now()) {
-            tracing::warn!("signal {num} dropped: {why}{}", suppressed(held));
+            tracing::warn!(
+                num,
+                outcome = "dropped",
+                "signal {num} dropped: {why}{}",
+                suppressed(held)
+            );
         }
     }
 
@@ -1415,6 +1424,11 @@ impl Engine {
                     .route(num)
                     .map_or("worker (unregistered)".into(), |r| r.target.to_string());
                 tracing::error!(
+                    num,
+                    target = %target,
+                    origin = %origin,
+                    proc = %self.procs[slot].id,
+                    outcome = "dead_lettered",
                     "signal {num} (target {target}, raised by {origin}) dead-lettered after {} \
                      attempts; last given to {}",
                     attempt - 1,
