@@ -1,7 +1,6 @@
 //! `flare signal ADDR NUM`: raise a signal on a remote node, with the exit
 //! codes of `uwsgi --signal ADDR,NUM`.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use flare::{Error, Signal};
@@ -26,7 +25,7 @@ const UNREACHABLE: u8 = 1;
 const REJECTED: u8 = 2;
 const BAD_NUMBER: u8 = 3;
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> u8 {
     let (addr, num) = match &args.num {
         Some(n) => (args.addr.as_str(), n.as_str()),
         None => match args.addr.rsplit_once(',') {
@@ -35,7 +34,7 @@ pub fn run(args: Args) -> ExitCode {
                 eprintln!(
                     "flare signal: give the signal number: `flare signal ADDR NUM` or `flare signal ADDR,NUM`"
                 );
-                return ExitCode::from(BAD_NUMBER);
+                return BAD_NUMBER;
             }
         },
     };
@@ -43,7 +42,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(n) => n,
         Err(e) => {
             eprintln!("flare signal: {e}");
-            return ExitCode::from(BAD_NUMBER);
+            return BAD_NUMBER;
         }
     };
     let timeout = Duration::try_from_secs_f64(args.timeout)
@@ -53,23 +52,23 @@ pub fn run(args: Args) -> ExitCode {
     match flare::send_remote(addr, num.num(), timeout) {
         Ok(()) => {
             println!("signal {num} delivered to node {addr}");
-            ExitCode::from(DELIVERED)
+            DELIVERED
         }
         Err(Error::Rejected { .. }) => {
             println!("node {addr} rejected signal {num}");
-            ExitCode::from(REJECTED)
+            REJECTED
         }
         Err(e @ Error::Config(_)) => {
             eprintln!("flare signal: {e}");
-            ExitCode::from(UNREACHABLE)
+            UNREACHABLE
         }
         Err(Error::Unreachable(e)) => {
             println!("unable to deliver signal {num} to node {addr}: {e}");
-            ExitCode::from(UNREACHABLE)
+            UNREACHABLE
         }
         Err(e) => {
             println!("unable to deliver signal {num} to node {addr}: {e}");
-            ExitCode::from(UNREACHABLE)
+            UNREACHABLE
         }
     }
 }

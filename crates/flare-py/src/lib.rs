@@ -601,11 +601,20 @@ fn processes() -> Vec<(String, u32, u32, String, Option<u8>, u64, u64)> {
         .collect()
 }
 
+/// The `flare` command (stats, top, ctl, signal, demo) with `argv` (the
+/// program name first); returns its exit status. Behind the `flare` entry
+/// point the wheel installs, so no Rust toolchain is needed to run it.
+#[pyfunction]
+fn cli_main(argv: Vec<String>) -> u8 {
+    flare_cli::exit_status(argv)
+}
+
 #[pymodule]
 fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Group>()?;
     m.add("NoSignalAvailable", m.py().get_type::<NoSignalAvailable>())?;
     m.add_function(wrap_pyfunction!(register, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(reserve, m)?)?;
     m.add_function(wrap_pyfunction!(registered, m)?)?;
     m.add_function(wrap_pyfunction!(available, m)?)?;
