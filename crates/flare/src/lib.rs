@@ -48,6 +48,7 @@
 mod busy;
 mod child;
 mod control;
+mod counters;
 mod cron;
 mod error;
 mod handlers;
@@ -61,7 +62,9 @@ mod schedule;
 pub mod scheduling;
 mod shm;
 mod signal;
+mod signal_num;
 mod source;
+mod source_spec;
 pub mod stats;
 mod sys;
 mod table;
@@ -69,28 +72,26 @@ mod target;
 mod topology;
 
 pub use child::{Entry, ProcessInfo};
+pub use counters::{Counters, SignalSummary, SourceSummary, Tally};
 pub use cron::CronSpec;
 pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
-pub use master::SourceSummary;
 pub use master::{
-    Counters, ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions,
-    SignalSummary, Summary, Tally,
+    ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions, Summary,
 };
 pub use origin::{Origin, Received};
 pub use proto::uwsgi;
 pub use remote::{DEFAULT_TIMEOUT, RemoteAddr, send_remote};
-pub use router::ProcState;
 pub use signal::{
     Signal, get_available_num, get_last_received, last_received, registry_signals, serve_forever,
     stop, wait_any, wait_any_timeout, whoami,
 };
 pub use source::{
-    IntoCron, Source, SourceId, SourceKind, add_cron, add_file_monitor, add_rb_timer, add_timer,
-    add_timer_ms, remove_source,
+    add_cron, add_file_monitor, add_rb_timer, add_timer, add_timer_ms, remove_source,
 };
+pub use source_spec::{IntoCron, Source, SourceId, SourceKind};
 pub use target::{Farm, IntoTarget, Mule, Target};
-pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, Role, Topology};
+pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, ProcState, Role, Topology};
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]

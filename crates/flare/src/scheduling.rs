@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::origin::Received;
 use crate::signal::Signal;
-use crate::source::{IntoCron, Source, SourceId};
+use crate::source_spec::{IntoCron, Source, SourceId};
 use crate::target::IntoTarget;
 
 /// What a scheduling helper set up.

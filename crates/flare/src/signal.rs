@@ -16,6 +16,7 @@ use crate::handlers::{self, SignalDescription};
 use crate::master;
 use crate::origin::Received;
 use crate::proto::{Reply, Request};
+use crate::signal_num;
 use crate::table::MirrorEntry;
 use crate::target::IntoTarget;
 
@@ -301,12 +302,7 @@ impl FromStr for Signal {
     /// Parses a decimal number from 0 to 255; anything else (300, -1, x)
     /// is [`Error::BadNumber`], never a wrap-around.
     fn from_str(text: &str) -> Result<Signal> {
-        text.trim()
-            .parse::<u8>()
-            .map(Signal::new)
-            .map_err(|_| Error::BadNumber {
-                text: text.to_owned(),
-            })
+        signal_num::parse(text).map(Signal::new)
     }
 }
 
@@ -315,11 +311,7 @@ impl TryFrom<i64> for Signal {
 
     /// Any integer from 0 to 255; anything else is [`Error::BadNumber`].
     fn try_from(n: i64) -> Result<Signal> {
-        u8::try_from(n)
-            .map(Signal::new)
-            .map_err(|_| Error::BadNumber {
-                text: n.to_string(),
-            })
+        signal_num::from_i64(n).map(Signal::new)
     }
 }
 

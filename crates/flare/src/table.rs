@@ -66,6 +66,15 @@ enum Entry {
     Registered(Route),
 }
 
+/// A number that is not free, as [`Table::taken`] lists it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Taken<'a> {
+    /// Reserved (by `Signal::auto()`), not registered yet.
+    Reserved(Owner),
+    /// Registered.
+    Registered(&'a Route),
+}
+
 /// What a successful registration did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Registration {
@@ -225,37 +234,16 @@ impl Table {
         changed
     }
 
-    /// Every registered or reserved number, for the stats document.
-    pub(crate) fn snapshot(&self) -> Vec<crate::stats::RouteStats> {
-        let topo = &self.topo;
+    /// Every registered or reserved number, in order.
+    pub(crate) fn taken(&self) -> impl Iterator<Item = (u8, Taken<'_>)> {
         self.entries
             .iter()
             .enumerate()
             .filter_map(|(num, e)| match e {
                 Entry::Free => None,
-                Entry::Reserved(owner) => Some(crate::stats::RouteStats {
-                    num: num as u8,
-                    owner: owner.describe(topo),
-                    reserved: true,
-                    ..Default::default()
-                }),
-                Entry::Registered(r) => Some(crate::stats::RouteStats {
-                    num: num as u8,
-                    target: r.target.to_string(),
-                    owner: match r.owner {
-                        Owner::Master => "master".into(),
-                        Owner::Child(s) => topo.proc_at(s).to_string(),
-                    },
-                    runners: match &r.runners {
-                        Runners::All => vec!["all".into()],
-                        Runners::Only(set) => {
-                            set.iter().map(|s| topo.proc_at(s).to_string()).collect()
-                        }
-                    },
-                    reserved: false,
-                }),
+                Entry::Reserved(owner) => Some((num as u8, Taken::Reserved(*owner))),
+                Entry::Registered(r) => Some((num as u8, Taken::Registered(r))),
             })
-            .collect()
     }
 
     /// The mirror word children read for `num`.

@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub use remote::RemoteOptions;
-pub use sources::SourceSummary;
-pub use summary::{Counters, ProcessSummary, SignalSummary, Summary, Tally};
+pub use summary::{ProcessSummary, Summary};
 
 use crate::child::{Entry, ProcessInfo};
 use crate::error::{Error, Result};
 use crate::shm::Shm;
+use crate::source_spec::{Source, SourceId};
 use crate::sys;
 use crate::table::{Owner, Table};
 use crate::topology::{FarmSpec, Role, Topology};
@@ -529,12 +529,12 @@ impl Setup {
     }
 
     /// Adds a source owned by the master.
-    pub(crate) fn add_source(&mut self, sig: u8, source: crate::Source) -> Result<crate::SourceId> {
+    pub(crate) fn add_source(&mut self, sig: u8, source: Source) -> Result<SourceId> {
         self.sources.add(sig, source, Owner::Master)
     }
 
     /// Removes a source.
-    pub(crate) fn remove_source(&mut self, id: crate::SourceId) -> Result<()> {
+    pub(crate) fn remove_source(&mut self, id: SourceId) -> Result<()> {
         self.sources.remove(id)
     }
 

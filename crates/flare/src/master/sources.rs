@@ -9,14 +9,14 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
-use serde::{Deserialize, Serialize};
 
 use super::monitor::Monitors;
+use crate::counters::SourceSummary;
 use crate::cron::CronSpec;
 use crate::error::{Error, Result};
 use crate::origin::Origin;
 use crate::schedule::{CronCursor, TimerSchedule};
-use crate::source::{Source, SourceId, SourceKind};
+use crate::source_spec::{Source, SourceId, SourceKind};
 use crate::table::Owner;
 use crate::topology::Slot;
 
@@ -44,24 +44,6 @@ impl Entry {
             State::Monitor => Origin::FileMonitor(id),
         }
     }
-}
-
-/// A source, as reported in summaries and stats.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceSummary {
-    /// Its id.
-    pub id: u32,
-    /// The signal it raises.
-    pub sig: u8,
-    /// What it is (`timer every 50ms`, `cron `* * * * *``, ...).
-    pub what: String,
-    /// Times it raised its signal.
-    pub fired: u64,
-    /// Firings skipped because it is unique and its last signal was still
-    /// queued or running.
-    pub held: u64,
-    /// When it fires next, in milliseconds from now (timers and crons).
-    pub next_in_ms: Option<u64>,
 }
 
 /// Every source of the master.

@@ -273,7 +273,7 @@ pub(crate) enum Request {
     /// Add a source raising `sig`, owned by the asking child.
     AddSource {
         sig: u8,
-        source: crate::source::Source,
+        source: crate::source_spec::Source,
     },
     /// Remove a source.
     RemoveSource { id: u32 },

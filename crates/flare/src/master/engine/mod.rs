@@ -27,21 +27,22 @@ use super::admin::{Admin, Kind};
 use super::conn::{Conn, Outbox};
 use super::remote::{Input, Remote};
 use super::sources::{Sources, unix_now};
-use super::summary::{Counters, SignalSummary, Summary, Tally};
+use super::summary::Summary;
 use super::{Entries, Options, Setup};
 use crate::busy::{BusyPoll, Episode, Idle};
 use crate::child::{ChildSetup, child_main};
+use crate::counters::{Counters, SignalSummary, Tally};
 use crate::error::{Error, Result};
 use crate::origin::Origin;
 use crate::proto::uwsgi::{Read, signal_reply};
 use crate::proto::{Frame, Msg, RawFrame, Reply, Request, WireError, encode_with_payload};
 use crate::ratelog::RateLog;
-use crate::router::{self, Decision, ProcState, ProcView, Unrouted};
+use crate::router::{self, Decision, ProcView, Unrouted};
 use crate::shm::Shm;
 use crate::sys::{self, Forked};
 use crate::table::{Owner, Registration, Table};
 use crate::target::Target;
-use crate::topology::{ProcId, Slot, Topology};
+use crate::topology::{ProcId, ProcState, Slot, Topology};
 
 // Tokens: 0 signals, 1 the remote listener, 2 inotify, 3 stats, 4 control,
 // ADMIN_BASE + n their connections, CHILD_BASE + 2 * slot + chan
@@ -699,10 +700,12 @@ impl Engine {
                     }
                 }
             }
-            Request::RemoveSource { id } => match self.sources.remove(crate::SourceId(id)) {
-                Ok(()) => Reply::Ok,
-                Err(e) => Reply::Err(e.into()),
-            },
+            Request::RemoveSource { id } => {
+                match self.sources.remove(crate::source_spec::SourceId(id)) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => Reply::Err(e.into()),
+                }
+            }
         }
     }
 
