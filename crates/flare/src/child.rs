@@ -108,7 +108,7 @@ pub(crate) fn context() -> Option<&'static ChildCtx> {
 pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
     sys::close_inherited(&setup.inherited);
     if let Err(e) = sys::reset_child_signals() {
-        tracing::error!("{}: {e}", setup.me);
+        tracing::error!("{}: {}", setup.me, e.report());
         std::process::exit(70);
     }
     if nix::unistd::getppid().as_raw() as u32 != setup.master_pid {
@@ -123,7 +123,7 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
     let nonblocking = sys::set_nonblocking(&setup.chan_a.rx)
         .and_then(|()| sys::set_nonblocking(&setup.chan_b.tx));
     if let Err(e) = nonblocking {
-        tracing::error!("{}: {e}", setup.me);
+        tracing::error!("{}: {}", setup.me, e.report());
         std::process::exit(70);
     }
     let ctx = ChildCtx {
@@ -275,7 +275,7 @@ fn dispatcher(ctx: &'static ChildCtx) {
 /// Ends the process when the master has gone away: there is nobody left to
 /// route signals, and the master's successor will fork a fresh group.
 fn master_gone(ctx: &ChildCtx, e: &Error) -> ! {
-    tracing::debug!("{}: {e}; exiting", ctx.info.proc_id());
+    tracing::debug!("{}: {}; exiting", ctx.info.proc_id(), e.report());
     let _ = io::stdout().flush();
     std::process::exit(0)
 }
@@ -392,8 +392,9 @@ impl ChildCtx {
     }
 
     /// Raises `num` through the master. `wait_for_room` chooses between
-    /// `send()` (waits while the channel is full) and `try_send()`.
-    pub(crate) fn raise(&self, num: u8, wait_for_room: bool) -> Result<()> {
+    /// `send()` (waits while the channel is full) and `try_send()`;
+    /// `Ok(false)`: not sent, the channel is full.
+    pub(crate) fn raise(&self, num: u8, wait_for_room: bool) -> Result<bool> {
         let frame = Frame::Raise { num }.encode();
         if on_dispatcher() {
             // Channel A is always read by the master: never refused.
@@ -404,13 +405,13 @@ impl ChildCtx {
             // pipe or nothing.
             if !write_nonblocking(&b.tx, &frame)? {
                 if !wait_for_room {
-                    return Err(Error::QueueFull { num });
+                    return Ok(false);
                 }
                 write_waiting(&b.tx, &frame)?;
             }
         }
         self.shm.slot(self.slot).raised.fetch_add(1, Relaxed);
-        Ok(())
+        Ok(true)
     }
 
     /// One request/reply round trip with the master.

@@ -12,7 +12,7 @@ use chrono::NaiveDateTime;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result};
 
 /// When a cron source fires: once in every local minute that matches.
 ///
@@ -105,7 +105,9 @@ fn parser(dom_and_dow: bool) -> CronParser {
 }
 
 fn bad(text: &str, why: &str) -> Error {
-    Error::InvalidSource(format!("cron spec `{text}`: {why}"))
+    Error::from(RegistrationError::InvalidSource(format!(
+        "cron spec `{text}`: {why}"
+    )))
 }
 
 /// The fields and their ranges, for parse errors that do not name them.

@@ -5,6 +5,8 @@
 
 use std::io;
 
+use serde::{Deserialize, Serialize};
+
 /// A specialised `Result` for flare operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -19,6 +21,123 @@ pub enum Error {
         text: String,
     },
 
+    /// A registration, reservation or source was refused: by the table
+    /// or sources of this process's master, or by the master over the
+    /// channel (the same value on both sides).
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+
+    /// `try_send()` did not send (the channel was full, or there is no
+    /// master to take the signal).
+    #[error(transparent)]
+    NotSent(#[from] TrySendError),
+
+    /// A remote node answered that it did not deliver the signal
+    /// (uwsgiconf: `ValueError`).
+    #[error("remote node {addr} rejected signal {num}")]
+    Rejected {
+        /// The remote address.
+        addr: String,
+        /// The signal number.
+        num: u8,
+    },
+
+    /// A remote node could not be reached or did not answer in time
+    /// (uwsgiconf: `OSError`).
+    #[error("unable to deliver signal to remote node")]
+    Unreachable(#[source] io::Error),
+
+    /// A stats or control endpoint could not be reached, or the exchange
+    /// with it failed (refused, permission denied, timed out).
+    #[error("cannot talk to the {endpoint} endpoint at {addr}")]
+    Endpoint {
+        /// `stats` or `control`.
+        endpoint: &'static str,
+        /// The address given.
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A stats or control endpoint answered with something that is not an
+    /// answer (nothing at all, or not the expected document).
+    #[error("the {endpoint} endpoint at {addr} {problem}")]
+    BadAnswer {
+        /// `stats` or `control`.
+        endpoint: &'static str,
+        /// The address given.
+        addr: String,
+        /// What was wrong with the answer.
+        problem: String,
+    },
+
+    /// Waiting for a signal failed (uwsgiconf: `SystemError`).
+    #[error("cannot wait for a signal: {0}")]
+    Wait(String),
+
+    /// The call needs a flare process (a master built with
+    /// `Master::builder()`, or one of its children) and this is not one.
+    #[error("{0}")]
+    NoRuntime(&'static str),
+
+    /// The master closed the channel: it exited or was killed.
+    #[error("the master is gone (its channel closed)")]
+    MasterGone,
+
+    /// The control endpoint refused a command; the text says why.
+    #[error("control command refused: {0}")]
+    Control(String),
+
+    /// The process group was configured with values that cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The channel to the master carried something this side cannot read.
+    #[error("protocol error on the master channel: {0}")]
+    Protocol(String),
+
+    /// A system call failed.
+    #[error("{context}")]
+    Io {
+        /// What flare was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The message with its causes, each after a colon (`Display` gives
+    /// the message alone and [`source`](std::error::Error::source) the
+    /// cause): what to print where one line of text goes.
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
+    /// Wraps an I/O error with what was being done when it happened.
+    pub fn io(context: &'static str, source: impl Into<io::Error>) -> Self {
+        Error::Io {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+/// Why the table or the sources refused a request: the registration
+/// rules, the free numbers, the sources' checks. Serialisable, so the
+/// master sends the very value back to a child that asked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RegistrationError {
     /// A signal target is not one this master can route to.
     #[error("invalid signal target `{text}`: {reason}; valid targets: {valid}")]
     InvalidTarget {
@@ -78,41 +197,6 @@ pub enum Error {
     #[error("no signal number available: all 256 are registered or reserved")]
     NoSignalAvailable,
 
-    /// `try_send()` found the channel to the master full.
-    #[error("signal {num} not sent: the channel to the master is full (send() would wait)")]
-    QueueFull {
-        /// The signal number.
-        num: u8,
-    },
-
-    /// A remote node answered that it did not deliver the signal
-    /// (uwsgiconf: `ValueError`).
-    #[error("remote node {addr} rejected signal {num}")]
-    Rejected {
-        /// The remote address.
-        addr: String,
-        /// The signal number.
-        num: u8,
-    },
-
-    /// A remote node could not be reached or did not answer in time
-    /// (uwsgiconf: `OSError`).
-    #[error("unable to deliver signal to remote node: {0}")]
-    Unreachable(#[source] io::Error),
-
-    /// Waiting for a signal failed (uwsgiconf: `SystemError`).
-    #[error("cannot wait for a signal: {0}")]
-    Wait(String),
-
-    /// The call needs a flare process (a master built with
-    /// `Master::builder()`, or one of its children) and this is not one.
-    #[error("{0}")]
-    NoRuntime(&'static str),
-
-    /// The master closed the channel: it exited or was killed.
-    #[error("the master is gone (its channel closed)")]
-    MasterGone,
-
     /// A timer, cron entry or file monitor that cannot work.
     #[error("invalid signal source: {0}")]
     InvalidSource(String),
@@ -133,37 +217,38 @@ pub enum Error {
     #[error("no signal source #{0}")]
     NoSuchSource(u32),
 
-    /// The control endpoint refused a command; the text says why.
-    #[error("control command refused: {0}")]
-    Control(String),
-
-    /// The process group was configured with values that cannot work.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-
-    /// The channel to the master carried something this side cannot read.
-    #[error("protocol error on the master channel: {0}")]
-    Protocol(String),
-
-    /// A system call failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What flare was doing.
-        context: &'static str,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
+    /// The master failed to carry out a child's request for a reason of
+    /// its own (the text says which).
+    #[error("the master could not carry out the request: {0}")]
+    Master(String),
 }
 
-impl Error {
-    /// Wraps an I/O error with what was being done when it happened.
-    pub fn io(context: &'static str, source: impl Into<io::Error>) -> Self {
-        Error::Io {
-            context,
-            source: source.into(),
+impl RegistrationError {
+    /// What a child is told when its request failed: the refusal itself, or
+    /// the master's error as text.
+    pub(crate) fn for_child(e: Error) -> Self {
+        match e {
+            Error::Registration(r) => r,
+            other => RegistrationError::Master(other.report()),
         }
     }
+}
+
+/// Why [`Signal::try_send`](crate::Signal::try_send) did not send
+/// (as tokio's `TrySendError`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// The channel to the master is full; `send()` would wait.
+    #[error("signal {0} not sent: the channel to the master is full (send() would wait)")]
+    Full(u8),
+    /// No master takes signals from here: it is gone (its channel closed),
+    /// it is running in this very process, or this is not a flare process.
+    #[error(
+        "signal {0} not sent: no master takes it (the master is gone, or this process is not \
+         one of its children)"
+    )]
+    Closed(u8),
 }
 
 /// How a taken number is held, for [`Error::Conflict`].
@@ -171,5 +256,53 @@ fn held(existing: &Option<String>, owner: &str) -> String {
     match existing {
         Some(target) => format!("already registered by {owner} with target `{target}`"),
         None => format!("reserved by {owner}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_printed_once_and_report_adds_it() {
+        let e = Error::io(
+            "binding the stats socket",
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(e.to_string(), "binding the stats socket");
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(e.report(), "binding the stats socket: permission denied");
+        let e = Error::Unreachable(io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(
+            e.report(),
+            "unable to deliver signal to remote node: timed out"
+        );
+    }
+
+    #[test]
+    fn a_refusal_crosses_the_channel_unchanged() {
+        let sent = RegistrationError::Conflict {
+            num: 9,
+            existing: Some("workers".into()),
+            owner: "worker1".into(),
+            requested: "mule".into(),
+        };
+        let wire = serde_json::to_vec(&sent).unwrap();
+        let got: RegistrationError = serde_json::from_slice(&wire).unwrap();
+        assert_eq!(got, sent);
+        let e = Error::from(got);
+        assert_eq!(e.to_string(), sent.to_string());
+        assert!(
+            e.to_string()
+                .contains("already registered by worker1 with target `workers`")
+        );
+        let other = RegistrationError::for_child(Error::io(
+            "creating the inotify descriptor",
+            io::Error::from(io::ErrorKind::OutOfMemory),
+        ));
+        assert_eq!(
+            other,
+            RegistrationError::Master("creating the inotify descriptor: out of memory".into())
+        );
     }
 }

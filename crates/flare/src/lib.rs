@@ -74,7 +74,7 @@ mod topology;
 pub use child::{Entry, ProcessInfo};
 pub use counters::{Counters, SignalSummary, SourceSummary, Tally};
 pub use cron::CronSpec;
-pub use error::{Error, Result};
+pub use error::{Error, RegistrationError, Result, TrySendError};
 pub use handlers::{Handler, SignalDescription};
 pub use master::{
     ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions, Summary,

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Acquire;
 use std::time::Duration;
 
 use crate::child;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result, TrySendError};
 use crate::handlers::{self, SignalDescription};
 use crate::master;
 use crate::origin::Received;
@@ -150,7 +150,7 @@ impl Signal {
     /// `run()` starts.
     pub fn send(self) -> Result<()> {
         match child::context() {
-            Some(ctx) => ctx.raise(self.num, true),
+            Some(ctx) => ctx.raise(self.num, true).map(drop),
             None => master::with_setup(|s| s.raised.push(self.num)),
         }
     }
@@ -164,12 +164,28 @@ impl Signal {
         crate::remote::send_remote(addr, self.num, crate::remote::DEFAULT_TIMEOUT)
     }
 
-    /// Like [`Signal::send`], but returns [`Error::QueueFull`] instead of
-    /// waiting when the channel to the master is full.
-    pub fn try_send(self) -> Result<()> {
+    /// Like [`Signal::send`], but never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] when the channel to the master is full (the
+    /// signal is not sent; `send()` would wait), [`TrySendError::Closed`]
+    /// when no master takes it: the master is gone, or this process is
+    /// neither one of its children nor a master before `run()`.
+    pub fn try_send(self) -> Result<(), TrySendError> {
+        let num = self.num;
         match child::context() {
-            Some(ctx) => ctx.raise(self.num, false),
-            None => master::with_setup(|s| s.raised.push(self.num)),
+            Some(ctx) => match ctx.raise(num, false) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(TrySendError::Full(num)),
+                Err(e) => {
+                    tracing::debug!("signal {num} not sent: {}", e.report());
+                    Err(TrySendError::Closed(num))
+                }
+            },
+            None => {
+                master::with_setup(|s| s.raised.push(num)).map_err(|_| TrySendError::Closed(num))
+            }
         }
     }
 
@@ -217,8 +233,9 @@ pub fn get_available_num() -> Result<u8> {
     match child::context() {
         Some(ctx) => (0..=255u8)
             .find(|&n| !mirror_entry(ctx, n).taken)
-            .ok_or(Error::NoSignalAvailable),
-        None => master::with_setup(|s| s.table.first_available())?.ok_or(Error::NoSignalAvailable),
+            .ok_or(RegistrationError::NoSignalAvailable.into()),
+        None => master::with_setup(|s| s.table.first_available())?
+            .ok_or(RegistrationError::NoSignalAvailable.into()),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cron::CronSpec;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result};
 
 /// Identifies a source, to remove it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -172,21 +172,23 @@ impl Source {
         match &self.kind {
             SourceKind::Timer { period, repeat } => {
                 if period.is_zero() {
-                    return Err(Error::InvalidSource(
+                    return Err(Error::from(RegistrationError::InvalidSource(
                         "a timer period must be above zero".into(),
-                    ));
+                    )));
                 }
                 if *repeat == Some(0) {
-                    return Err(Error::InvalidSource(
+                    return Err(Error::from(RegistrationError::InvalidSource(
                         "an rb timer must repeat at least once (None repeats for ever)".into(),
-                    ));
+                    )));
                 }
                 Ok(())
             }
             SourceKind::Cron(spec) => spec.parse::<CronSpec>().map(|_| ()),
             SourceKind::FileMonitor { path, .. } => {
                 if path.as_os_str().is_empty() {
-                    Err(Error::InvalidSource("a file monitor needs a path".into()))
+                    Err(Error::from(RegistrationError::InvalidSource(
+                        "a file monitor needs a path".into(),
+                    )))
                 } else {
                     Ok(())
                 }

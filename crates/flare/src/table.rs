@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result};
 use crate::target::{Resolved, Target};
 use crate::topology::{Slot, SlotSet, Topology};
 
@@ -131,7 +131,9 @@ impl Table {
     /// Takes the first free number for `who`, so no other process can pick
     /// it before `who` registers it.
     pub(crate) fn reserve(&mut self, who: Owner) -> Result<u8> {
-        let num = self.first_available().ok_or(Error::NoSignalAvailable)?;
+        let num = self
+            .first_available()
+            .ok_or(RegistrationError::NoSignalAvailable)?;
         self.entries[num as usize] = Entry::Reserved(who);
         Ok(num)
     }
@@ -146,22 +148,24 @@ impl Table {
         let resolved = target.resolve(&self.topo)?;
         if let Owner::Child(slot) = who {
             if !resolved.includes(&self.topo, slot) {
-                return Err(Error::Unrunnable {
+                return Err(Error::from(RegistrationError::Unrunnable {
                     num,
                     target: target.to_string(),
                     process: self.topo.proc_at(slot).to_string(),
-                });
+                }));
             }
         }
         let topo = &self.topo;
         let entry = &mut self.entries[num as usize];
         match entry {
-            Entry::Reserved(holder) if *holder != who => Err(Error::Conflict {
-                num,
-                existing: None,
-                owner: holder.describe(topo),
-                requested: target.to_string(),
-            }),
+            Entry::Reserved(holder) if *holder != who => {
+                Err(Error::from(RegistrationError::Conflict {
+                    num,
+                    existing: None,
+                    owner: holder.describe(topo),
+                    requested: target.to_string(),
+                }))
+            }
             Entry::Free | Entry::Reserved(_) => {
                 let runners = match who {
                     Owner::Master => Runners::All,
@@ -176,10 +180,12 @@ impl Table {
                 Ok(Registration::New)
             }
             Entry::Registered(route) => match who {
-                Owner::Master if route.owner == Owner::Master => Err(Error::AlreadyRegistered {
-                    num,
-                    target: route.target.to_string(),
-                }),
+                Owner::Master if route.owner == Owner::Master => {
+                    Err(Error::from(RegistrationError::AlreadyRegistered {
+                        num,
+                        target: route.target.to_string(),
+                    }))
+                }
                 Owner::Child(slot) if route.target.same_as(target, topo) => {
                     match &mut route.runners {
                         Runners::All => Ok(Registration::Replaced),
@@ -190,12 +196,12 @@ impl Table {
                         }
                     }
                 }
-                _ => Err(Error::Conflict {
+                _ => Err(Error::from(RegistrationError::Conflict {
                     num,
                     existing: Some(route.target.to_string()),
                     owner: route.owner.describe(topo),
                     requested: target.to_string(),
-                }),
+                })),
             },
         }
     }
@@ -376,7 +382,13 @@ mod tests {
         let mut tb = table();
         tb.register(5, &t("workers"), Owner::Master).unwrap();
         let e = tb.register(5, &t("workers"), Owner::Master).unwrap_err();
-        assert!(matches!(e, Error::AlreadyRegistered { num: 5, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Registration(RegistrationError::AlreadyRegistered { num: 5, .. })
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("`workers`"));
     }
 
@@ -418,12 +430,12 @@ mod tests {
         let mut tb = table();
         tb.register(9, &t("workers"), W1).unwrap();
         let e = tb.register(9, &t("worker"), W2).unwrap_err();
-        let Error::Conflict {
+        let Error::Registration(RegistrationError::Conflict {
             num,
             existing,
             owner,
             requested,
-        } = &e
+        }) = &e
         else {
             panic!("{e}")
         };
@@ -452,7 +464,13 @@ mod tests {
     fn a_target_that_cannot_reach_the_registrant_is_unrunnable() {
         let mut tb = table();
         let e = tb.register(4, &t("mules"), W1).unwrap_err();
-        assert!(matches!(e, Error::Unrunnable { num: 4, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Registration(RegistrationError::Unrunnable { num: 4, .. })
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("worker1"));
         assert!(tb.register(4, &t("worker2"), W1).is_err());
         assert!(tb.register(4, &t("worker1"), W1).is_ok());
@@ -464,7 +482,13 @@ mod tests {
         let mut tb = table();
         for bad in ["worker99", "farm_nope", "farm2", "mule3"] {
             let e = tb.register(1, &t(bad), Owner::Master).unwrap_err();
-            assert!(matches!(e, Error::InvalidTarget { .. }), "{bad}: {e}");
+            assert!(
+                matches!(
+                    e,
+                    Error::Registration(RegistrationError::InvalidTarget { .. })
+                ),
+                "{bad}: {e}"
+            );
         }
         assert!(tb.first_available() == Some(0) && !tb.is_registered(1));
     }
@@ -490,7 +514,10 @@ mod tests {
             tb.reserve(Owner::Master).unwrap();
         }
         assert_eq!(tb.first_available(), None);
-        assert!(matches!(tb.reserve(W1), Err(Error::NoSignalAvailable)));
+        assert!(matches!(
+            tb.reserve(W1),
+            Err(Error::Registration(RegistrationError::NoSignalAvailable))
+        ));
     }
 
     #[test]

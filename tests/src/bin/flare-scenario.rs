@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
-use flare::{Error, Master, Mule, Signal, Source, Target};
+use flare::{Error, Master, Mule, RegistrationError, Signal, Source, Target, TrySendError};
 
 fn fact(key: &str, value: impl std::fmt::Display) {
     println!("FACT {key}={value}");
@@ -217,9 +217,9 @@ fn registry() -> String {
 fn err_kind(r: flare::Result<()>) -> &'static str {
     match r {
         Ok(()) => "ok",
-        Err(Error::Unrunnable { .. }) => "unrunnable",
-        Err(Error::InvalidTarget { .. }) => "invalid-target",
-        Err(Error::Conflict { .. }) => "conflict",
+        Err(Error::Registration(RegistrationError::Unrunnable { .. })) => "unrunnable",
+        Err(Error::Registration(RegistrationError::InvalidTarget { .. })) => "invalid-target",
+        Err(Error::Registration(RegistrationError::Conflict { .. })) => "conflict",
         Err(_) => "other",
     }
 }
@@ -347,7 +347,7 @@ fn available() -> flare::Result<flare::Summary> {
             loop {
                 match Signal::auto() {
                     Ok(_) => got += 1,
-                    Err(Error::NoSignalAvailable) => break,
+                    Err(Error::Registration(RegistrationError::NoSignalAvailable)) => break,
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -471,7 +471,7 @@ fn queue_full() -> flare::Result<flare::Summary> {
                 loop {
                     match Signal::new(1).try_send() {
                         Ok(()) => sent += 1,
-                        Err(Error::QueueFull { num: 1 }) => break,
+                        Err(TrySendError::Full(1)) => break,
                         Err(e) => panic!("{e}"),
                     }
                 }

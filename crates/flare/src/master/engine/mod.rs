@@ -32,10 +32,10 @@ use super::{Entries, Options, Setup};
 use crate::busy::{BusyPoll, Episode, Idle};
 use crate::child::{ChildSetup, child_main};
 use crate::counters::{Counters, SignalSummary, Tally};
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result};
 use crate::origin::Origin;
 use crate::proto::uwsgi::{Read, signal_reply};
-use crate::proto::{Frame, Msg, RawFrame, Reply, Request, WireError, encode_with_payload};
+use crate::proto::{Frame, Msg, RawFrame, Reply, Request, encode_with_payload};
 use crate::ratelog::RateLog;
 use crate::router::{self, Decision, ProcView, Unrouted};
 use crate::shm::Shm;
@@ -634,7 +634,9 @@ impl Engine {
             } => {
                 let reply = match serde_json::from_slice::<Request>(body) {
                     Ok(req) => self.on_request(slot, req),
-                    Err(e) => Reply::Err(WireError::Other(format!("unreadable request: {e}"))),
+                    Err(e) => Reply::Err(RegistrationError::Master(format!(
+                        "unreadable request: {e}"
+                    ))),
                 };
                 if let Some(c) = self.procs[slot].conn_mut(chan) {
                     if let Err(e) = encode_with_payload(true, id, &reply, c.out()) {
@@ -673,7 +675,7 @@ impl Engine {
                     }
                     Err(e) => {
                         tracing::warn!("{me}: registration refused: {e}");
-                        Reply::Err(e.into())
+                        Reply::refused(e)
                     }
                 }
             }
@@ -682,7 +684,7 @@ impl Engine {
                     self.mirror(num);
                     Reply::Num(num)
                 }
-                Err(e) => Reply::Err(e.into()),
+                Err(e) => Reply::refused(e),
             },
             Request::Stop => {
                 self.begin_shutdown(&format!("stop requested by {me}"));
@@ -695,15 +697,15 @@ impl Engine {
                         Reply::Source(id.get())
                     }
                     Err(e) => {
-                        tracing::warn!("{me}: source refused: {e}");
-                        Reply::Err(e.into())
+                        tracing::warn!("{me}: source refused: {}", e.report());
+                        Reply::refused(e)
                     }
                 }
             }
             Request::RemoveSource { id } => {
                 match self.sources.remove(crate::source_spec::SourceId(id)) {
                     Ok(()) => Reply::Ok,
-                    Err(e) => Reply::Err(e.into()),
+                    Err(e) => Reply::refused(e),
                 }
             }
         }
