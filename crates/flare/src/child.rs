@@ -98,6 +98,18 @@ struct ChanB {
 
 static CHILD: OnceLock<ChildCtx> = OnceLock::new();
 
+/// Exit status of a child that could not set itself up after fork
+/// (signals, channels, its context): `EX_SOFTWARE` of sysexits.h.
+const EXIT_SETUP_FAILED: i32 = 70;
+
+/// Exit status of a child that could not start its dispatcher thread
+/// (`EX_OSERR` of sysexits.h).
+const EXIT_NO_DISPATCHER: i32 = 71;
+
+/// Exit status of a child whose entry function panicked (what Rust uses
+/// for a panic in `main`).
+const EXIT_ENTRY_PANICKED: i32 = 101;
+
 /// The child context, when this process is a flare child.
 pub(crate) fn context() -> Option<&'static ChildCtx> {
     CHILD.get()
@@ -109,7 +121,7 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
     sys::close_inherited(&setup.inherited);
     if let Err(e) = sys::reset_child_signals() {
         tracing::error!("{}: {}", setup.me, e.report());
-        std::process::exit(70);
+        std::process::exit(EXIT_SETUP_FAILED);
     }
     if nix::unistd::getppid().as_raw() as u32 != setup.master_pid {
         // The master died before the parent-death signal was armed.
@@ -124,7 +136,7 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
         .and_then(|()| sys::set_nonblocking(&setup.chan_b.tx));
     if let Err(e) = nonblocking {
         tracing::error!("{}: {}", setup.me, e.report());
-        std::process::exit(70);
+        std::process::exit(EXIT_SETUP_FAILED);
     }
     let ctx = ChildCtx {
         info,
@@ -144,10 +156,10 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
         },
     };
     if CHILD.set(ctx).is_err() {
-        std::process::exit(70);
+        std::process::exit(EXIT_SETUP_FAILED);
     }
     let Some(ctx) = CHILD.get() else {
-        std::process::exit(70)
+        std::process::exit(EXIT_SETUP_FAILED)
     };
     let spawned = std::thread::Builder::new()
         .name("flare-dispatch".into())
@@ -157,7 +169,7 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
             "{}: cannot start the dispatcher thread: {e}",
             info.proc_id()
         );
-        std::process::exit(71);
+        std::process::exit(EXIT_NO_DISPATCHER);
     }
     match setup.entry {
         Some(entry) => {
@@ -170,7 +182,7 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
                 }
                 Err(_) => {
                     tracing::error!("{}: entry function panicked; exiting", info.proc_id());
-                    std::process::exit(101)
+                    std::process::exit(EXIT_ENTRY_PANICKED)
                 }
             }
         }

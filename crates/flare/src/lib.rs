@@ -43,7 +43,8 @@
 //! | `get_last_received()` | [`get_last_received`] |
 //! | `Mule(id)`, `Farm(name)` | [`Mule`], [`Farm`] |
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+#![deny(clippy::missing_errors_doc)]
 
 mod busy;
 mod child;

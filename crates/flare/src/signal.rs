@@ -46,6 +46,12 @@ impl Signal {
     /// The first free number, reserved atomically in the master so no other
     /// process can take it before this one registers it (uwsgiconf
     /// `Signal()`, which only looks the number up).
+    ///
+    /// # Errors
+    ///
+    /// [`RegistrationError::NoSignalAvailable`] when all 256 numbers are
+    /// taken, [`Error::NoRuntime`] outside a flare process or in a running
+    /// master, [`Error::MasterGone`] when the master has gone away.
     pub fn auto() -> Result<Signal> {
         let num = match child::context() {
             Some(ctx) => match ctx.request(&Request::Reserve)? {
@@ -81,8 +87,17 @@ impl Signal {
     ///
     /// In the master before `run()`, every child inherits the handler. In a
     /// child, only that child can run it; other children registering the
-    /// same number and target join it. See DESIGN.md section 3 and the
-    /// README for the rules and the errors.
+    /// same number and target join it; another target is a
+    /// [`RegistrationError::Conflict`]. The README lists every rule.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistrationError::InvalidTarget`] for a target that is not valid
+    /// in this group, [`RegistrationError::Unrunnable`],
+    /// [`RegistrationError::AlreadyRegistered`] and
+    /// [`RegistrationError::Conflict`] as the rules above say;
+    /// [`Error::NoRuntime`] outside a flare process or in a running master,
+    /// [`Error::MasterGone`] when the master has gone away.
     pub fn register_handler<T, F>(self, target: T, handler: F) -> Result<()>
     where
         T: IntoTarget,
@@ -93,6 +108,10 @@ impl Signal {
 
     /// [`Signal::register_handler`], then `callback(self)` once the
     /// registration is in place (uwsgiconf's `callback=` argument).
+    ///
+    /// # Errors
+    ///
+    /// As [`Signal::register_handler`]; `callback` is not called then.
     pub fn register_handler_then<T, F, C>(self, target: T, handler: F, callback: C) -> Result<()>
     where
         T: IntoTarget,
@@ -148,6 +167,11 @@ impl Signal {
     /// `signal.send()`). Waits while the channel to the master is full;
     /// never drops. In a master before `run()`, the signal is raised when
     /// `run()` starts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRuntime`] outside a flare process or in a running master,
+    /// [`Error::MasterGone`] when the master has gone away.
     pub fn send(self) -> Result<()> {
         match child::context() {
             Some(ctx) => ctx.raise(self.num, true).map(drop),
@@ -160,6 +184,11 @@ impl Signal {
     /// [`Error::Rejected`] when the node refuses it, [`Error::Unreachable`]
     /// when it cannot be reached or does not answer within 4 s. Works in any
     /// process, flare or not.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Rejected`], [`Error::Unreachable`], and [`Error::Config`]
+    /// when `addr` is not an address.
     pub fn send_remote(self, addr: &str) -> Result<()> {
         crate::remote::send_remote(addr, self.num, crate::remote::DEFAULT_TIMEOUT)
     }
@@ -197,11 +226,21 @@ impl Signal {
     /// call: `wait()` returns at once when the signal was received since
     /// this thread's previous `wait()` for it returned (or since the process
     /// started). Several arrivals in between wake one `wait()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Wait`] outside a child (the master receives no signals) or
+    /// from inside a handler, [`Error::MasterGone`] when the master has gone
+    /// away.
     pub fn wait(self) -> Result<Received> {
         waiting(Some(self.num), None)?.ok_or_else(|| Error::Wait("woke without a signal".into()))
     }
 
     /// [`Signal::wait`] with a limit: `Ok(None)` when it passes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Signal::wait`].
     pub fn wait_timeout(self, timeout: Duration) -> Result<Option<Received>> {
         waiting(Some(self.num), Some(timeout))
     }
@@ -209,11 +248,19 @@ impl Signal {
 
 /// Blocks until this process receives any signal (uWSGI `signal_wait()`
 /// without a number).
+///
+/// # Errors
+///
+/// As [`Signal::wait`].
 pub fn wait_any() -> Result<Received> {
     waiting(None, None)?.ok_or_else(|| Error::Wait("woke without a signal".into()))
 }
 
 /// [`wait_any`] with a limit: `Ok(None)` when it passes.
+///
+/// # Errors
+///
+/// As [`Signal::wait`].
 pub fn wait_any_timeout(timeout: Duration) -> Result<Option<Received>> {
     waiting(None, Some(timeout))
 }
@@ -229,6 +276,11 @@ fn waiting(num: Option<u8>, timeout: Option<Duration>) -> Result<Option<Received
 
 /// The first signal number neither registered nor reserved (uwsgiconf
 /// `get_available_num()`). Only looks; [`Signal::auto`] also reserves.
+///
+/// # Errors
+///
+/// [`RegistrationError::NoSignalAvailable`] when all 256 are taken,
+/// [`Error::NoRuntime`] outside a flare process or in a running master.
 pub fn get_available_num() -> Result<u8> {
     match child::context() {
         Some(ctx) => (0..=255u8)
@@ -258,6 +310,11 @@ pub fn registry_signals() -> Vec<SignalDescription> {
 
 /// Asks the master to shut the whole group down gracefully (uWSGI
 /// `uwsgi.stop()`): queued signals are handled, then every child is ended.
+///
+/// # Errors
+///
+/// [`Error::NoRuntime`] outside a flare process or in a running master,
+/// [`Error::MasterGone`] when the master has gone away.
 pub fn stop() -> Result<()> {
     match child::context() {
         Some(ctx) => match ctx.request(&Request::Stop)? {

@@ -128,6 +128,10 @@ impl Source {
 
     /// In each local minute that matches `spec`: crontab text, `uwsgi M H
     /// D MO W`, or a [`CronSpec`].
+    ///
+    /// # Errors
+    ///
+    /// [`RegistrationError::InvalidSource`] when the spec does not parse.
     pub fn cron(spec: impl IntoCron) -> Result<Source> {
         Ok(Source {
             kind: SourceKind::Cron(spec.into_cron()?.to_string()),
@@ -201,6 +205,10 @@ impl Source {
 /// five integers `[minute, hour, day, month, weekday]`, or a [`CronSpec`].
 pub trait IntoCron {
     /// Parses or converts.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistrationError::InvalidSource`] when the spec does not parse.
     fn into_cron(self) -> Result<CronSpec>;
 }
 

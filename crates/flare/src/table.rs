@@ -1,8 +1,15 @@
 //! The signal table: 256 routes, who owns them and who can run them.
 //!
-//! This module is the one place for the registration rules (DESIGN.md
-//! section 3). Only the master holds a `Table`; children read a mirror of it
-//! through [`MirrorEntry`], one `u64` per number. Pure: no I/O.
+//! This module is the one place for the registration rules: the master
+//! registering a number twice is `AlreadyRegistered`; a child's
+//! registration runs only in that child, other children with the same
+//! target join it as runners and another target is a `Conflict`; a target
+//! that can never include a process able to run it is `Unrunnable`; a
+//! child's registrations die with it; a reserved number (`Signal::auto()`)
+//! may be registered only by the process that reserved it.
+//!
+//! Only the master holds a `Table`; children read a mirror of it through
+//! [`MirrorEntry`], one `u64` per number. Pure: no I/O.
 
 use std::sync::Arc;
 
@@ -138,7 +145,7 @@ impl Table {
         Ok(num)
     }
 
-    /// Applies the registration rules of DESIGN.md section 3.
+    /// Applies the registration rules (see the module documentation).
     pub(crate) fn register(
         &mut self,
         num: u8,

@@ -355,6 +355,10 @@ impl From<Farm> for Target {
 /// a [`Mule`] or a [`Farm`].
 pub trait IntoTarget {
     /// Converts into a target, checking the grammar of text.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistrationError::InvalidTarget`] for text that is not a target.
     fn into_target(self) -> Result<Target>;
 }
 

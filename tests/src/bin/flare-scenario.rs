@@ -879,13 +879,11 @@ fn harakiri(dir: PathBuf) -> flare::Result<flare::Summary> {
 /// children at random; the harness then stops the master with SIGTERM.
 fn chaos(secs: u64) -> flare::Result<flare::Summary> {
     let until = std::time::Instant::now() + Duration::from_secs(secs);
-    let opts = flare::Options {
-        // Children die all the time here: keep respawns quick.
-        min_lifetime: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(500),
-        drain_timeout: Duration::from_secs(30),
-        ..flare::Options::default()
-    };
+    let mut opts = flare::Options::default();
+    // Children die all the time here: keep respawns quick.
+    opts.min_lifetime = Duration::from_millis(50);
+    opts.max_backoff = Duration::from_millis(500);
+    opts.drain_timeout = Duration::from_secs(30);
     let sender = move |me: flare::ProcessInfo| {
         let nums = [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 42];
         let mut i = me.id as usize;

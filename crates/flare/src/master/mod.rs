@@ -15,6 +15,7 @@ mod remote;
 mod sources;
 mod summary;
 
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,7 +31,12 @@ use crate::table::{Owner, Table};
 use crate::topology::{FarmSpec, Role, Topology};
 
 /// Tunables of the master. The defaults suit most groups.
+///
+/// More fields may come: start from the defaults and set what you need
+/// (`let mut o = Options::default(); o.prefetch = 8;`), or use the
+/// builder's methods.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// Deliveries one child may have queued in the master before more are
     /// dropped (and counted). Default 1,048,576. Raises from outside a
@@ -144,6 +150,18 @@ pub(crate) struct Entries {
     pub(crate) fork_hooks: Option<ForkHooks>,
 }
 
+impl fmt::Debug for Entries {
+    /// Which entry functions and hooks are set (functions do not print).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entries")
+            .field("worker", &self.worker.is_some())
+            .field("mule", &self.mule.is_some())
+            .field("spooler", &self.spooler.is_some())
+            .field("fork_hooks", &self.fork_hooks)
+            .finish()
+    }
+}
+
 impl Entries {
     pub(crate) fn for_role(&self, role: Role) -> Option<&Entry> {
         match role {
@@ -176,6 +194,7 @@ impl Entries {
 /// # Ok::<(), flare::Error>(())
 /// ```
 #[must_use]
+#[derive(Debug)]
 pub struct MasterBuilder {
     topo: Topology,
     entries: Entries,
@@ -345,6 +364,13 @@ impl MasterBuilder {
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for settings that cannot work together, or an
+    /// endpoint address that cannot be listened on (the message says which),
+    /// or when this process is already a master or a child;
+    /// [`Error::Io`] when the shared memory cannot be mapped.
     pub fn build(self) -> Result<Master> {
         self.topo.validate()?;
         let o = &self.opts;
@@ -431,6 +457,19 @@ pub struct Master {
     admin: Option<admin::Admin>,
 }
 
+impl fmt::Debug for Master {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Master")
+            .field("topology", &self.topo)
+            .field("entries", &self.entries)
+            .field("options", &self.opts)
+            .field("remote", &self.remote_addr())
+            .field("stats", &self.stats_addr())
+            .field("control", &self.control_addr())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Master {
     /// A builder with one worker and nothing else.
     pub fn builder() -> MasterBuilder {
@@ -479,6 +518,12 @@ impl Master {
     ///
     /// `SIGPIPE` is ignored from here on, in the master and the children
     /// (the channels are pipes; a write to a dead peer must fail, not kill).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when this process has more than one thread or
+    /// `run()` was called before; [`Error::Io`] when a system call the master
+    /// needs (fork, epoll, signal handling, the channels) fails.
     pub fn run(self) -> Result<Summary> {
         if let Some(n) = sys::thread_count().filter(|&n| n > 1) {
             return Err(Error::Config(format!(

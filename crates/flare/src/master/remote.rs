@@ -18,8 +18,10 @@ use super::listener::{HasStream, Listener, Slab, Stream};
 use crate::error::Result;
 use crate::proto::uwsgi::RequestReader;
 
-/// Settings of the remote-signal listener.
+/// Settings of the remote-signal listener: [`RemoteOptions::new`], then
+/// set the fields to change (more may come).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RemoteOptions {
     /// Where to listen: `host:port`, `:port`, a socket path, or `@name`
     /// (see [`RemoteAddr`]).
