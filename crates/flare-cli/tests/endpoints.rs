@@ -146,3 +146,31 @@ fn no_answer_and_garbage_are_said_for_ctl() {
     );
     t.join().expect("server");
 }
+
+#[test]
+fn flare_top_says_permission_denied_and_keeps_trying() {
+    let path = socket_path("top.sock");
+    let _l = UnixListener::bind(&path).expect("bind");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    let addr = path.display().to_string();
+    let command = [
+        unprivileged(),
+        vec![
+            env!("CARGO_BIN_EXE_flare"),
+            "top",
+            &addr,
+            "--interval",
+            "200",
+        ],
+    ]
+    .concat()
+    .join(" ");
+    let top = common::Tmux::start("top-denied", 200, 20, &command);
+    let screen = top.wait_screen("the permission error", |s| {
+        s.contains(&format!("cannot talk to the stats endpoint at {addr}"))
+            && s.to_lowercase().contains("permission denied")
+    });
+    assert!(screen.contains("retrying every 200 ms"), "{screen}");
+    top.keys("q");
+    assert_eq!(top.exit_code(), 0);
+}
