@@ -702,12 +702,10 @@ impl Engine {
                     }
                 }
             }
-            Request::RemoveSource { id } => {
-                match self.sources.remove(crate::source_spec::SourceId(id)) {
-                    Ok(()) => Reply::Ok,
-                    Err(e) => Reply::refused(e),
-                }
-            }
+            Request::RemoveSource { id } => match self.sources.remove(crate::SourceId(id)) {
+                Ok(()) => Reply::Ok,
+                Err(e) => Reply::refused(e),
+            },
         }
     }
 
