@@ -52,7 +52,9 @@ mod control;
 mod counters;
 mod cron;
 mod error;
+mod handler_done;
 mod handlers;
+mod mailbox;
 mod master;
 mod origin;
 mod proto;
@@ -67,16 +69,22 @@ mod signal_num;
 mod source;
 mod source_spec;
 pub mod stats;
+mod status;
 mod sys;
 mod table;
 mod target;
 mod topology;
+mod user_harakiri;
 
 pub use child::{Entry, ProcessInfo};
 pub use counters::{Counters, SignalSummary, SourceSummary, Tally};
 pub use cron::CronSpec;
 pub use error::{Error, RegistrationError, Result, TrySendError};
 pub use handlers::{Handler, SignalDescription};
+pub use mailbox::{
+    DEFAULT_MULE_MSG_SIZE, GetMsg, Inbox, farm_get_msg, farm_msg, mule_get_msg, mule_msg,
+    try_farm_msg, try_mule_get_msg, try_mule_msg,
+};
 pub use master::{
     ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions, Summary,
 };
@@ -84,15 +92,17 @@ pub use origin::{Origin, Received};
 pub use proto::uwsgi;
 pub use remote::{DEFAULT_TIMEOUT, RemoteAddr, send_remote};
 pub use signal::{
-    Signal, get_available_num, get_last_received, last_received, registry_signals, serve_forever,
-    stop, wait_any, wait_any_timeout, whoami,
+    Signal, current_signal, get_available_num, get_last_received, last_received, registry_signals,
+    serve_forever, stop, wait_any, wait_any_timeout, whoami,
 };
 pub use source::{
     add_cron, add_file_monitor, add_rb_timer, add_timer, add_timer_ms, remove_source,
 };
 pub use source_spec::{IntoCron, Source, SourceId, SourceKind};
+pub use status::{ProcessStatus, processes};
 pub use target::{Farm, IntoTarget, Mule, Target};
 pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, ProcState, Role, Topology};
+pub use user_harakiri::set_user_harakiri;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]

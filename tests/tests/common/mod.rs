@@ -57,15 +57,24 @@ pub fn start_in_own_group(args: &[&str]) -> Running {
 }
 
 fn launch(args: &[&str], own_group: bool) -> Running {
+    launch_exe(env!("CARGO_BIN_EXE_flare-scenario"), args, own_group)
+}
+
+/// Starts another scenario binary (`env!("CARGO_BIN_EXE_flare-<area>")`).
+pub fn start_exe(exe: &str, args: &[&str]) -> Running {
+    launch_exe(exe, args, false)
+}
+
+fn launch_exe(exe: &str, args: &[&str], own_group: bool) -> Running {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flare-scenario"));
+    let mut cmd = Command::new(exe);
     cmd.args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if own_group {
         cmd.process_group(0);
     }
-    let mut child = cmd.spawn().expect("start flare-scenario");
+    let mut child = cmd.spawn().expect("start the scenario binary");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = channel();
     std::thread::spawn(move || {

@@ -243,6 +243,8 @@ pub(super) struct Engine {
     /// Raised and unrouted counts and delivery outcomes, by signal number.
     by_num: Vec<(u64, u64, Tally)>,
     last_harakiri_check: Instant,
+    /// Stack dump signals sent before harakiri kills.
+    stack_dumps: super::harakiri::StackDumps,
     /// Busy polling: whether to look before sleeping ([`Options::busy_poll`]).
     busy: BusyPoll,
     /// The current stretch without events.
@@ -283,6 +285,7 @@ impl Engine {
         remote: Option<Remote>,
         admin: Option<Admin>,
     ) -> Result<Engine> {
+        let stack_dump = opts.harakiri_stack_dump;
         let mut mask = SigSet::empty();
         for s in [
             Signal::SIGCHLD,
@@ -385,6 +388,7 @@ impl Engine {
             old_mask,
             by_num: vec![(0, 0, Tally::default()); 256],
             last_harakiri_check: now,
+            stack_dumps: super::harakiri::StackDumps::new(stack_dump, topo.slots()),
             busy,
             idle: Episode::default(),
             admin_sockets: admin.as_ref().map(Admin::sockets).unwrap_or_default(),
@@ -533,6 +537,7 @@ impl Engine {
             }
         }
         let ticking = self.opts.harakiri.any()
+            || self.shm.user_harakiri_used().load(Relaxed) != 0
             || self.reload_current.is_some()
             || self.procs.iter().any(|p| p.cheaped && p.pid.is_some())
             || self.admin.is_some();
@@ -706,6 +711,8 @@ impl Engine {
                 Ok(()) => Reply::Ok,
                 Err(e) => Reply::refused(e),
             },
+            // The shared flag is set; the next turn checks deadlines.
+            Request::UserHarakiri => Reply::Ok,
         }
     }
 
@@ -1235,6 +1242,8 @@ impl Engine {
         if let Some(h) = hooks {
             (h.before)();
         }
+        // A new process starts without its predecessor's time limit.
+        self.shm.slot(slot).user_harakiri_ns.store(0, Relaxed);
         let forked = sys::fork();
         if let Some(h) = hooks {
             match forked {
@@ -1497,45 +1506,47 @@ impl Engine {
         self.views[slot].load = p.load();
     }
 
-    /// Kills children whose current handler has run past their role's
-    /// limit (checked every [`HARAKIRI_TICK`]).
+    /// Kills children past their time: a handler past the role's limit,
+    /// or a deadline set with `set_user_harakiri` (checked every
+    /// [`HARAKIRI_TICK`]); with a stack dump signal, that goes first and
+    /// the kill a grace period later.
     fn check_harakiri(&mut self) {
         let now = Instant::now();
-        if !self.opts.harakiri.any() || now < self.last_harakiri_check + HARAKIRI_TICK {
+        let user = self.shm.user_harakiri_used().load(Relaxed) != 0;
+        if !(self.opts.harakiri.any() || user) || now < self.last_harakiri_check + HARAKIRI_TICK {
             return;
         }
         self.last_harakiri_check = now;
         let now_ns = crate::shm::monotonic_ns();
         for s in 0..self.procs.len() {
             let p = &mut self.procs[s];
-            let (Some(pid), Some(limit)) = (p.pid, self.opts.harakiri.for_role(p.id.role)) else {
+            let Some(pid) = p.pid else {
                 continue;
             };
             if p.harakiri_sent {
                 continue;
             }
-            let st = self.shm.slot(s);
-            // The signal first (acquire), then its start time: see child.rs.
-            let current = st.current.load(std::sync::atomic::Ordering::Acquire);
-            if current == 0 {
+            let limit = self.opts.harakiri.for_role(p.id.role);
+            let Some(why) = super::harakiri::overdue(self.shm.slot(s), limit, now_ns) else {
+                self.stack_dumps.reset(s);
+                continue;
+            };
+            if !self.stack_dumps.kill_now(s, pid, now) {
+                tracing::warn!(
+                    "{} (pid {pid}): {why}: asked for its stack before the kill",
+                    p.id
+                );
                 continue;
             }
-            let ran =
-                Duration::from_nanos(now_ns.saturating_sub(st.handler_started_ns.load(Relaxed)));
-            if ran <= limit {
-                continue;
-            }
+            self.stack_dumps.reset(s);
             let _ = kill(pid, Signal::SIGKILL);
             p.harakiri_sent = true;
             p.timeouts += 1;
             self.counters.timeouts += 1;
             tracing::error!(
-                "{} (pid {pid}): handler of signal {} has run {} ms, past the {} ms limit: \
-                 killed (harakiri); it will be respawned and the signal given again",
-                p.id,
-                current - 1,
-                ran.as_millis(),
-                limit.as_millis()
+                "{} (pid {pid}): {why}: killed (harakiri); it will be respawned and what it was \
+                 handling given again",
+                p.id
             );
         }
     }
