@@ -21,7 +21,7 @@ pub fn run(args: Args) -> u8 {
             0
         }
         Err(e) => {
-            eprintln!("flare ctl: {e}");
+            eprintln!("flare ctl: {}", e.report());
             1
         }
     }

@@ -77,7 +77,7 @@ where
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("flare: error: {e}");
+            eprintln!("flare: error: {}", e.report());
             1
         }
     }

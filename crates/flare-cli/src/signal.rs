@@ -67,7 +67,10 @@ pub fn run(args: Args) -> u8 {
             UNREACHABLE
         }
         Err(e) => {
-            println!("unable to deliver signal {num} to node {addr}: {e}");
+            println!(
+                "unable to deliver signal {num} to node {addr}: {}",
+                e.report()
+            );
             UNREACHABLE
         }
     }

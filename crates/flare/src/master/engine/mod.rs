@@ -28,20 +28,21 @@ use super::conn::{Conn, Outbox};
 use super::remote::Remote;
 use super::sources::{Sources, unix_now};
 use super::strays::Strays;
-use super::summary::{Counters, SignalSummary, Summary, Tally};
+use super::summary::Summary;
 use super::{Entries, Options, Setup};
 use crate::busy::{BusyPoll, Episode, Idle};
 use crate::child::{ChildSetup, child_main};
-use crate::error::{Error, Result};
+use crate::counters::{Counters, SignalSummary, Tally};
+use crate::error::{Error, RegistrationError, Result};
 use crate::origin::Origin;
-use crate::proto::{Frame, Msg, RawFrame, Reply, Request, WireError, encode_with_payload};
+use crate::proto::{Frame, Msg, RawFrame, Reply, Request, encode_with_payload};
 use crate::ratelog::RateLog;
-use crate::router::{self, Decision, ProcState, ProcView, Unrouted};
+use crate::router::{self, Decision, ProcView, Unrouted};
 use crate::shm::Shm;
 use crate::sys::{self, Forked};
 use crate::table::{Owner, Registration, Table};
 use crate::target::Target;
-use crate::topology::{ProcId, Slot, Topology};
+use crate::topology::{ProcId, ProcState, Slot, Topology};
 
 // Tokens: 0 signals, 1 the remote listener, 2 inotify, 3 stats, 4 control,
 // 5 metrics,
@@ -669,7 +670,9 @@ impl Engine {
             } => {
                 let reply = match serde_json::from_slice::<Request>(body) {
                     Ok(req) => self.on_request(slot, req),
-                    Err(e) => Reply::Err(WireError::Other(format!("unreadable request: {e}"))),
+                    Err(e) => Reply::Err(RegistrationError::Master(format!(
+                        "unreadable request: {e}"
+                    ))),
                 };
                 if let Some(c) = self.procs[slot].conn_mut(chan) {
                     if let Err(e) = encode_with_payload(true, id, &reply, c.out()) {
@@ -708,7 +711,7 @@ impl Engine {
                     }
                     Err(e) => {
                         tracing::warn!("{me}: registration refused: {e}");
-                        Reply::Err(e.into())
+                        Reply::refused(e)
                     }
                 }
             }
@@ -717,7 +720,7 @@ impl Engine {
                     self.mirror(num);
                     Reply::Num(num)
                 }
-                Err(e) => Reply::Err(e.into()),
+                Err(e) => Reply::refused(e),
             },
             Request::Stop => {
                 self.begin_shutdown(&format!("stop requested by {me}"));
@@ -730,14 +733,14 @@ impl Engine {
                         Reply::Source(id.get())
                     }
                     Err(e) => {
-                        tracing::warn!("{me}: source refused: {e}");
-                        Reply::Err(e.into())
+                        tracing::warn!("{me}: source refused: {}", e.report());
+                        Reply::refused(e)
                     }
                 }
             }
             Request::RemoveSource { id } => match self.sources.remove(crate::SourceId(id)) {
                 Ok(()) => Reply::Ok,
-                Err(e) => Reply::Err(e.into()),
+                Err(e) => Reply::refused(e),
             },
             // The shared flag is set; the next turn checks deadlines.
             Request::UserHarakiri => Reply::Ok,
