@@ -604,8 +604,10 @@ pub(crate) fn response(status: &str, content_type: &str, body: &str, head_only: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SignalSummary;
+    use crate::SourceSummary;
+    use crate::Tally;
     use crate::stats::{FlareStats, RouteStats};
-    use crate::{SignalSummary, SourceSummary, Tally};
 
     fn doc() -> StatsDoc {
         let worker = |id: u32, handled: u64| ProcStats {
