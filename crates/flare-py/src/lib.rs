@@ -113,7 +113,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, stall=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -127,6 +127,7 @@ impl Group {
         harakiri: Option<f64>,
         drain_timeout: Option<f64>,
         busy_poll: Option<f64>,
+        stall: Option<f64>,
     ) -> PyResult<Group> {
         let mut b = Master::builder()
             .workers(workers)
@@ -162,6 +163,16 @@ impl Group {
                 .harakiri(Role::Worker, d)
                 .harakiri(Role::Mule, d)
                 .harakiri(Role::Spooler, d);
+        }
+        if let Some(secs) = stall {
+            // 0 turns the stall check off.
+            let d = Duration::try_from_secs_f64(secs)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let d = (!d.is_zero()).then_some(d);
+            b = b
+                .stall_limit(Role::Worker, d)
+                .stall_limit(Role::Mule, d)
+                .stall_limit(Role::Spooler, d);
         }
         if let Some(secs) = drain_timeout {
             let d = Duration::try_from_secs_f64(secs)

@@ -74,8 +74,8 @@ pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
 pub use master::SourceSummary;
 pub use master::{
-    Counters, ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary, RemoteOptions,
-    SignalSummary, Summary, Tally,
+    Counters, DEFAULT_STALL_LIMIT, ForkHooks, Harakiri, Master, MasterBuilder, Options,
+    ProcessSummary, RemoteOptions, RoleLimits, SignalSummary, Summary, Tally,
 };
 pub use origin::{Origin, Received};
 pub use proto::uwsgi;

@@ -47,25 +47,30 @@ pub struct Run {
 }
 
 pub fn start(args: &[&str]) -> Running {
-    launch(args, false)
+    launch(env!("CARGO_BIN_EXE_flare-scenario"), args, false)
+}
+
+/// Starts another scenario binary (`env!("CARGO_BIN_EXE_flare-...")`).
+pub fn start_bin(exe: &str, args: &[&str]) -> Running {
+    launch(exe, args, false)
 }
 
 /// Starts the scenario as the leader of a new process group, as a shell
 /// does for a foreground job.
 pub fn start_in_own_group(args: &[&str]) -> Running {
-    launch(args, true)
+    launch(env!("CARGO_BIN_EXE_flare-scenario"), args, true)
 }
 
-fn launch(args: &[&str], own_group: bool) -> Running {
+fn launch(exe: &str, args: &[&str], own_group: bool) -> Running {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flare-scenario"));
+    let mut cmd = Command::new(exe);
     cmd.args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if own_group {
         cmd.process_group(0);
     }
-    let mut child = cmd.spawn().expect("start flare-scenario");
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {exe}: {e}"));
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = channel();
     std::thread::spawn(move || {

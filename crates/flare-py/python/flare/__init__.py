@@ -93,7 +93,9 @@ class Group:
     this process and in every child. ``harakiri`` (every role),
     ``drain_timeout`` and ``busy_poll`` are in seconds (``busy_poll``: after
     activity, how long processes look for more work before they sleep;
-    default 50 µs, 0 turns it off).
+    default 50 µs, 0 turns it off). ``stall`` (seconds, every role, default
+    30, 0 turns it off): a process that makes no progress that long while
+    work waits for it is killed and respawned with its queue.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class Group:
         harakiri: Optional[float] = None,
         drain_timeout: Optional[float] = None,
         busy_poll: Optional[float] = None,
+        stall: Optional[float] = None,
     ) -> None:
         farm_list = _farm_list(farms)
         self._native = _flare.Group(
@@ -124,6 +127,7 @@ class Group:
             harakiri=harakiri,
             drain_timeout=drain_timeout,
             busy_poll=busy_poll,
+            stall=stall,
         )
         from . import uwsgi as compat
 

@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--stats", metavar="ADDR", help="serve the stats document")
     p.add_argument("--control", metavar="PATH", help="take control commands on this Unix socket")
     p.add_argument("--harakiri", type=float, metavar="SECS", help="handler time limit")
+    p.add_argument("--stall", type=float, metavar="SECS", help="no-progress limit with work waiting (default 30; 0: off)")
     p.add_argument(
         "--busy-poll-us",
         type=int,
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
         stats=a.stats,
         control=a.control,
         harakiri=a.harakiri,
+        stall=a.stall,
         busy_poll=None if a.busy_poll_us is None else a.busy_poll_us / 1e6,
     )
     if a.summary:

@@ -18,6 +18,7 @@ class Group:
         harakiri: Optional[float] = None,
         drain_timeout: Optional[float] = None,
         busy_poll: Optional[float] = None,
+        stall: Optional[float] = None,
     ) -> None: ...
     def set_entries(
         self,

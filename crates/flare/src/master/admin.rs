@@ -284,6 +284,12 @@ impl Admin {
         }
     }
 
+    /// When the next connection goes idle past the limit: the loop sleeps
+    /// until then, and not at all for this when there is none.
+    pub(super) fn next_sweep(&self) -> Option<std::time::Instant> {
+        self.conns.iter().map(|(_, c)| c.last_active + IDLE).min()
+    }
+
     /// Stops listening and closes everything.
     pub(super) fn shut(&mut self, registry: &Registry) {
         for i in 0..self.conns.slots() {

@@ -69,6 +69,10 @@ pub struct Counters {
     pub pending_at_exit: u64,
     /// Children killed because a handler ran past its time limit.
     pub timeouts: u64,
+    /// Children killed because they made no progress for their stall limit
+    /// while deliveries waited for them (stopped, deadlocked).
+    #[serde(default)]
+    pub stalls: u64,
     /// Remote signal requests answered "delivered".
     pub remote_accepted: u64,
     /// Remote signal requests answered "rejected" (not allowed, unrouted,
@@ -194,7 +198,7 @@ impl Summary {
             s,
             "master: raised {} | routed {} | unrouted {} | delivered {} | handled {} | \
              dropped {} | redelivered {} | dead-lettered {} | pending at exit {} | \
-             timeouts {}",
+             timeouts {} | stalls {}",
             c.raised,
             c.routed,
             c.unrouted,
@@ -204,7 +208,8 @@ impl Summary {
             c.redelivered,
             c.dead_lettered,
             c.pending_at_exit,
-            c.timeouts
+            c.timeouts,
+            c.stalls
         );
         let remote = [
             c.remote_accepted,

@@ -60,8 +60,10 @@ const READS_PER_TURN: usize = 8;
 const READ_BUF: usize = 64 * 1024;
 /// Buffer asked for each child's delivery pipe.
 const DELIVERY_PIPE: usize = 256 * 1024;
-/// How often handler run times are checked when a harakiri is set.
-const HARAKIRI_TICK: Duration = Duration::from_millis(50);
+/// How often the children's shared-memory progress is looked at (handler
+/// run times for harakiri, done counts for stalls) while some child holds
+/// work; an idle group is never ticked.
+const WATCH_TICK: Duration = Duration::from_millis(50);
 
 /// Which of a child's two channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,8 +148,13 @@ struct Proc {
     tally: Tally,
     /// Handler timeouts.
     timeouts: u64,
-    /// Killed for a handler timeout; not reaped yet.
-    harakiri_sent: bool,
+    /// Stalls: killed for making no progress with work waiting.
+    stalls: u64,
+    /// Its last progress seen: the done count and since when it has not
+    /// moved while work waited (see [`Engine::observe_progress`]).
+    progress: (u64, Instant),
+    /// Killed (harakiri or stall); not reaped yet.
+    killed: bool,
     /// Paused by the control endpoint.
     paused: bool,
     /// Cheaped: stopped on purpose (or stopping), not respawned.
@@ -241,7 +248,8 @@ pub(super) struct Engine {
     old_mask: SigSet,
     /// Raised and unrouted counts and delivery outcomes, by signal number.
     by_num: Vec<(u64, u64, Tally)>,
-    last_harakiri_check: Instant,
+    /// When the children's progress was last looked at ([`WATCH_TICK`]).
+    last_watch: Instant,
     /// Busy polling: whether to look before sleeping ([`Options::busy_poll`]).
     busy: BusyPoll,
     /// The current stretch without events.
@@ -335,7 +343,9 @@ impl Engine {
                 doomed: false,
                 tally: Tally::default(),
                 timeouts: 0,
-                harakiri_sent: false,
+                stalls: 0,
+                progress: (0, now),
+                killed: false,
                 paused: false,
                 cheaped: false,
                 reloading: false,
@@ -383,7 +393,7 @@ impl Engine {
             inotify_watched: false,
             old_mask,
             by_num: vec![(0, 0, Tally::default()); 256],
-            last_harakiri_check: now,
+            last_watch: now,
             busy,
             idle: Episode::default(),
             admin_sockets: admin.as_ref().map(Admin::sockets).unwrap_or_default(),
@@ -417,8 +427,9 @@ impl Engine {
         let mut events = Events::with_capacity(1024);
         loop {
             // Just before sleeping: what was handled meanwhile may be all a
-            // shutdown or reload waits for.
+            // shutdown, reload or cheap waits for.
             self.settle_done();
+            self.advance_control();
             if self.advance_phase() {
                 break;
             }
@@ -501,7 +512,7 @@ impl Engine {
                 self.raise_sourced(due);
             }
             self.fire_respawns();
-            self.check_harakiri();
+            self.watch();
             if std::mem::take(&mut self.credit_freed) {
                 self.dispatch_pools();
             }
@@ -531,13 +542,24 @@ impl Engine {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         }
-        let ticking = self.opts.harakiri.any()
-            || self.reload_current.is_some()
-            || self.procs.iter().any(|p| p.cheaped && p.pid.is_some())
-            || self.admin.is_some();
-        if ticking {
-            let t = self.last_harakiri_check + HARAKIRI_TICK;
-            next = Some(next.map_or(t, |n| n.min(t)));
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        // A handler can only run, and a child only stall, while it holds
+        // work: only then is shared memory watched.
+        let watched = self.opts.harakiri.any() || self.opts.stall.any();
+        if watched && self.procs.iter().any(|p| p.pid.is_some() && p.load() > 0) {
+            at(self.last_watch + WATCH_TICK);
+        }
+        // Cheaping and reloading move on acks (events) and on these
+        // deadlines.
+        for p in self.procs.iter().filter(|p| p.pid.is_some()) {
+            match (p.term_sent, p.stop_asked) {
+                (Some(t), _) => at(t + self.opts.kill_timeout),
+                (None, Some(t)) => at(t + self.opts.drain_timeout),
+                (None, None) => {}
+            }
+        }
+        if let Some(t) = self.admin.as_ref().and_then(Admin::next_sweep) {
+            at(t);
         }
         match self.phase {
             Phase::Draining { deadline } | Phase::Terminating { deadline } => {
@@ -1355,7 +1377,7 @@ impl Engine {
         let now = Instant::now();
         let p = &mut self.procs[slot];
         p.pid = None;
-        p.harakiri_sent = false;
+        p.killed = false;
         let lived = now.duration_since(p.spawned_at);
         let id = p.id;
         self.shm.slot(slot).pid.store(0, Relaxed);
@@ -1494,47 +1516,85 @@ impl Engine {
         self.views[slot].load = p.load();
     }
 
-    /// Kills children whose current handler has run past their role's
-    /// limit (checked every [`HARAKIRI_TICK`]).
-    fn check_harakiri(&mut self) {
+    /// Every [`WATCH_TICK`]: kills children whose current handler has run
+    /// past their role's harakiri limit, and children that made no
+    /// progress for their role's stall limit while work waited for them.
+    fn watch(&mut self) {
         let now = Instant::now();
-        if !self.opts.harakiri.any() || now < self.last_harakiri_check + HARAKIRI_TICK {
+        if now < self.last_watch + WATCH_TICK {
             return;
         }
-        self.last_harakiri_check = now;
+        self.last_watch = now;
         let now_ns = crate::shm::monotonic_ns();
         for s in 0..self.procs.len() {
+            let stalled = self.observe_progress(s, now);
             let p = &mut self.procs[s];
-            let (Some(pid), Some(limit)) = (p.pid, self.opts.harakiri.for_role(p.id.role)) else {
-                continue;
-            };
-            if p.harakiri_sent {
+            let Some(pid) = p.pid else { continue };
+            if p.killed {
                 continue;
             }
             let st = self.shm.slot(s);
             // The signal first (acquire), then its start time: see child.rs.
             let current = st.current.load(std::sync::atomic::Ordering::Acquire);
-            if current == 0 {
-                continue;
+            if let (Some(limit), true) = (self.opts.harakiri.for_role(p.id.role), current != 0) {
+                let ran = Duration::from_nanos(
+                    now_ns.saturating_sub(st.handler_started_ns.load(Relaxed)),
+                );
+                if ran > limit {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    p.killed = true;
+                    p.timeouts += 1;
+                    self.counters.timeouts += 1;
+                    tracing::error!(
+                        "{} (pid {pid}): handler of signal {} has run {} ms, past the {} ms \
+                         limit: killed (harakiri); it will be respawned and the signal given \
+                         again",
+                        p.id,
+                        current - 1,
+                        ran.as_millis(),
+                        limit.as_millis()
+                    );
+                    continue;
+                }
             }
-            let ran =
-                Duration::from_nanos(now_ns.saturating_sub(st.handler_started_ns.load(Relaxed)));
-            if ran <= limit {
+            let (Some(limit), Some(stalled)) = (self.opts.stall.for_role(p.id.role), stalled)
+            else {
                 continue;
+            };
+            if stalled >= limit {
+                // SIGKILL: it also ends a process stopped with SIGSTOP.
+                let _ = kill(pid, Signal::SIGKILL);
+                p.killed = true;
+                p.stalls += 1;
+                self.counters.stalls += 1;
+                tracing::error!(
+                    "{} (pid {pid}): no progress for {} ms with {} deliveries waiting, past the \
+                     {} ms stall limit: killed; its queue goes to its successor",
+                    p.id,
+                    stalled.as_millis(),
+                    p.load(),
+                    limit.as_millis()
+                );
             }
-            let _ = kill(pid, Signal::SIGKILL);
-            p.harakiri_sent = true;
-            p.timeouts += 1;
-            self.counters.timeouts += 1;
-            tracing::error!(
-                "{} (pid {pid}): handler of signal {} has run {} ms, past the {} ms limit: \
-                 killed (harakiri); it will be respawned and the signal given again",
-                p.id,
-                current - 1,
-                ran.as_millis(),
-                limit.as_millis()
-            );
         }
+    }
+
+    /// How long slot `s` has made no progress while work waits for it
+    /// (`None` when nothing waits, it is not running, or it moved since
+    /// the last look). Work waits when it holds deliveries other than the
+    /// one whose handler runs now; progress is its done count moving.
+    fn observe_progress(&mut self, s: Slot, now: Instant) -> Option<Duration> {
+        let st = self.shm.slot(s);
+        let done = st.done_seq.load(std::sync::atomic::Ordering::Acquire);
+        let running = st.current.load(Relaxed) != 0;
+        let state = self.views[s].state;
+        let p = &mut self.procs[s];
+        let waiting = p.load().saturating_sub(usize::from(running));
+        if p.pid.is_none() || state != ProcState::Running || waiting == 0 || done != p.progress.0 {
+            p.progress = (done, now);
+            return None;
+        }
+        Some(now.duration_since(p.progress.1))
     }
 
     fn fire_respawns(&mut self) {

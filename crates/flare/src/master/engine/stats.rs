@@ -89,6 +89,7 @@ impl Engine {
                 None => "idle".to_owned(),
             },
         };
+        let stalled = self.observe_progress(s, Instant::now());
         let p = &mut self.procs[s];
         let (rss, vsz) = p.pid.map_or((0, 0), |pid| memory(pid.as_raw(), page));
         let handled = st.handled.load(Relaxed);
@@ -130,6 +131,8 @@ impl Engine {
             raised: st.raised.load(Relaxed),
             handled_by_num,
             tally: p.tally,
+            stalled_ms: stalled.map_or(0, |d| d.as_millis() as u64),
+            stalls: p.stalls,
             ..ProcStats::default()
         }
     }
