@@ -115,8 +115,7 @@ impl Engine {
         }
         let was = std::mem::replace(&mut self.procs[s].paused, pause);
         self.refresh_state(s);
-        self.mark_dirty(s);
-        self.credit_freed = true;
+        self.d.mark_dirty(s);
         Ok(match (was, pause) {
             (false, true) => format!("{p} paused"),
             (true, false) => format!("{p} resumed"),
@@ -198,7 +197,6 @@ impl Engine {
             p.stop_asked = Some(Instant::now());
             self.reload_current = Some(s);
             self.refresh_state(s);
-            self.credit_freed = true;
             return;
         }
     }
@@ -220,9 +218,9 @@ impl Engine {
                     // given (its queue waits for the successor). A child
                     // that takes longer than drain_timeout is stopped anyway.
                     let idle = if p.cheaped {
-                        p.load() == 0
+                        self.d.load(s) == 0
                     } else {
-                        p.inflight.is_empty()
+                        self.d.inflight(s) == 0
                     };
                     let late = p
                         .stop_asked

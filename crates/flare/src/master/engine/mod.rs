@@ -21,27 +21,29 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 mod control;
+mod deliveries;
 mod stats;
 
 use super::admin::{Admin, Kind};
 use super::conn::{Conn, Outbox};
 use super::remote::{Input, Remote};
 use super::sources::{Sources, unix_now};
-use super::summary::{Counters, SignalSummary, Summary, Tally};
+use super::summary::{Summary, Tally};
 use super::{Entries, Options, Setup};
 use crate::busy::{BusyPoll, Episode, Idle};
 use crate::child::{ChildSetup, child_main};
 use crate::error::{Error, Result};
 use crate::origin::Origin;
 use crate::proto::uwsgi::{Read, signal_reply};
-use crate::proto::{Frame, Msg, RawFrame, Reply, Request, WireError, encode_with_payload};
+use crate::proto::{Frame, Msg, Reply, Request, WireError, encode_with_payload};
 use crate::ratelog::RateLog;
-use crate::router::{self, Decision, ProcState, ProcView, Unrouted};
+use crate::router::ProcState;
 use crate::shm::Shm;
 use crate::sys::{self, Forked};
-use crate::table::{Owner, Registration, Table};
+use crate::table::{Owner, Registration};
 use crate::target::Target;
 use crate::topology::{ProcId, Slot, Topology};
+use deliveries::{Deliveries, LastWords, Outcome, Sender};
 
 // Tokens: 0 signals, 1 the remote listener, 2 inotify, 3 stats, 4 control,
 // ADMIN_BASE + n their connections, CHILD_BASE + 2 * slot + chan
@@ -86,45 +88,6 @@ fn from_token(t: Token) -> Option<(Slot, Chan)> {
     Some((i / 2, if i % 2 == 0 { Chan::A } else { Chan::B }))
 }
 
-/// Records `sender` as waiting on a queue; true when it must now wait.
-fn wait_on(waiters: &mut Vec<Sender>, sender: Option<Sender>) -> bool {
-    let Some(s) = sender else { return false };
-    if !waiters.contains(&s) {
-        waiters.push(s);
-    }
-    true
-}
-
-/// Who raised a signal, when the master can make them wait.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sender {
-    /// A child's channel B.
-    Child(Slot),
-    /// A remote connection.
-    Remote(usize),
-}
-
-/// What became of one raised signal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Outcome {
-    /// Routed, and no delivery of it dropped.
-    accepted: bool,
-    /// A queue it went to is above high water: stop reading the sender.
-    throttle: bool,
-    /// Deliveries queued for it (0 when unrouted or dropped).
-    queued: u64,
-}
-
-/// A signal waiting for a pool member.
-#[derive(Clone, Copy, Debug)]
-struct Pooled {
-    origin: Origin,
-    attempt: u8,
-    /// Given back after the member that had it died: already counted as
-    /// delivered.
-    again: bool,
-}
-
 /// One child slot.
 struct Proc {
     id: ProcId,
@@ -132,20 +95,12 @@ struct Proc {
     last_pid: u32,
     a: Option<Conn>,
     b: Option<Conn>,
-    outbox: Outbox,
-    /// Written, not yet acknowledged, oldest first.
-    inflight: VecDeque<RawFrame>,
-    next_seq: u64,
     /// Channel B is not read until the queue it flooded drains.
     b_paused: bool,
-    /// Senders paused because this child's queue passed the high-water mark.
-    waiters: Vec<Sender>,
     spawned_at: Instant,
     quick_deaths: u32,
     /// Kill it: it broke the channel protocol.
     doomed: bool,
-    /// Deliveries to this slot and what became of them.
-    tally: Tally,
     /// Handler timeouts.
     timeouts: u64,
     /// Stalls: killed for making no progress with work waiting.
@@ -180,10 +135,6 @@ impl Proc {
         }
     }
 
-    fn load(&self) -> usize {
-        self.outbox.len() + self.inflight.len()
-    }
-
     /// Whether the master should read this channel now: it has unread
     /// bytes or held-back messages, and (for B) the sender is not paused.
     fn has_input(&self, chan: Chan) -> bool {
@@ -215,39 +166,27 @@ pub(super) struct Engine {
     poll: Poll,
     sigfd: SignalFd,
     topo: Arc<Topology>,
-    table: Table,
+    /// Routes, queues, credit and counters.
+    d: Deliveries,
     shm: Shm,
     opts: Options,
     entries: Entries,
     procs: Vec<Proc>,
-    views: Vec<ProcView>,
-    /// Pooled signals by number, waiting for a member with credit.
-    pools: Vec<VecDeque<Pooled>>,
-    pool_cursor: Vec<Slot>,
-    pool_waiters: Vec<Vec<Sender>>,
     /// Respawn times, earliest first.
     respawns: BinaryHeap<Reverse<(Instant, Slot)>>,
-    counters: Counters,
     phase: Phase,
     master_pid: u32,
-    /// Raised by the master before `run()`.
-    early: Vec<u8>,
-    scratch: Vec<Slot>,
-    cands: Vec<Slot>,
+    /// Raised by the master before `run()`, raised once the children run.
+    raised_before_run: Vec<u8>,
     buf: Vec<u8>,
-    dirty: Vec<Slot>,
-    is_dirty: Vec<bool>,
-    credit_freed: bool,
-    unrouted_log: RateLog,
-    dropped_log: RateLog,
+    /// Slots to write, reused.
+    to_write: Vec<Slot>,
     remote_log: RateLog,
     remote: Option<Remote>,
     sources: Sources,
     inotify_watched: bool,
     /// The caller's signal mask, put back when `run()` returns.
     old_mask: SigSet,
-    /// Raised and unrouted counts and delivery outcomes, by signal number.
-    by_num: Vec<(u64, u64, Tally)>,
     /// When the children's progress was last looked at ([`WATCH_TICK`]).
     last_watch: Instant,
     /// Busy polling: whether to look before sleeping ([`Options::busy_poll`]).
@@ -263,21 +202,6 @@ pub(super) struct Engine {
     reload_current: Option<Slot>,
     started: Instant,
     started_unix: u64,
-}
-
-/// An outcome of one delivery, for [`Engine::note`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome1 {
-    Delivered,
-    /// A pool delivery given to another member: delivered for that
-    /// process, not a new delivery in the totals.
-    Reassigned,
-    /// A pool delivery taken from a dead member (that member's tally only).
-    Moved,
-    Handled,
-    Dropped,
-    Redelivered,
-    DeadLettered,
 }
 
 impl Engine {
@@ -333,15 +257,10 @@ impl Engine {
                 last_pid: 0,
                 a: None,
                 b: None,
-                outbox: Outbox::default(),
-                inflight: VecDeque::new(),
-                next_seq: 1,
                 b_paused: false,
-                waiters: Vec::new(),
                 spawned_at: now,
                 quick_deaths: 0,
                 doomed: false,
-                tally: Tally::default(),
                 timeouts: 0,
                 stalls: 0,
                 progress: (0, now),
@@ -359,40 +278,22 @@ impl Engine {
         Ok(Engine {
             poll,
             sigfd,
-            table: setup.table,
+            d: Deliveries::new(setup.table, topo.clone(), opts.clone()),
             shm,
             opts,
             entries,
             procs,
-            views: vec![
-                ProcView {
-                    state: ProcState::Respawning,
-                    load: 0,
-                };
-                n
-            ],
-            pools: vec![VecDeque::new(); 256],
-            pool_cursor: vec![usize::MAX; 256],
-            pool_waiters: vec![Vec::new(); 256],
             respawns: BinaryHeap::new(),
-            counters: Counters::default(),
             phase: Phase::Running,
             master_pid: std::process::id(),
-            early: setup.raised,
-            scratch: Vec::new(),
-            cands: Vec::new(),
+            raised_before_run: setup.raised,
             buf: vec![0; READ_BUF],
-            dirty: Vec::new(),
-            is_dirty: vec![false; n],
-            credit_freed: false,
-            unrouted_log: RateLog::new(10, Duration::from_secs(1)),
-            dropped_log: RateLog::new(10, Duration::from_secs(1)),
+            to_write: Vec::new(),
             remote_log: RateLog::new(10, Duration::from_secs(1)),
             remote,
             sources: setup.sources,
             inotify_watched: false,
             old_mask,
-            by_num: vec![(0, 0, Tally::default()); 256],
             last_watch: now,
             busy,
             idle: Episode::default(),
@@ -421,7 +322,7 @@ impl Engine {
         for s in 0..self.procs.len() {
             self.spawn(s)?;
         }
-        for num in std::mem::take(&mut self.early) {
+        for num in std::mem::take(&mut self.raised_before_run) {
             self.raise(num, Origin::Process(ProcId::MASTER), None);
         }
         let mut events = Events::with_capacity(1024);
@@ -499,7 +400,7 @@ impl Engine {
                     }
                     if ev.is_writable() || ev.is_error() {
                         c.writable = true;
-                        self.mark_dirty(slot);
+                        self.d.mark_dirty(slot);
                     }
                 }
             }
@@ -508,15 +409,15 @@ impl Engine {
             self.serve_admin();
             self.advance_control();
             if self.phase == Phase::Running {
+                self.settle_sources();
                 let due = self.sources.due(Instant::now(), unix_now());
                 self.raise_sourced(due);
             }
             self.fire_respawns();
             self.watch();
-            if std::mem::take(&mut self.credit_freed) {
-                self.dispatch_pools();
-            }
+            self.d.dispatch_pools(Instant::now());
             self.wake_senders();
+            self.settle_sources();
             self.flush_dirty();
             self.kill_doomed();
         }
@@ -546,7 +447,9 @@ impl Engine {
         // A handler can only run, and a child only stall, while it holds
         // work: only then is shared memory watched.
         let watched = self.opts.harakiri.any() || self.opts.stall.any();
-        if watched && self.procs.iter().any(|p| p.pid.is_some() && p.load() > 0) {
+        let holding =
+            (0..self.procs.len()).any(|s| self.procs[s].pid.is_some() && self.d.load(s) > 0);
+        if watched && holding {
             at(self.last_watch + WATCH_TICK);
         }
         // Cheaping and reloading move on acks (events) and on these
@@ -648,7 +551,7 @@ impl Engine {
                 let sender = (chan == Chan::B).then_some(Sender::Child(slot));
                 return self.raise(num, Origin::Process(me), sender).throttle;
             }
-            Msg::Frame(Frame::Ack { seq }) => self.on_ack(slot, seq),
+            Msg::Frame(Frame::Ack { seq }) => self.d.ack(slot, seq),
             Msg::Payload {
                 frame: Frame::Request { id, .. },
                 body,
@@ -661,7 +564,7 @@ impl Engine {
                     if let Err(e) = encode_with_payload(true, id, &reply, c.out()) {
                         tracing::error!("{me}: cannot encode a reply: {e}");
                     }
-                    self.mark_dirty(slot);
+                    self.d.mark_dirty(slot);
                 }
             }
             other => {
@@ -678,7 +581,7 @@ impl Engine {
             Request::Register { num, target } => {
                 let done = target
                     .parse::<Target>()
-                    .and_then(|t| self.table.register(num, &t, Owner::Child(slot)));
+                    .and_then(|t| self.d.table.register(num, &t, Owner::Child(slot)));
                 match done {
                     Ok(how) => {
                         self.mirror(num);
@@ -689,7 +592,7 @@ impl Engine {
                         };
                         tracing::info!("signal {num} registered by {me} (target {target}): {how}");
                         // A pool may have a new member able to run it.
-                        self.credit_freed = true;
+                        self.d.member_added();
                         Reply::Ok
                     }
                     Err(e) => {
@@ -698,7 +601,7 @@ impl Engine {
                     }
                 }
             }
-            Request::Reserve => match self.table.reserve(Owner::Child(slot)) {
+            Request::Reserve => match self.d.table.reserve(Owner::Child(slot)) {
                 Ok(num) => {
                     self.mirror(num);
                     Reply::Num(num)
@@ -729,82 +632,20 @@ impl Engine {
     }
 
     fn mirror(&self, num: u8) {
-        self.shm.table()[num as usize].store(self.table.mirror_word(num), Release);
+        self.shm.table()[num as usize].store(self.d.table.mirror_word(num), Release);
     }
 
     // ---- routing ---------------------------------------------------------
 
-    /// Routes one raised signal. `sender`, when it can be made to wait, is
-    /// recorded on any queue the signal pushed past high water.
+    /// Routes one raised signal (see [`Deliveries::raise`]).
     fn raise(&mut self, num: u8, origin: Origin, sender: Option<Sender>) -> Outcome {
-        self.counters.raised += 1;
-        self.by_num[num as usize].0 += 1;
-        let dropped_before = self.counters.dropped;
-        let mut throttle = false;
-        let mut queued = 0;
-        let decision = router::decide(
-            self.table.route(num),
-            &self.topo,
-            &self.views,
-            &mut self.scratch,
-        );
-        match decision {
-            Decision::Each => {
-                self.counters.routed += 1;
-                for i in 0..self.scratch.len() {
-                    let s = self.scratch[i];
-                    queued += u64::from(self.enqueue(s, num, origin, 1, false, true));
-                    if self.procs[s].outbox.len() > self.opts.high_water {
-                        throttle |= wait_on(&mut self.procs[s].waiters, sender);
-                    }
-                }
-            }
-            Decision::Pool => {
-                self.counters.routed += 1;
-                let n = num as usize;
-                if self.pools[n].len() >= self.opts.outbox_limit {
-                    self.drop_one(num, None, "its pool's queue is full");
-                } else {
-                    self.pools[n].push_back(Pooled {
-                        origin,
-                        attempt: 1,
-                        again: false,
-                    });
-                    queued = 1;
-                    self.dispatch_pool(num);
-                    if self.pools[n].len() > self.opts.high_water {
-                        throttle |= wait_on(&mut self.pool_waiters[n], sender);
-                    }
-                }
-            }
-            Decision::Unrouted(why) => {
-                self.counters.unrouted += 1;
-                self.by_num[num as usize].1 += 1;
-                if let Some(held) = self.unrouted_log.allow(Instant::now()) {
-                    let why = match why {
-                        Unrouted::NoProcess => "no process of its target can run it now".into(),
-                        Unrouted::Cheaped(s) => format!("{} is cheaped", self.topo.proc_at(s)),
-                    };
-                    let target = self
-                        .table
-                        .route(num)
-                        .map_or("worker".into(), |r| r.target.to_string());
-                    tracing::warn!(
-                        "signal {num} (target {target}, raised by {origin}) unrouted: {why}{}",
-                        suppressed(held)
-                    );
-                }
-                return Outcome {
-                    accepted: false,
-                    throttle,
-                    queued: 0,
-                };
-            }
-        }
-        Outcome {
-            accepted: self.counters.dropped == dropped_before,
-            throttle,
-            queued,
+        self.d.raise(num, origin, sender, Instant::now())
+    }
+
+    /// Tells the sources which of their deliveries left the system.
+    fn settle_sources(&mut self) {
+        for id in self.d.take_settled() {
+            self.sources.settled(id);
         }
     }
 
@@ -839,18 +680,8 @@ impl Engine {
     /// Reads paused senders again once their queue is under the low-water
     /// mark (or gone).
     fn wake_senders(&mut self) {
-        let low = self.opts.low_water;
         let mut woken = Vec::new();
-        for p in &mut self.procs {
-            if !p.waiters.is_empty() && p.outbox.len() <= low {
-                woken.append(&mut p.waiters);
-            }
-        }
-        for (q, w) in self.pools.iter().zip(&mut self.pool_waiters) {
-            if !w.is_empty() && q.len() <= low {
-                woken.append(w);
-            }
-        }
+        self.d.wake_senders(&mut woken);
         for sender in woken {
             match sender {
                 Sender::Child(s) => self.procs[s].b_paused = false,
@@ -871,7 +702,7 @@ impl Engine {
         };
         let refused = r.accept(self.poll.registry());
         if refused > 0 {
-            self.counters.remote_refused += refused;
+            self.d.counters.remote_refused += refused;
             if let Some(held) = self.remote_log.allow(Instant::now()) {
                 tracing::warn!(
                     "remote signals: {refused} connection(s) closed: the limit of {} is reached{}",
@@ -953,7 +784,7 @@ impl Engine {
             }
         }
         for peer in remote.sweep(self.poll.registry(), now) {
-            self.counters.remote_timed_out += 1;
+            self.d.counters.remote_timed_out += 1;
             if let Some(held) = self.remote_log.allow(now) {
                 tracing::warn!(
                     "remote signals: {peer}: closed after {} ms without a whole request{}",
@@ -971,16 +802,12 @@ impl Engine {
         let out = if allowed {
             self.raise(num, Origin::Remote, Some(Sender::Remote(idx)))
         } else {
-            Outcome {
-                accepted: false,
-                throttle: false,
-                queued: 0,
-            }
+            Outcome::REFUSED
         };
         if out.accepted {
-            self.counters.remote_accepted += 1;
+            self.d.counters.remote_accepted += 1;
         } else {
-            self.counters.remote_rejected += 1;
+            self.d.counters.remote_rejected += 1;
             if !allowed {
                 if let Some(held) = self.remote_log.allow(Instant::now()) {
                     tracing::warn!(
@@ -994,126 +821,12 @@ impl Engine {
     }
 
     fn remote_malformed(&mut self, peer: &str, what: &str) {
-        self.counters.remote_malformed += 1;
+        self.d.counters.remote_malformed += 1;
         if let Some(held) = self.remote_log.allow(Instant::now()) {
             tracing::warn!(
                 "remote signals: {peer}: {what}; connection closed{}",
                 suppressed(held)
             );
-        }
-    }
-
-    /// Queues one delivery; false when the child's queue is full and it
-    /// was dropped. `fresh` is false for a pool delivery given again, which
-    /// was counted as delivered the first time.
-    fn enqueue(
-        &mut self,
-        s: Slot,
-        num: u8,
-        origin: Origin,
-        attempt: u8,
-        pooled: bool,
-        fresh: bool,
-    ) -> bool {
-        let p = &mut self.procs[s];
-        if p.outbox.len() >= self.opts.outbox_limit {
-            let why = format!("the queue of {} is full ({})", p.id, self.opts.outbox_limit);
-            self.drop_one(num, Some(s), &why);
-            return false;
-        }
-        let seq = p.next_seq;
-        p.next_seq += 1;
-        p.outbox.frames.push_back(
-            Frame::Deliver {
-                num,
-                attempt,
-                origin,
-                seq,
-                pooled,
-            }
-            .encode(),
-        );
-        self.views[s].load += 1;
-        let what = if fresh {
-            Outcome1::Delivered
-        } else {
-            Outcome1::Reassigned
-        };
-        self.note(what, num, Some(s));
-        self.mark_dirty(s);
-        true
-    }
-
-    /// A delivery raised by a source left the system (dropped or given up).
-    fn settle(&mut self, origin_word: u32) {
-        if let Some(id) = Origin::source_of(origin_word) {
-            self.sources.settled(id);
-        }
-    }
-
-    /// Counts one delivery outcome everywhere it is counted: the totals,
-    /// the signal number's, and the process's.
-    fn note(&mut self, what: Outcome1, num: u8, slot: Option<Slot>) {
-        fn bump(what: Outcome1, t: &mut Tally) {
-            match what {
-                Outcome1::Delivered | Outcome1::Reassigned => t.delivered += 1,
-                Outcome1::Moved => t.moved += 1,
-                Outcome1::Handled => t.handled += 1,
-                Outcome1::Dropped => t.dropped += 1,
-                Outcome1::Redelivered => t.redelivered += 1,
-                Outcome1::DeadLettered => t.dead_lettered += 1,
-            }
-        }
-        if let Some(s) = slot {
-            bump(what, &mut self.procs[s].tally);
-        }
-        if matches!(what, Outcome1::Reassigned | Outcome1::Moved) {
-            return; // the same delivery, changing hands
-        }
-        let c = &mut self.counters;
-        match what {
-            Outcome1::Reassigned | Outcome1::Moved => {}
-            Outcome1::Delivered => c.delivered += 1,
-            Outcome1::Handled => c.handled += 1,
-            Outcome1::Dropped => c.dropped += 1,
-            Outcome1::Redelivered => c.redelivered += 1,
-            Outcome1::DeadLettered => c.dead_lettered += 1,
-        }
-        bump(what, &mut self.by_num[num as usize].2);
-    }
-
-    fn drop_one(&mut self, num: u8, slot: Option<Slot>, why: &str) {
-        self.note(Outcome1::Dropped, num, slot);
-        if let Some(held) = self.dropped_log.allow(Instant::now()) {
-            tracing::warn!("signal {num} dropped: {why}{}", suppressed(held));
-        }
-    }
-
-    /// Gives queued pool signals of `num` to members with free credit.
-    fn dispatch_pool(&mut self, num: u8) {
-        let n = num as usize;
-        if self.pools[n].is_empty() {
-            return;
-        }
-        router::pool_candidates(self.table.route(num), &self.topo, &mut self.cands);
-        while let Some(&item) = self.pools[n].front() {
-            let picked = router::pick(
-                &self.cands,
-                &self.views,
-                self.opts.prefetch,
-                &mut self.pool_cursor[n],
-            );
-            let Some(s) = picked else { break };
-            self.pools[n].pop_front();
-            if !self.enqueue(s, num, item.origin, item.attempt, true, !item.again) {
-                self.settle(item.origin.encode());
-            }
-        }
-    }
-
-    fn dispatch_pools(&mut self) {
-        for num in 0..=255u8 {
-            self.dispatch_pool(num);
         }
     }
 
@@ -1127,61 +840,36 @@ impl Engine {
             // Waiting for this child to get through what it holds (a
             // shutdown, a reload or cheap, paused senders): it acks at once.
             let waiting = u32::from(
-                self.phase != Phase::Running || p.stop_asked.is_some() || !p.waiters.is_empty(),
+                self.phase != Phase::Running || p.stop_asked.is_some() || self.d.has_waiters(s),
             );
             let st = self.shm.slot(s);
             if st.acks_wanted.load(Relaxed) != waiting {
                 st.acks_wanted.store(waiting, SeqCst);
             }
-            let Some(&front) = p.inflight.front() else {
+            let Some(oldest) = self.d.oldest_inflight(s) else {
                 continue;
             };
             // SeqCst: pairs with the child's fence before it reads
             // `acks_wanted` (either it acks, or we see its progress here).
             let done = self.shm.slot(s).done_seq.load(SeqCst);
-            if Frame::seq_of(&front) <= done {
-                self.on_ack(s, done);
+            if oldest <= done {
+                self.d.ack(s, done);
             }
-        }
-    }
-
-    fn on_ack(&mut self, slot: Slot, seq: u64) {
-        let mut done = 0;
-        while let Some(&f) = self.procs[slot].inflight.front() {
-            if Frame::seq_of(&f) > seq {
-                break;
-            }
-            self.procs[slot].inflight.pop_front();
-            if let Some(id) = Origin::source_of(Frame::origin_word(&f)) {
-                self.sources.settled(id);
-            }
-            self.note(Outcome1::Handled, f[1], Some(slot));
-            done += 1;
-        }
-        if done > 0 {
-            self.views[slot].load -= done;
-            self.credit_freed = true;
         }
     }
 
     // ---- writing ---------------------------------------------------------
 
-    fn mark_dirty(&mut self, s: Slot) {
-        if !self.is_dirty[s] {
-            self.is_dirty[s] = true;
-            self.dirty.push(s);
-        }
-    }
-
     fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.to_write);
+        self.d.take_dirty(&mut dirty);
         for &s in &dirty {
-            self.is_dirty[s] = false;
             let p = &mut self.procs[s];
             let deliver = !(p.paused || p.reloading);
             let mut failed = None;
             if let Some(a) = p.a.as_mut() {
-                if let Err(e) = a.flush(&mut p.outbox, &mut p.inflight, deliver) {
+                let (outbox, inflight) = self.d.queues_mut(s);
+                if let Err(e) = a.flush(outbox, inflight, deliver) {
                     failed = Some(e);
                 }
             }
@@ -1195,8 +883,7 @@ impl Engine {
                 self.drop_conns(s);
             }
         }
-        dirty.clear();
-        self.dirty = dirty;
+        self.to_write = dirty;
     }
 
     // ---- processes -------------------------------------------------------
@@ -1216,7 +903,7 @@ impl Engine {
         } else {
             ProcState::Running
         };
-        self.views[s].state = state;
+        self.d.set_state(s, state);
         self.shm.slot(s).set_state(state);
     }
 
@@ -1295,8 +982,7 @@ impl Engine {
                 p.spawned_unix = super::sources::unix_now() as u64;
                 self.shm.slot(slot).pid.store(pid.as_raw() as u32, Relaxed);
                 self.refresh_state(slot);
-                self.mark_dirty(slot);
-                self.credit_freed = true;
+                self.d.mark_dirty(slot);
                 tracing::debug!("{id} started (pid {pid})");
                 Ok(())
             }
@@ -1384,7 +1070,7 @@ impl Engine {
         if matches!(self.phase, Phase::Running | Phase::Draining { .. }) {
             self.requeue(slot);
         }
-        for num in self.table.release_child(slot) {
+        for num in self.d.table.release_child(slot) {
             self.mirror(num);
         }
         self.sources.release(slot);
@@ -1397,7 +1083,6 @@ impl Engine {
         if p.cheaped {
             tracing::info!("{id} (pid {pid}) {how}: cheaped, not respawned");
             self.refresh_state(slot);
-            self.credit_freed = true;
             return;
         }
         if std::mem::take(&mut p.reloading) {
@@ -1405,7 +1090,6 @@ impl Engine {
             self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
             self.refresh_state(slot);
             self.respawns.push(Reverse((now, slot)));
-            self.credit_freed = true;
             return;
         }
         p.quick_deaths = if lived < self.opts.min_lifetime {
@@ -1422,98 +1106,22 @@ impl Engine {
         self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
         self.refresh_state(slot);
         self.respawns.push(Reverse((now + delay, slot)));
-        // Its pool signals went back to the pools: others may take them.
-        self.credit_freed = true;
     }
 
-    /// After a death, what the child had been given but not acknowledged:
-    /// a delivery its handler finished is counted as handled (the child
-    /// said so in shared memory); the one whose handler was running goes
-    /// again with one more attempt, and is dead-lettered past
-    /// `max_attempts`; the ones it never started go again as they were.
-    /// They go to the respawned child, or (pool signals) back to the pool.
+    /// After a death: what its shared-memory slot says it finished and was
+    /// running decides what goes again ([`Deliveries::requeue`]).
     fn requeue(&mut self, slot: Slot) {
         let st = self.shm.slot(slot);
         let running = st.current.swap(0, std::sync::atomic::Ordering::AcqRel) != 0;
         let running_seq = st.current_seq.load(Relaxed);
         let done = st.done_seq.load(std::sync::atomic::Ordering::Acquire);
-        let p = &mut self.procs[slot];
-        p.outbox.partial = 0;
-        let inflight = std::mem::take(&mut p.inflight);
-        let queued = std::mem::take(&mut p.outbox.frames);
-        let mut keep = VecDeque::with_capacity(inflight.len() + queued.len());
-        let mut to_pools: Vec<(u8, Pooled)> = Vec::new();
-        let sent = inflight.len();
-        for (i, raw) in inflight.into_iter().chain(queued).enumerate() {
-            let Ok(Frame::Deliver {
-                num,
-                attempt,
-                origin,
-                seq,
-                pooled,
-            }) = Frame::decode(&raw)
-            else {
-                continue;
-            };
-            if i < sent && seq <= done {
-                // Handled, only not acknowledged yet.
-                self.note(Outcome1::Handled, num, Some(slot));
-                self.settle(origin.encode());
-                continue;
-            }
-            let started = i < sent && running && seq == running_seq;
-            let attempt = if started {
-                attempt.saturating_add(1)
-            } else {
-                attempt
-            };
-            if attempt > self.opts.max_attempts {
-                self.note(Outcome1::DeadLettered, num, Some(slot));
-                self.settle(origin.encode());
-                let target = self
-                    .table
-                    .route(num)
-                    .map_or("worker (unregistered)".into(), |r| r.target.to_string());
-                tracing::error!(
-                    "signal {num} (target {target}, raised by {origin}) dead-lettered after {} \
-                     attempts; last given to {}",
-                    attempt - 1,
-                    self.procs[slot].id
-                );
-                continue;
-            }
-            if i < sent {
-                self.note(Outcome1::Redelivered, num, Some(slot));
-            }
-            if pooled {
-                self.note(Outcome1::Moved, num, Some(slot));
-                to_pools.push((
-                    num,
-                    Pooled {
-                        origin,
-                        attempt,
-                        again: true,
-                    },
-                ));
-            } else {
-                keep.push_back(
-                    Frame::Deliver {
-                        num,
-                        attempt,
-                        origin,
-                        seq,
-                        pooled,
-                    }
-                    .encode(),
-                );
-            }
-        }
-        for (num, item) in to_pools.into_iter().rev() {
-            self.pools[num as usize].push_front(item);
-        }
-        let p = &mut self.procs[slot];
-        p.outbox.frames = keep;
-        self.views[slot].load = p.load();
+        self.d.requeue(
+            slot,
+            LastWords {
+                running: running.then_some(running_seq),
+                done,
+            },
+        );
     }
 
     /// Every [`WATCH_TICK`]: kills children whose current handler has run
@@ -1544,7 +1152,7 @@ impl Engine {
                     let _ = kill(pid, Signal::SIGKILL);
                     p.killed = true;
                     p.timeouts += 1;
-                    self.counters.timeouts += 1;
+                    self.d.counters.timeouts += 1;
                     tracing::error!(
                         "{} (pid {pid}): handler of signal {} has run {} ms, past the {} ms \
                          limit: killed (harakiri); it will be respawned and the signal given \
@@ -1566,13 +1174,13 @@ impl Engine {
                 let _ = kill(pid, Signal::SIGKILL);
                 p.killed = true;
                 p.stalls += 1;
-                self.counters.stalls += 1;
+                self.d.counters.stalls += 1;
                 tracing::error!(
                     "{} (pid {pid}): no progress for {} ms with {} deliveries waiting, past the \
                      {} ms stall limit: killed; its queue goes to its successor",
                     p.id,
                     stalled.as_millis(),
-                    p.load(),
+                    self.d.load(s),
                     limit.as_millis()
                 );
             }
@@ -1587,9 +1195,9 @@ impl Engine {
         let st = self.shm.slot(s);
         let done = st.done_seq.load(std::sync::atomic::Ordering::Acquire);
         let running = st.current.load(Relaxed) != 0;
-        let state = self.views[s].state;
+        let state = self.d.state(s);
         let p = &mut self.procs[s];
-        let waiting = p.load().saturating_sub(usize::from(running));
+        let waiting = self.d.load(s).saturating_sub(usize::from(running));
         if p.pid.is_none() || state != ProcState::Running || waiting == 0 || done != p.progress.0 {
             p.progress = (done, now);
             return None;
@@ -1625,8 +1233,7 @@ impl Engine {
         let now = Instant::now();
         match self.phase {
             Phase::Running => {
-                let queued: usize = self.procs.iter().map(Proc::load).sum::<usize>()
-                    + self.pools.iter().map(VecDeque::len).sum::<usize>();
+                let queued = self.d.queued();
                 tracing::info!("shutting down ({why}): draining {queued} queued signals");
                 // Sources stop first: no new work from outside.
                 if let Some(r) = self.remote.as_mut() {
@@ -1678,10 +1285,10 @@ impl Engine {
         match self.phase {
             Phase::Running => false,
             Phase::Draining { deadline } => {
-                let drained = self.procs.iter().all(|p| {
+                let drained = self.procs.iter().enumerate().all(|(s, p)| {
                     p.pid.is_none()
-                        || (p.load() == 0 && !p.has_input(Chan::A) && !p.has_input(Chan::B))
-                }) && self.pools.iter().all(VecDeque::is_empty);
+                        || (self.d.load(s) == 0 && !p.has_input(Chan::A) && !p.has_input(Chan::B))
+                }) && self.d.pools_empty();
                 if drained || now >= deadline {
                     if !drained {
                         tracing::warn!("drain timeout: stopping with signals still queued");
@@ -1702,43 +1309,14 @@ impl Engine {
         }
     }
 
-    /// Per-number summaries of every number raised or delivered.
-    fn signal_summaries(&self) -> Vec<SignalSummary> {
-        self.by_num
-            .iter()
-            .enumerate()
-            .filter(|(_, (raised, _, t))| *raised > 0 || t.delivered > 0)
-            .map(|(n, &(raised, unrouted, tally))| SignalSummary {
-                num: n as u8,
-                raised,
-                unrouted,
-                tally,
-            })
-            .collect()
-    }
-
     fn finish(mut self) -> Summary {
-        // What is still queued, by number and by process.
-        for s in 0..self.procs.len() {
-            let p = &self.procs[s];
-            let nums: Vec<u8> = p
-                .inflight
-                .iter()
-                .chain(&p.outbox.frames)
-                .map(|f| f[1])
-                .collect();
-            self.procs[s].tally.pending_at_exit = nums.len() as u64;
-            for n in nums {
-                self.by_num[n as usize].2.pending_at_exit += 1;
-            }
-        }
-        for (n, q) in self.pools.iter().enumerate() {
-            self.by_num[n].2.pending_at_exit += q.len() as u64;
-        }
-        let mut counters = self.counters.clone();
-        counters.pending_at_exit = self.by_num.iter().map(|b| b.2.pending_at_exit).sum();
-        let signals = self.signal_summaries();
-        let tallies: Vec<(Tally, u64)> = self.procs.iter().map(|p| (p.tally, p.timeouts)).collect();
+        self.settle_sources();
+        let (counters, signals, tallies) = self.d.close_books();
+        let tallies: Vec<(Tally, u64)> = tallies
+            .into_iter()
+            .zip(&self.procs)
+            .map(|(t, p)| (t, p.timeouts))
+            .collect();
         // Signals raised while they were blocked stay pending in the
         // signalfd's queue; drop them so they do not fire on unblocking.
         while let Ok(Some(_)) = self.sigfd.read_signal() {}
