@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 mod control;
 mod deliveries;
 mod stats;
+mod token;
 
 use super::admin::{Admin, Kind};
 use super::conn::{Conn, Outbox};
@@ -44,18 +45,9 @@ use crate::table::{Owner, Registration};
 use crate::target::Target;
 use crate::topology::{ProcId, Slot, Topology};
 use deliveries::{Deliveries, LastWords, Outcome, Sender};
+pub(super) use token::{ADMIN_BASE, REMOTE_BASE};
+use token::{Channel, Endpoint};
 
-// Tokens: 0 signals, 1 the remote listener, 2 inotify, 3 stats, 4 control,
-// ADMIN_BASE + n their connections, CHILD_BASE + 2 * slot + chan
-// the child channels, REMOTE_BASE + n the remote connections.
-const SIGNALS: Token = Token(0);
-const REMOTE_LISTENER: Token = Token(1);
-const INOTIFY: Token = Token(2);
-const STATS_LISTENER: Token = Token(3);
-const CONTROL_LISTENER: Token = Token(4);
-const CHILD_BASE: usize = 16;
-pub(super) const REMOTE_BASE: usize = 1 << 24;
-pub(super) const ADMIN_BASE: usize = 2 << 24;
 /// Reads of one channel per loop turn, so one busy child cannot starve the
 /// others.
 const READS_PER_TURN: usize = 8;
@@ -66,27 +58,6 @@ const DELIVERY_PIPE: usize = 256 * 1024;
 /// run times for harakiri, done counts for stalls) while some child holds
 /// work; an idle group is never ticked.
 const WATCH_TICK: Duration = Duration::from_millis(50);
-
-/// Which of a child's two channels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chan {
-    /// The dispatcher's channel: always read.
-    A,
-    /// Every other thread's channel: paused while the sender floods a queue.
-    B,
-}
-
-fn token(slot: Slot, chan: Chan) -> Token {
-    Token(CHILD_BASE + slot * 2 + usize::from(chan == Chan::B))
-}
-
-fn from_token(t: Token) -> Option<(Slot, Chan)> {
-    if !(CHILD_BASE..REMOTE_BASE).contains(&t.0) {
-        return None;
-    }
-    let i = t.0 - CHILD_BASE;
-    Some((i / 2, if i % 2 == 0 { Chan::A } else { Chan::B }))
-}
 
 /// One child slot.
 struct Proc {
@@ -128,20 +99,20 @@ struct Proc {
 }
 
 impl Proc {
-    fn conn_mut(&mut self, chan: Chan) -> Option<&mut Conn> {
+    fn conn_mut(&mut self, chan: Channel) -> Option<&mut Conn> {
         match chan {
-            Chan::A => self.a.as_mut(),
-            Chan::B => self.b.as_mut(),
+            Channel::Dispatcher => self.a.as_mut(),
+            Channel::Threads => self.b.as_mut(),
         }
     }
 
     /// Whether the master should read this channel now: it has unread
     /// bytes or held-back messages, and (for B) the sender is not paused.
-    fn has_input(&self, chan: Chan) -> bool {
+    fn has_input(&self, chan: Channel) -> bool {
         let conn = match chan {
-            Chan::A => self.a.as_ref(),
-            Chan::B if self.b_paused => None,
-            Chan::B => self.b.as_ref(),
+            Channel::Dispatcher => self.a.as_ref(),
+            Channel::Threads if self.b_paused => None,
+            Channel::Threads => self.b.as_ref(),
         };
         conn.is_some_and(|c| c.readable || c.decoder.has_message().unwrap_or(true))
     }
@@ -236,17 +207,21 @@ impl Engine {
         poll.registry()
             .register(
                 &mut mio::unix::SourceFd(&sigfd.as_raw_fd()),
-                SIGNALS,
+                Endpoint::Signals.token(),
                 Interest::READABLE,
             )
             .map_err(|e| Error::io("watching signals", e))?;
         let mut remote = remote;
         if let Some(r) = remote.as_mut() {
-            r.register(poll.registry(), REMOTE_LISTENER)?;
+            r.register(poll.registry(), Endpoint::RemoteListener.token())?;
         }
         let mut admin = admin;
         if let Some(a) = admin.as_mut() {
-            a.register(poll.registry(), STATS_LISTENER, CONTROL_LISTENER)?;
+            a.register(
+                poll.registry(),
+                Endpoint::StatsListener.token(),
+                Endpoint::ControlListener.token(),
+            )?;
         }
         let n = topo.slots();
         let now = Instant::now();
@@ -353,55 +328,8 @@ impl Engine {
             for ev in events.iter() {
                 let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                 let writable = ev.is_writable() || ev.is_error();
-                match ev.token() {
-                    SIGNALS => {
-                        self.on_signals();
-                        continue;
-                    }
-                    REMOTE_LISTENER => {
-                        self.accept_remote();
-                        continue;
-                    }
-                    STATS_LISTENER => {
-                        self.accept_admin(Kind::Stats);
-                        continue;
-                    }
-                    CONTROL_LISTENER => {
-                        self.accept_admin(Kind::Control);
-                        continue;
-                    }
-                    INOTIFY => {
-                        let due = self.sources.on_file_events(Instant::now());
-                        if self.phase == Phase::Running {
-                            self.raise_sourced(due);
-                        }
-                        continue;
-                    }
-                    _ => {}
-                }
-                if let Some(r) = self.remote.as_mut() {
-                    if let Some(idx) = r.index_of(ev.token()) {
-                        r.ready(idx, readable, writable);
-                        continue;
-                    }
-                }
-                if let Some(a) = self.admin.as_mut() {
-                    if let Some(idx) = a.index_of(ev.token()) {
-                        a.ready(idx, readable, writable);
-                        continue;
-                    }
-                }
-                let Some((slot, chan)) = from_token(ev.token()) else {
-                    continue;
-                };
-                if let Some(c) = self.procs.get_mut(slot).and_then(|p| p.conn_mut(chan)) {
-                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                        c.readable = true;
-                    }
-                    if ev.is_writable() || ev.is_error() {
-                        c.writable = true;
-                        self.d.mark_dirty(slot);
-                    }
+                if let Some(endpoint) = Endpoint::of(ev.token()) {
+                    self.on_event(endpoint, readable, writable);
                 }
             }
             self.read_all();
@@ -424,12 +352,53 @@ impl Engine {
         Ok(self.finish())
     }
 
+    /// One readiness event: listeners accept, the signalfd and inotify are
+    /// read now; connections and channels are marked and served after
+    /// every event of the turn is in.
+    fn on_event(&mut self, endpoint: Endpoint, readable: bool, writable: bool) {
+        match endpoint {
+            Endpoint::Signals => self.on_signals(),
+            Endpoint::RemoteListener => self.accept_remote(),
+            Endpoint::StatsListener => self.accept_admin(Kind::Stats),
+            Endpoint::ControlListener => self.accept_admin(Kind::Control),
+            Endpoint::Inotify => {
+                let due = self.sources.on_file_events(Instant::now());
+                if self.phase == Phase::Running {
+                    self.raise_sourced(due);
+                }
+            }
+            Endpoint::RemoteConn(t) => {
+                if let Some(r) = self.remote.as_mut() {
+                    if let Some(idx) = r.index_of(t) {
+                        r.ready(idx, readable, writable);
+                    }
+                }
+            }
+            Endpoint::AdminConn(t) => {
+                if let Some(a) = self.admin.as_mut() {
+                    if let Some(idx) = a.index_of(t) {
+                        a.ready(idx, readable, writable);
+                    }
+                }
+            }
+            Endpoint::Child(slot, chan) => {
+                if let Some(c) = self.procs.get_mut(slot).and_then(|p| p.conn_mut(chan)) {
+                    c.readable |= readable;
+                    if writable {
+                        c.writable = true;
+                        self.d.mark_dirty(slot);
+                    }
+                }
+            }
+        }
+    }
+
     /// How long the next poll may sleep.
     fn timeout(&self) -> Option<Duration> {
         let busy = self
             .procs
             .iter()
-            .any(|p| p.has_input(Chan::A) || p.has_input(Chan::B));
+            .any(|p| p.has_input(Channel::Dispatcher) || p.has_input(Channel::Threads));
         if busy || self.remote.as_ref().is_some_and(Remote::any_input) {
             return Some(Duration::ZERO);
         }
@@ -477,12 +446,12 @@ impl Engine {
 
     fn read_all(&mut self) {
         for slot in 0..self.procs.len() {
-            self.read_chan(slot, Chan::A);
-            self.read_chan(slot, Chan::B);
+            self.read_chan(slot, Channel::Dispatcher);
+            self.read_chan(slot, Channel::Threads);
         }
     }
 
-    fn read_chan(&mut self, slot: Slot, chan: Chan) {
+    fn read_chan(&mut self, slot: Slot, chan: Channel) {
         for _ in 0..READS_PER_TURN {
             let p = &mut self.procs[slot];
             if p.doomed || !p.has_input(chan) {
@@ -543,12 +512,12 @@ impl Engine {
 
     /// Handles one message from a child; true when its sender must now
     /// wait (back-pressure).
-    fn on_msg(&mut self, slot: Slot, chan: Chan, m: Msg<'_>) -> bool {
+    fn on_msg(&mut self, slot: Slot, chan: Channel, m: Msg<'_>) -> bool {
         let me = self.procs[slot].id;
         match m {
             Msg::Frame(Frame::Raise { num }) => {
                 // Channel A (handlers) is never made to wait.
-                let sender = (chan == Chan::B).then_some(Sender::Child(slot));
+                let sender = (chan == Channel::Threads).then_some(Sender::Child(slot));
                 return self.raise(num, Origin::Process(me), sender).throttle;
             }
             Msg::Frame(Frame::Ack { seq }) => self.d.ack(slot, seq),
@@ -667,7 +636,7 @@ impl Engine {
         if let Some(fd) = self.sources.fd() {
             let r = self.poll.registry().register(
                 &mut mio::unix::SourceFd(&fd),
-                INOTIFY,
+                Endpoint::Inotify.token(),
                 Interest::READABLE,
             );
             match r {
@@ -966,8 +935,8 @@ impl Engine {
                 let mut a = Conn::new(a_master).map_err(|e| Error::io("channel setup", e))?;
                 let mut b = Conn::new(b_master).map_err(|e| Error::io("channel setup", e))?;
                 let reg = self.poll.registry();
-                a.register(reg, token(slot, Chan::A))
-                    .and_then(|()| b.register(reg, token(slot, Chan::B)))
+                a.register(reg, Endpoint::Child(slot, Channel::Dispatcher).token())
+                    .and_then(|()| b.register(reg, Endpoint::Child(slot, Channel::Threads).token()))
                     .map_err(|e| Error::io("watching a child channel", e))?;
                 let p = &mut self.procs[slot];
                 p.a = Some(a);
@@ -1287,7 +1256,9 @@ impl Engine {
             Phase::Draining { deadline } => {
                 let drained = self.procs.iter().enumerate().all(|(s, p)| {
                     p.pid.is_none()
-                        || (self.d.load(s) == 0 && !p.has_input(Chan::A) && !p.has_input(Chan::B))
+                        || (self.d.load(s) == 0
+                            && !p.has_input(Channel::Dispatcher)
+                            && !p.has_input(Channel::Threads))
                 }) && self.d.pools_empty();
                 if drained || now >= deadline {
                     if !drained {
@@ -1376,19 +1347,5 @@ mod tests {
         let got: Vec<u128> = (0..10).map(|q| backoff(q, max).as_millis()).collect();
         assert_eq!(got, [0, 100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
         assert_eq!(backoff(u32::MAX, max), max);
-    }
-
-    #[test]
-    fn tokens_round_trip() {
-        for slot in [0, 1, 4095] {
-            for chan in [Chan::A, Chan::B] {
-                let t = token(slot, chan);
-                assert!(t != SIGNALS && t != REMOTE_LISTENER && t.0 < REMOTE_BASE);
-                assert_eq!(from_token(t), Some((slot, chan)));
-            }
-        }
-        assert_eq!(from_token(SIGNALS), None);
-        assert_eq!(from_token(REMOTE_LISTENER), None);
-        assert_eq!(from_token(Token(REMOTE_BASE)), None);
     }
 }
