@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 mod control;
 mod deliveries;
 mod stats;
+mod supervisor;
 mod token;
 
 use super::admin::{Admin, Kind};
@@ -45,6 +46,7 @@ use crate::table::{Owner, Registration};
 use crate::target::Target;
 use crate::topology::{ProcId, Slot, Topology};
 use deliveries::{Deliveries, LastWords, Outcome, Sender};
+use supervisor::{After, Life, Verdict, backoff, verdict};
 pub(super) use token::{ADMIN_BASE, REMOTE_BASE};
 use token::{Channel, Endpoint};
 
@@ -70,8 +72,8 @@ struct Proc {
     b_paused: bool,
     spawned_at: Instant,
     quick_deaths: u32,
-    /// Kill it: it broke the channel protocol.
-    doomed: bool,
+    /// Its life: running, stopping, killed, dead, cheaped; paused or not.
+    life: Life,
     /// Handler timeouts.
     timeouts: u64,
     /// Stalls: killed for making no progress with work waiting.
@@ -79,19 +81,6 @@ struct Proc {
     /// Its last progress seen: the done count and since when it has not
     /// moved while work waited (see [`Engine::observe_progress`]).
     progress: (u64, Instant),
-    /// Killed (harakiri or stall); not reaped yet.
-    killed: bool,
-    /// Paused by the control endpoint.
-    paused: bool,
-    /// Cheaped: stopped on purpose (or stopping), not respawned.
-    cheaped: bool,
-    /// Being restarted by a reload.
-    reloading: bool,
-    /// When it was asked to stop (cheap, reload): SIGTERM once it has
-    /// handled what it holds, or after drain_timeout.
-    stop_asked: Option<Instant>,
-    /// When it got SIGTERM for that: SIGKILL after kill_timeout.
-    term_sent: Option<Instant>,
     /// When it was last forked, Unix seconds.
     spawned_unix: u64,
     /// Handled count at the last stats document (for delta_requests).
@@ -235,16 +224,10 @@ impl Engine {
                 b_paused: false,
                 spawned_at: now,
                 quick_deaths: 0,
-                doomed: false,
+                life: Life::default(),
                 timeouts: 0,
                 stalls: 0,
                 progress: (0, now),
-                killed: false,
-                paused: false,
-                cheaped: false,
-                reloading: false,
-                stop_asked: None,
-                term_sent: None,
                 spawned_unix: 0,
                 last_requests: 0,
             })
@@ -423,11 +406,12 @@ impl Engine {
         }
         // Cheaping and reloading move on acks (events) and on these
         // deadlines.
-        for p in self.procs.iter().filter(|p| p.pid.is_some()) {
-            match (p.term_sent, p.stop_asked) {
-                (Some(t), _) => at(t + self.opts.kill_timeout),
-                (None, Some(t)) => at(t + self.opts.drain_timeout),
-                (None, None) => {}
+        for p in &self.procs {
+            if let Some(t) = p
+                .life
+                .stop_deadline(self.opts.drain_timeout, self.opts.kill_timeout)
+            {
+                at(t);
             }
         }
         if let Some(t) = self.admin.as_ref().and_then(Admin::next_sweep) {
@@ -454,7 +438,7 @@ impl Engine {
     fn read_chan(&mut self, slot: Slot, chan: Channel) {
         for _ in 0..READS_PER_TURN {
             let p = &mut self.procs[slot];
-            if p.doomed || !p.has_input(chan) {
+            if p.life.doomed() || !p.has_input(chan) {
                 return;
             }
             let Some(conn) = p.conn_mut(chan) else { return };
@@ -504,7 +488,7 @@ impl Engine {
             }
             if let Err(e) = fed {
                 tracing::error!("{}: {e}; killing it", self.procs[slot].id);
-                self.procs[slot].doomed = true;
+                self.procs[slot].life.doom();
                 return;
             }
         }
@@ -538,7 +522,7 @@ impl Engine {
             }
             other => {
                 tracing::error!("{me}: sent a message only the master may send: {other:?}");
-                self.procs[slot].doomed = true;
+                self.procs[slot].life.doom();
             }
         }
         false
@@ -809,7 +793,7 @@ impl Engine {
             // Waiting for this child to get through what it holds (a
             // shutdown, a reload or cheap, paused senders): it acks at once.
             let waiting = u32::from(
-                self.phase != Phase::Running || p.stop_asked.is_some() || self.d.has_waiters(s),
+                self.phase != Phase::Running || p.life.stopping() || self.d.has_waiters(s),
             );
             let st = self.shm.slot(s);
             if st.acks_wanted.load(Relaxed) != waiting {
@@ -834,7 +818,7 @@ impl Engine {
         self.d.take_dirty(&mut dirty);
         for &s in &dirty {
             let p = &mut self.procs[s];
-            let deliver = !(p.paused || p.reloading);
+            let deliver = p.life.takes_deliveries();
             let mut failed = None;
             if let Some(a) = p.a.as_mut() {
                 let (outbox, inflight) = self.d.queues_mut(s);
@@ -860,18 +844,7 @@ impl Engine {
     /// Derives a child's state from its flags, for the router and for
     /// shared memory: the one place that decides it.
     fn refresh_state(&mut self, s: Slot) {
-        let p = &self.procs[s];
-        let state = if p.pid.is_none() && self.phase != Phase::Running {
-            ProcState::Stopped
-        } else if p.cheaped {
-            ProcState::Cheaped
-        } else if p.pid.is_none() {
-            ProcState::Respawning
-        } else if p.paused || p.reloading {
-            ProcState::Paused
-        } else {
-            ProcState::Running
-        };
+        let state = self.procs[s].life.state(self.phase != Phase::Running);
         self.d.set_state(s, state);
         self.shm.slot(s).set_state(state);
     }
@@ -945,9 +918,7 @@ impl Engine {
                 p.last_pid = pid.as_raw() as u32;
                 p.spawned_at = Instant::now();
                 p.b_paused = false;
-                p.doomed = false;
-                p.term_sent = None;
-                p.stop_asked = None;
+                p.life.spawned();
                 p.spawned_unix = super::sources::unix_now() as u64;
                 self.shm.slot(slot).pid.store(pid.as_raw() as u32, Relaxed);
                 self.refresh_state(slot);
@@ -967,11 +938,11 @@ impl Engine {
 
     fn kill_doomed(&mut self) {
         for p in &mut self.procs {
-            if p.doomed {
+            if p.life.doomed() {
                 if let Some(pid) = p.pid {
                     let _ = kill(pid, Signal::SIGKILL);
                 }
-                p.doomed = false;
+                p.life.kill();
                 // Reading stops with the channel; reaping does the rest.
                 for mut c in [p.a.take(), p.b.take()].into_iter().flatten() {
                     c.deregister(self.poll.registry());
@@ -1032,7 +1003,7 @@ impl Engine {
         let now = Instant::now();
         let p = &mut self.procs[slot];
         p.pid = None;
-        p.killed = false;
+        let after = p.life.exited();
         let lived = now.duration_since(p.spawned_at);
         let id = p.id;
         self.shm.slot(slot).pid.store(0, Relaxed);
@@ -1048,13 +1019,13 @@ impl Engine {
             self.refresh_state(slot);
             return;
         }
-        let p = &mut self.procs[slot];
-        if p.cheaped {
+        if after == After::Cheap {
             tracing::info!("{id} (pid {pid}) {how}: cheaped, not respawned");
             self.refresh_state(slot);
             return;
         }
-        if std::mem::take(&mut p.reloading) {
+        let p = &mut self.procs[slot];
+        if after == After::Reload {
             tracing::info!("{id} (pid {pid}) {how}: reloading it now");
             self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
             self.refresh_state(slot);
@@ -1107,19 +1078,28 @@ impl Engine {
             let stalled = self.observe_progress(s, now);
             let p = &mut self.procs[s];
             let Some(pid) = p.pid else { continue };
-            if p.killed {
+            if p.life.killed() {
                 continue;
             }
             let st = self.shm.slot(s);
             // The signal first (acquire), then its start time: see child.rs.
             let current = st.current.load(std::sync::atomic::Ordering::Acquire);
-            if let (Some(limit), true) = (self.opts.harakiri.for_role(p.id.role), current != 0) {
-                let ran = Duration::from_nanos(
-                    now_ns.saturating_sub(st.handler_started_ns.load(Relaxed)),
-                );
-                if ran > limit {
-                    let _ = kill(pid, Signal::SIGKILL);
-                    p.killed = true;
+            let ran = (current != 0).then(|| {
+                Duration::from_nanos(now_ns.saturating_sub(st.handler_started_ns.load(Relaxed)))
+            });
+            let role = p.id.role;
+            let found = verdict(
+                ran,
+                self.opts.harakiri.for_role(role),
+                stalled,
+                self.opts.stall.for_role(role),
+            );
+            let Some(found) = found else { continue };
+            // SIGKILL: it also ends a process stopped with SIGSTOP.
+            let _ = kill(pid, Signal::SIGKILL);
+            p.life.kill();
+            match found {
+                Verdict::Harakiri { ran, limit } => {
                     p.timeouts += 1;
                     self.d.counters.timeouts += 1;
                     tracing::error!(
@@ -1131,27 +1111,19 @@ impl Engine {
                         ran.as_millis(),
                         limit.as_millis()
                     );
-                    continue;
                 }
-            }
-            let (Some(limit), Some(stalled)) = (self.opts.stall.for_role(p.id.role), stalled)
-            else {
-                continue;
-            };
-            if stalled >= limit {
-                // SIGKILL: it also ends a process stopped with SIGSTOP.
-                let _ = kill(pid, Signal::SIGKILL);
-                p.killed = true;
-                p.stalls += 1;
-                self.d.counters.stalls += 1;
-                tracing::error!(
-                    "{} (pid {pid}): no progress for {} ms with {} deliveries waiting, past the \
-                     {} ms stall limit: killed; its queue goes to its successor",
-                    p.id,
-                    stalled.as_millis(),
-                    self.d.load(s),
-                    limit.as_millis()
-                );
+                Verdict::Stalled { stalled, limit } => {
+                    p.stalls += 1;
+                    self.d.counters.stalls += 1;
+                    tracing::error!(
+                        "{} (pid {pid}): no progress for {} ms with {} deliveries waiting, past \
+                         the {} ms stall limit: killed; its queue goes to its successor",
+                        p.id,
+                        stalled.as_millis(),
+                        self.d.load(s),
+                        limit.as_millis()
+                    );
+                }
             }
         }
     }
@@ -1181,7 +1153,8 @@ impl Engine {
                 break;
             }
             self.respawns.pop();
-            if self.phase != Phase::Running || self.procs[slot].pid.is_some() {
+            let life = self.procs[slot].life;
+            if self.phase != Phase::Running || life.alive() || life.cheaped() {
                 continue;
             }
             if let Err(e) = self.spawn(slot) {
@@ -1311,16 +1284,6 @@ impl Engine {
     }
 }
 
-/// Wait before respawning after `quick` consecutive quick deaths: none for
-/// a child that lived long enough, then 100 ms doubling up to `max`.
-fn backoff(quick: u32, max: Duration) -> Duration {
-    if quick == 0 {
-        return Duration::ZERO;
-    }
-    let ms = 100u64.saturating_mul(1u64 << (quick - 1).min(30));
-    Duration::from_millis(ms).min(max)
-}
-
 fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         format!("1 {word}")
@@ -1334,18 +1297,5 @@ fn suppressed(held: u64) -> String {
         String::new()
     } else {
         format!(" ({held} similar lines suppressed)")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_bounded() {
-        let max = Duration::from_secs(10);
-        let got: Vec<u128> = (0..10).map(|q| backoff(q, max).as_millis()).collect();
-        assert_eq!(got, [0, 100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
-        assert_eq!(backoff(u32::MAX, max), max);
     }
 }
