@@ -1,65 +1,69 @@
-//! The running master: one thread, one `epoll` loop.
+//! The running master: one thread, one `epoll` loop, and the parts it
+//! calls into.
 //!
-//! It reads every child channel in batches, asks the router where each
-//! raised signal goes, queues deliveries per child and writes them in
-//! batches; it forks, reaps and respawns children, and shuts the group down
-//! gracefully. All I/O is non-blocking: no child can stall the master.
+//! - [`deliveries`]: routes, queues, credit, requeue and every counter,
+//!   with no I/O (where to change routing and delivery rules);
+//! - [`supervisor`]: one life state per slot and the supervision rules
+//!   (stop steps, harakiri and stall verdicts, backoff);
+//! - [`token`]: what each event is about ([`Endpoint`]);
+//! - [`channels`]: reading and writing the child channels;
+//! - [`processes`]: fork, reap, respawn, kills, requeue after a death;
+//! - [`control`] and [`stats`]: the control commands and the stats
+//!   document; [`shutdown`]: drain, terminate, the summary.
+//!
+//! This file holds the loop itself: wait for events, hand each to its
+//! endpoint, then move every part along once per turn. All I/O is
+//! non-blocking: no child can stall the master.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll};
-use nix::errno::Errno;
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+mod channels;
 mod control;
 mod deliveries;
+mod processes;
+mod shutdown;
 mod stats;
 mod supervisor;
 mod token;
 
 use super::admin::{Admin, Kind};
-use super::conn::{Conn, Outbox};
+use super::conn::Conn;
 use super::remote::{Input, Remote};
 use super::sources::{Sources, unix_now};
-use super::summary::{Summary, Tally};
+use super::summary::Summary;
 use super::{Entries, Options, Setup};
 use crate::busy::{BusyPoll, Episode, Idle};
-use crate::child::{ChildSetup, child_main};
 use crate::error::{Error, Result};
 use crate::origin::Origin;
 use crate::proto::uwsgi::{Read, signal_reply};
-use crate::proto::{Frame, Msg, Reply, Request, WireError, encode_with_payload};
 use crate::ratelog::RateLog;
-use crate::router::ProcState;
 use crate::shm::Shm;
-use crate::sys::{self, Forked};
-use crate::table::{Owner, Registration};
-use crate::target::Target;
 use crate::topology::{ProcId, Slot, Topology};
-use deliveries::{Deliveries, LastWords, Outcome, Sender};
-use supervisor::{After, Life, Verdict, backoff, verdict};
+use deliveries::{Deliveries, Outcome, Sender};
+use supervisor::Life;
 pub(super) use token::{ADMIN_BASE, REMOTE_BASE};
 use token::{Channel, Endpoint};
 
 /// Reads of one channel per loop turn, so one busy child cannot starve the
 /// others.
-const READS_PER_TURN: usize = 8;
-const READ_BUF: usize = 64 * 1024;
+pub(super) const READS_PER_TURN: usize = 8;
+/// Size of the read buffer shared by every channel and connection.
+pub(super) const READ_BUF: usize = 64 * 1024;
 /// Buffer asked for each child's delivery pipe.
-const DELIVERY_PIPE: usize = 256 * 1024;
+pub(super) const DELIVERY_PIPE: usize = 256 * 1024;
 /// How often the children's shared-memory progress is looked at (handler
 /// run times for harakiri, done counts for stalls) while some child holds
 /// work; an idle group is never ticked.
-const WATCH_TICK: Duration = Duration::from_millis(50);
+pub(super) const WATCH_TICK: Duration = Duration::from_millis(50);
 
 /// One child slot.
 struct Proc {
@@ -426,168 +430,6 @@ impl Engine {
         next.map(|t| t.saturating_duration_since(now))
     }
 
-    // ---- reading ---------------------------------------------------------
-
-    fn read_all(&mut self) {
-        for slot in 0..self.procs.len() {
-            self.read_chan(slot, Channel::Dispatcher);
-            self.read_chan(slot, Channel::Threads);
-        }
-    }
-
-    fn read_chan(&mut self, slot: Slot, chan: Channel) {
-        for _ in 0..READS_PER_TURN {
-            let p = &mut self.procs[slot];
-            if p.life.doomed() || !p.has_input(chan) {
-                return;
-            }
-            let Some(conn) = p.conn_mut(chan) else { return };
-            let mut buf = std::mem::take(&mut self.buf);
-            // Messages held back while the sender was paused go first.
-            let n = if conn.decoder.has_message().unwrap_or(true) {
-                0
-            } else {
-                match conn.read(&mut buf) {
-                    Ok(Some(0)) => {
-                        // The child closed its end: it is exiting; reaping
-                        // does the rest.
-                        self.buf = buf;
-                        self.drop_conns(slot);
-                        return;
-                    }
-                    Ok(Some(n)) => n,
-                    Ok(None) => {
-                        self.buf = buf;
-                        return;
-                    }
-                    Err(e) => {
-                        self.buf = buf;
-                        // A reset is a child dying with unread input: the
-                        // reaper reports it.
-                        if e.kind() == std::io::ErrorKind::ConnectionReset {
-                            tracing::debug!("{}: channel reset", self.procs[slot].id);
-                        } else {
-                            tracing::warn!("{}: channel read failed: {e}", self.procs[slot].id);
-                        }
-                        self.drop_conns(slot);
-                        return;
-                    }
-                }
-            };
-            let mut decoder = std::mem::take(&mut conn.decoder);
-            let fed = decoder.feed(&buf[..n], &mut |m| {
-                if self.on_msg(slot, chan, m) {
-                    self.procs[slot].b_paused = true;
-                }
-                // A paused sender's next raises wait in the decoder.
-                !self.procs[slot].b_paused
-            });
-            self.buf = buf;
-            if let Some(c) = self.procs[slot].conn_mut(chan) {
-                c.decoder = decoder;
-            }
-            if let Err(e) = fed {
-                tracing::error!("{}: {e}; killing it", self.procs[slot].id);
-                self.procs[slot].life.doom();
-                return;
-            }
-        }
-    }
-
-    /// Handles one message from a child; true when its sender must now
-    /// wait (back-pressure).
-    fn on_msg(&mut self, slot: Slot, chan: Channel, m: Msg<'_>) -> bool {
-        let me = self.procs[slot].id;
-        match m {
-            Msg::Frame(Frame::Raise { num }) => {
-                // Channel A (handlers) is never made to wait.
-                let sender = (chan == Channel::Threads).then_some(Sender::Child(slot));
-                return self.raise(num, Origin::Process(me), sender).throttle;
-            }
-            Msg::Frame(Frame::Ack { seq }) => self.d.ack(slot, seq),
-            Msg::Payload {
-                frame: Frame::Request { id, .. },
-                body,
-            } => {
-                let reply = match serde_json::from_slice::<Request>(body) {
-                    Ok(req) => self.on_request(slot, req),
-                    Err(e) => Reply::Err(WireError::Other(format!("unreadable request: {e}"))),
-                };
-                if let Some(c) = self.procs[slot].conn_mut(chan) {
-                    if let Err(e) = encode_with_payload(true, id, &reply, c.out()) {
-                        tracing::error!("{me}: cannot encode a reply: {e}");
-                    }
-                    self.d.mark_dirty(slot);
-                }
-            }
-            other => {
-                tracing::error!("{me}: sent a message only the master may send: {other:?}");
-                self.procs[slot].life.doom();
-            }
-        }
-        false
-    }
-
-    fn on_request(&mut self, slot: Slot, req: Request) -> Reply {
-        let me = self.procs[slot].id;
-        match req {
-            Request::Register { num, target } => {
-                let done = target
-                    .parse::<Target>()
-                    .and_then(|t| self.d.table.register(num, &t, Owner::Child(slot)));
-                match done {
-                    Ok(how) => {
-                        self.mirror(num);
-                        let how = match how {
-                            Registration::New => "runs only there",
-                            Registration::Joined => "joined as a runner",
-                            Registration::Replaced => "handler replaced",
-                        };
-                        tracing::info!("signal {num} registered by {me} (target {target}): {how}");
-                        // A pool may have a new member able to run it.
-                        self.d.member_added();
-                        Reply::Ok
-                    }
-                    Err(e) => {
-                        tracing::warn!("{me}: registration refused: {e}");
-                        Reply::Err(e.into())
-                    }
-                }
-            }
-            Request::Reserve => match self.d.table.reserve(Owner::Child(slot)) {
-                Ok(num) => {
-                    self.mirror(num);
-                    Reply::Num(num)
-                }
-                Err(e) => Reply::Err(e.into()),
-            },
-            Request::Stop => {
-                self.begin_shutdown(&format!("stop requested by {me}"));
-                Reply::Ok
-            }
-            Request::AddSource { sig, source } => {
-                match self.sources.add(sig, source, Owner::Child(slot)) {
-                    Ok(id) => {
-                        self.watch_inotify();
-                        Reply::Source(id.get())
-                    }
-                    Err(e) => {
-                        tracing::warn!("{me}: source refused: {e}");
-                        Reply::Err(e.into())
-                    }
-                }
-            }
-            Request::RemoveSource { id } => match self.sources.remove(crate::SourceId(id)) {
-                Ok(()) => Reply::Ok,
-                Err(e) => Reply::Err(e.into()),
-            },
-        }
-    }
-
-    fn mirror(&self, num: u8) {
-        self.shm.table()[num as usize].store(self.d.table.mirror_word(num), Release);
-    }
-
     // ---- routing ---------------------------------------------------------
 
     /// Routes one raised signal (see [`Deliveries::raise`]).
@@ -781,506 +623,6 @@ impl Engine {
                 suppressed(held)
             );
         }
-    }
-
-    /// Settles what children have handled without acking it: everything
-    /// up to each slot's `done_seq` (children ack only pooled deliveries,
-    /// and everything while the master waits for them; see
-    /// `SlotStatus::acks_wanted`).
-    fn settle_done(&mut self) {
-        for s in 0..self.procs.len() {
-            let p = &self.procs[s];
-            // Waiting for this child to get through what it holds (a
-            // shutdown, a reload or cheap, paused senders): it acks at once.
-            let waiting = u32::from(
-                self.phase != Phase::Running || p.life.stopping() || self.d.has_waiters(s),
-            );
-            let st = self.shm.slot(s);
-            if st.acks_wanted.load(Relaxed) != waiting {
-                st.acks_wanted.store(waiting, SeqCst);
-            }
-            let Some(oldest) = self.d.oldest_inflight(s) else {
-                continue;
-            };
-            // SeqCst: pairs with the child's fence before it reads
-            // `acks_wanted` (either it acks, or we see its progress here).
-            let done = self.shm.slot(s).done_seq.load(SeqCst);
-            if oldest <= done {
-                self.d.ack(s, done);
-            }
-        }
-    }
-
-    // ---- writing ---------------------------------------------------------
-
-    fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.to_write);
-        self.d.take_dirty(&mut dirty);
-        for &s in &dirty {
-            let p = &mut self.procs[s];
-            let deliver = p.life.takes_deliveries();
-            let mut failed = None;
-            if let Some(a) = p.a.as_mut() {
-                let (outbox, inflight) = self.d.queues_mut(s);
-                if let Err(e) = a.flush(outbox, inflight, deliver) {
-                    failed = Some(e);
-                }
-            }
-            if let Some(b) = p.b.as_mut() {
-                if let Err(e) = b.flush(&mut Outbox::default(), &mut VecDeque::new(), false) {
-                    failed = Some(e);
-                }
-            }
-            if let Some(e) = failed {
-                tracing::debug!("{}: channel write failed: {e}", p.id);
-                self.drop_conns(s);
-            }
-        }
-        self.to_write = dirty;
-    }
-
-    // ---- processes -------------------------------------------------------
-
-    /// Derives a child's state from its flags, for the router and for
-    /// shared memory: the one place that decides it.
-    fn refresh_state(&mut self, s: Slot) {
-        let state = self.procs[s].life.state(self.phase != Phase::Running);
-        self.d.set_state(s, state);
-        self.shm.slot(s).set_state(state);
-    }
-
-    /// Descriptors a new child must close.
-    fn master_fds(&self) -> Vec<RawFd> {
-        let mut fds = vec![self.poll.as_raw_fd(), self.sigfd.as_raw_fd()];
-        for p in &self.procs {
-            fds.extend(p.a.iter().chain(&p.b).flat_map(Conn::raw_fds));
-        }
-        if let Some(r) = &self.remote {
-            fds.extend(r.fds());
-        }
-        if let Some(a) = &self.admin {
-            fds.extend(a.fds());
-        }
-        fds.extend(self.sources.fd());
-        fds
-    }
-
-    fn spawn(&mut self, slot: Slot) -> Result<()> {
-        // Deliveries get a large pipe (fewer, larger writes in a burst);
-        // the other directions keep the default 64 KiB, which is also what
-        // a flooding sender may have in flight before send() waits.
-        let (a_master, a_child) = sys::duplex(DELIVERY_PIPE)?;
-        let (b_master, b_child) = sys::duplex(0)?;
-        let mut inherited = self.master_fds();
-        for d in [&a_master, &b_master] {
-            inherited.extend([d.rx.as_raw_fd(), d.tx.as_raw_fd()]);
-        }
-        let id = self.procs[slot].id;
-        // What is buffered now would be written twice: by us and the child.
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        let hooks = self.entries.fork_hooks;
-        if let Some(h) = hooks {
-            (h.before)();
-        }
-        let forked = sys::fork();
-        if let Some(h) = hooks {
-            match forked {
-                Ok(Forked::Child) => (h.child)(),
-                _ => (h.parent)(),
-            }
-        }
-        match forked? {
-            Forked::Child => child_main(ChildSetup {
-                me: id,
-                slot,
-                topo: self.topo.clone(),
-                shm: self.shm,
-                chan_a: a_child,
-                chan_b: b_child,
-                inherited,
-                entry: self.entries.for_role(id.role),
-                master_pid: self.master_pid,
-                busy_poll: self.opts.busy_poll,
-            }),
-            Forked::Parent(pid) => {
-                drop((a_child, b_child));
-                let mut a = Conn::new(a_master).map_err(|e| Error::io("channel setup", e))?;
-                let mut b = Conn::new(b_master).map_err(|e| Error::io("channel setup", e))?;
-                let reg = self.poll.registry();
-                a.register(reg, Endpoint::Child(slot, Channel::Dispatcher).token())
-                    .and_then(|()| b.register(reg, Endpoint::Child(slot, Channel::Threads).token()))
-                    .map_err(|e| Error::io("watching a child channel", e))?;
-                let p = &mut self.procs[slot];
-                p.a = Some(a);
-                p.b = Some(b);
-                p.pid = Some(pid);
-                p.last_pid = pid.as_raw() as u32;
-                p.spawned_at = Instant::now();
-                p.b_paused = false;
-                p.life.spawned();
-                p.spawned_unix = super::sources::unix_now() as u64;
-                self.shm.slot(slot).pid.store(pid.as_raw() as u32, Relaxed);
-                self.refresh_state(slot);
-                self.d.mark_dirty(slot);
-                tracing::debug!("{id} started (pid {pid})");
-                Ok(())
-            }
-        }
-    }
-
-    fn drop_conns(&mut self, slot: Slot) {
-        let p = &mut self.procs[slot];
-        for mut c in [p.a.take(), p.b.take()].into_iter().flatten() {
-            c.deregister(self.poll.registry());
-        }
-    }
-
-    fn kill_doomed(&mut self) {
-        for p in &mut self.procs {
-            if p.life.doomed() {
-                if let Some(pid) = p.pid {
-                    let _ = kill(pid, Signal::SIGKILL);
-                }
-                p.life.kill();
-                // Reading stops with the channel; reaping does the rest.
-                for mut c in [p.a.take(), p.b.take()].into_iter().flatten() {
-                    c.deregister(self.poll.registry());
-                }
-            }
-        }
-    }
-
-    fn on_signals(&mut self) {
-        loop {
-            match self.sigfd.read_signal() {
-                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => self.reap(),
-                    Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
-                        self.begin_shutdown(&format!("{s}"));
-                    }
-                    Ok(Signal::SIGHUP) => {
-                        let r = self.start_reload();
-                        tracing::info!("SIGHUP: {}", r.unwrap_or_else(|e| e));
-                    }
-                    Ok(s) => tracing::info!("master: {s} ignored"),
-                    Err(_) => {}
-                },
-                Ok(None) => return,
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    tracing::error!("master: reading signals failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn reap(&mut self) {
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    self.on_exit(pid, &format!("exited with status {code}"));
-                }
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    self.on_exit(pid, &format!("killed by {sig}"));
-                }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    tracing::error!("master: waitpid failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn on_exit(&mut self, pid: Pid, how: &str) {
-        let Some(slot) = self.procs.iter().position(|p| p.pid == Some(pid)) else {
-            return;
-        };
-        self.drop_conns(slot);
-        let now = Instant::now();
-        let p = &mut self.procs[slot];
-        p.pid = None;
-        let after = p.life.exited();
-        let lived = now.duration_since(p.spawned_at);
-        let id = p.id;
-        self.shm.slot(slot).pid.store(0, Relaxed);
-        if matches!(self.phase, Phase::Running | Phase::Draining { .. }) {
-            self.requeue(slot);
-        }
-        for num in self.d.table.release_child(slot) {
-            self.mirror(num);
-        }
-        self.sources.release(slot);
-        if self.phase != Phase::Running {
-            tracing::debug!("{id} (pid {pid}) {how}");
-            self.refresh_state(slot);
-            return;
-        }
-        if after == After::Cheap {
-            tracing::info!("{id} (pid {pid}) {how}: cheaped, not respawned");
-            self.refresh_state(slot);
-            return;
-        }
-        let p = &mut self.procs[slot];
-        if after == After::Reload {
-            tracing::info!("{id} (pid {pid}) {how}: reloading it now");
-            self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
-            self.refresh_state(slot);
-            self.respawns.push(Reverse((now, slot)));
-            return;
-        }
-        p.quick_deaths = if lived < self.opts.min_lifetime {
-            p.quick_deaths + 1
-        } else {
-            0
-        };
-        let delay = backoff(p.quick_deaths, self.opts.max_backoff);
-        tracing::warn!(
-            "{id} (pid {pid}) {how} after {:.1}s; respawning in {}ms",
-            lived.as_secs_f64(),
-            delay.as_millis()
-        );
-        self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
-        self.refresh_state(slot);
-        self.respawns.push(Reverse((now + delay, slot)));
-    }
-
-    /// After a death: what its shared-memory slot says it finished and was
-    /// running decides what goes again ([`Deliveries::requeue`]).
-    fn requeue(&mut self, slot: Slot) {
-        let st = self.shm.slot(slot);
-        let running = st.current.swap(0, std::sync::atomic::Ordering::AcqRel) != 0;
-        let running_seq = st.current_seq.load(Relaxed);
-        let done = st.done_seq.load(std::sync::atomic::Ordering::Acquire);
-        self.d.requeue(
-            slot,
-            LastWords {
-                running: running.then_some(running_seq),
-                done,
-            },
-        );
-    }
-
-    /// Every [`WATCH_TICK`]: kills children whose current handler has run
-    /// past their role's harakiri limit, and children that made no
-    /// progress for their role's stall limit while work waited for them.
-    fn watch(&mut self) {
-        let now = Instant::now();
-        if now < self.last_watch + WATCH_TICK {
-            return;
-        }
-        self.last_watch = now;
-        let now_ns = crate::shm::monotonic_ns();
-        for s in 0..self.procs.len() {
-            let stalled = self.observe_progress(s, now);
-            let p = &mut self.procs[s];
-            let Some(pid) = p.pid else { continue };
-            if p.life.killed() {
-                continue;
-            }
-            let st = self.shm.slot(s);
-            // The signal first (acquire), then its start time: see child.rs.
-            let current = st.current.load(std::sync::atomic::Ordering::Acquire);
-            let ran = (current != 0).then(|| {
-                Duration::from_nanos(now_ns.saturating_sub(st.handler_started_ns.load(Relaxed)))
-            });
-            let role = p.id.role;
-            let found = verdict(
-                ran,
-                self.opts.harakiri.for_role(role),
-                stalled,
-                self.opts.stall.for_role(role),
-            );
-            let Some(found) = found else { continue };
-            // SIGKILL: it also ends a process stopped with SIGSTOP.
-            let _ = kill(pid, Signal::SIGKILL);
-            p.life.kill();
-            match found {
-                Verdict::Harakiri { ran, limit } => {
-                    p.timeouts += 1;
-                    self.d.counters.timeouts += 1;
-                    tracing::error!(
-                        "{} (pid {pid}): handler of signal {} has run {} ms, past the {} ms \
-                         limit: killed (harakiri); it will be respawned and the signal given \
-                         again",
-                        p.id,
-                        current - 1,
-                        ran.as_millis(),
-                        limit.as_millis()
-                    );
-                }
-                Verdict::Stalled { stalled, limit } => {
-                    p.stalls += 1;
-                    self.d.counters.stalls += 1;
-                    tracing::error!(
-                        "{} (pid {pid}): no progress for {} ms with {} deliveries waiting, past \
-                         the {} ms stall limit: killed; its queue goes to its successor",
-                        p.id,
-                        stalled.as_millis(),
-                        self.d.load(s),
-                        limit.as_millis()
-                    );
-                }
-            }
-        }
-    }
-
-    /// How long slot `s` has made no progress while work waits for it
-    /// (`None` when nothing waits, it is not running, or it moved since
-    /// the last look). Work waits when it holds deliveries other than the
-    /// one whose handler runs now; progress is its done count moving.
-    fn observe_progress(&mut self, s: Slot, now: Instant) -> Option<Duration> {
-        let st = self.shm.slot(s);
-        let done = st.done_seq.load(std::sync::atomic::Ordering::Acquire);
-        let running = st.current.load(Relaxed) != 0;
-        let state = self.d.state(s);
-        let p = &mut self.procs[s];
-        let waiting = self.d.load(s).saturating_sub(usize::from(running));
-        if p.pid.is_none() || state != ProcState::Running || waiting == 0 || done != p.progress.0 {
-            p.progress = (done, now);
-            return None;
-        }
-        Some(now.duration_since(p.progress.1))
-    }
-
-    fn fire_respawns(&mut self) {
-        let now = Instant::now();
-        while let Some(&Reverse((t, slot))) = self.respawns.peek() {
-            if t > now {
-                break;
-            }
-            self.respawns.pop();
-            let life = self.procs[slot].life;
-            if self.phase != Phase::Running || life.alive() || life.cheaped() {
-                continue;
-            }
-            if let Err(e) = self.spawn(slot) {
-                let delay = self.opts.max_backoff;
-                tracing::error!(
-                    "{}: respawn failed: {e}; trying again in {}ms",
-                    self.procs[slot].id,
-                    delay.as_millis()
-                );
-                self.respawns.push(Reverse((now + delay, slot)));
-            }
-        }
-    }
-
-    // ---- shutdown --------------------------------------------------------
-
-    fn begin_shutdown(&mut self, why: &str) {
-        let now = Instant::now();
-        match self.phase {
-            Phase::Running => {
-                let queued = self.d.queued();
-                tracing::info!("shutting down ({why}): draining {queued} queued signals");
-                // Sources stop first: no new work from outside.
-                if let Some(r) = self.remote.as_mut() {
-                    r.shut(self.poll.registry());
-                }
-                self.phase = Phase::Draining {
-                    deadline: now + self.opts.drain_timeout,
-                };
-                if let Some(a) = self.admin.as_mut() {
-                    a.shut(self.poll.registry());
-                }
-                self.reload_queue.clear();
-                self.reload_current = None;
-                for s in 0..self.procs.len() {
-                    self.refresh_state(s);
-                }
-            }
-            Phase::Draining { .. } => {
-                tracing::info!("shutting down ({why}) again: stopping the children now");
-                self.terminate(now);
-            }
-            Phase::Terminating { .. } | Phase::Killing => {
-                tracing::info!("shutting down ({why}) again: killing the children");
-                self.kill_all(Signal::SIGKILL);
-                self.phase = Phase::Killing;
-            }
-        }
-    }
-
-    fn terminate(&mut self, now: Instant) {
-        self.kill_all(Signal::SIGTERM);
-        self.phase = Phase::Terminating {
-            deadline: now + self.opts.kill_timeout,
-        };
-    }
-
-    fn kill_all(&mut self, sig: Signal) {
-        for p in &self.procs {
-            if let Some(pid) = p.pid {
-                let _ = kill(pid, sig);
-            }
-        }
-    }
-
-    /// Moves the shutdown along; true when every child is gone.
-    fn advance_phase(&mut self) -> bool {
-        let now = Instant::now();
-        let alive = self.procs.iter().any(|p| p.pid.is_some());
-        match self.phase {
-            Phase::Running => false,
-            Phase::Draining { deadline } => {
-                let drained = self.procs.iter().enumerate().all(|(s, p)| {
-                    p.pid.is_none()
-                        || (self.d.load(s) == 0
-                            && !p.has_input(Channel::Dispatcher)
-                            && !p.has_input(Channel::Threads))
-                }) && self.d.pools_empty();
-                if drained || now >= deadline {
-                    if !drained {
-                        tracing::warn!("drain timeout: stopping with signals still queued");
-                    }
-                    self.terminate(now);
-                }
-                false
-            }
-            Phase::Terminating { deadline } => {
-                if alive && now >= deadline {
-                    tracing::warn!("children still alive after SIGTERM: sending SIGKILL");
-                    self.kill_all(Signal::SIGKILL);
-                    self.phase = Phase::Killing;
-                }
-                !alive
-            }
-            Phase::Killing => !alive,
-        }
-    }
-
-    fn finish(mut self) -> Summary {
-        self.settle_sources();
-        let (counters, signals, tallies) = self.d.close_books();
-        let tallies: Vec<(Tally, u64)> = tallies
-            .into_iter()
-            .zip(&self.procs)
-            .map(|(t, p)| (t, p.timeouts))
-            .collect();
-        // Signals raised while they were blocked stay pending in the
-        // signalfd's queue; drop them so they do not fire on unblocking.
-        while let Ok(Some(_)) = self.sigfd.read_signal() {}
-        let _ = self.old_mask.thread_set_mask();
-        let pids: Vec<u32> = self.procs.iter().map(|p| p.last_pid).collect();
-        tracing::info!(
-            "master {} exiting: {} raised, {} handled",
-            self.master_pid,
-            counters.raised,
-            counters.handled
-        );
-        Summary::collect(
-            counters,
-            &self.topo,
-            &self.shm,
-            &pids,
-            self.sources.summaries(),
-            &tallies,
-            signals,
-        )
     }
 }
 
