@@ -151,6 +151,9 @@ pub(super) struct Engine {
     inotify_watched: bool,
     /// The caller's signal mask, put back when `run()` returns.
     old_mask: SigSet,
+    /// When this loop turn's events came in: the time for everything that
+    /// needs no finer clock (rate-limited logs), read once per turn.
+    turn_started: Instant,
     /// When the children's progress was last looked at ([`WATCH_TICK`]).
     last_watch: Instant,
     /// Busy polling: whether to look before sleeping ([`Options::busy_poll`]).
@@ -257,6 +260,7 @@ impl Engine {
             inotify_watched: false,
             old_mask,
             last_watch: now,
+            turn_started: now,
             busy,
             idle: Episode::default(),
             admin_sockets: admin.as_ref().map(Admin::sockets).unwrap_or_default(),
@@ -311,6 +315,7 @@ impl Engine {
             if !events.is_empty() {
                 self.busy.found(&mut self.idle);
             }
+            self.turn_started = Instant::now();
             self.settle_done();
             for ev in events.iter() {
                 let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
@@ -434,7 +439,7 @@ impl Engine {
 
     /// Routes one raised signal (see [`Deliveries::raise`]).
     fn raise(&mut self, num: u8, origin: Origin, sender: Option<Sender>) -> Outcome {
-        self.d.raise(num, origin, sender, Instant::now())
+        self.d.raise(num, origin, sender, self.turn_started)
     }
 
     /// Tells the sources which of their deliveries left the system.
