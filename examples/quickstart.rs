@@ -1,7 +1,7 @@
 //! The README's quick start: a master with workers and a mule; the mule
 //! raises signals, the workers run the handlers; then the group stops.
 //!
-//! Run it with `cargo run -p flare --example quickstart`.
+//! Run it with `cargo run -p flare-signals --example quickstart`.
 
 use flare::{Master, Mule, Signal};
 

@@ -70,7 +70,7 @@ fn release(dir: &Path) {
 #[test]
 fn an_idle_master_with_every_endpoint_on_uses_no_cpu_also_during_reload_and_cheap() {
     let dir = temp_dir("idle");
-    let mut s = common::start_bin(
+    let mut s = common::start_exe(
         env!("CARGO_BIN_EXE_flare-idle"),
         &["idle", dir.to_str().unwrap()],
     );
@@ -161,7 +161,7 @@ fn an_idle_master_with_every_endpoint_on_uses_no_cpu_also_during_reload_and_chea
 fn a_stopped_worker_is_shown_stuck_then_killed_and_its_queue_handled() {
     const N: u64 = 40_000;
     let dir = temp_dir("stall");
-    let mut s = common::start_bin(
+    let mut s = common::start_exe(
         env!("CARGO_BIN_EXE_flare-idle"),
         &["stall", dir.to_str().unwrap(), "3000", &N.to_string()],
     );

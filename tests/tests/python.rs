@@ -1,6 +1,6 @@
 //! The Python package (crates/flare-py): built and installed into a venv
-//! (target/py-venv, with pytest, uwsgiconf and pyuwsgi from PyPI), then
-//! its pytest suite run. `.ci/run` prepares the venv up front.
+//! (target/py-venv, with pytest, uwsgiconf, uwsgidecorators and pyuwsgi
+//! from PyPI), then its pytest suite run. `.ci/run` prepares the venv up front.
 
 use std::path::Path;
 use std::process::Command;
@@ -41,6 +41,7 @@ fn the_python_package_passes_its_pytest_suite() {
             "maturin>=1.5,<2",
             "pytest",
             "uwsgiconf",
+            "uwsgidecorators==1.1.0",
             "pyuwsgi==2.0.30",
         ]),
         "installing the test requirements",

@@ -156,10 +156,10 @@ fn perform(rx: Received) {
         return;
     };
     if step.raise.is_empty() {
-        if let Some(path) = WATCHED.get() {
-            if let Err(e) = std::fs::write(path, b"changed by the demo\n") {
-                println!("    {}: could not write {}: {e}", me(), path.display());
-            }
+        if let Some(path) = WATCHED.get()
+            && let Err(e) = std::fs::write(path, b"changed by the demo\n")
+        {
+            println!("    {}: could not write {}: {e}", me(), path.display());
         }
         return;
     }

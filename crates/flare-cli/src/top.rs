@@ -179,33 +179,33 @@ fn event_loop(
             .draw(|f| draw(f, &view))
             .map_err(|e| flare::Error::io("drawing the screen", e))?;
         let wait = interval.saturating_sub(last_poll.map_or(Duration::ZERO, |t| t.elapsed()));
-        if event::poll(wait).map_err(|e| flare::Error::io("reading keys", e))? {
-            if let Event::Key(k) = event::read().map_err(|e| flare::Error::io("reading keys", e))? {
-                if k.kind != KeyEventKind::Press {
-                    continue;
+        if event::poll(wait).map_err(|e| flare::Error::io("reading keys", e))?
+            && let Event::Key(k) = event::read().map_err(|e| flare::Error::io("reading keys", e))?
+        {
+            if k.kind != KeyEventKind::Press {
+                continue;
+            }
+            let ctrl_c =
+                k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c');
+            match k.code {
+                KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                _ if ctrl_c => return Ok(()),
+                KeyCode::Char('n') => view.sort = Sort::Name,
+                KeyCode::Char('r') => view.sort = Sort::Rate,
+                KeyCode::Char('h') => view.sort = Sort::Handled,
+                KeyCode::Char('u') => view.sort = Sort::Queued,
+                _ => {}
+            }
+            if let Some(doc) = &view.doc {
+                // Re-sort at once; keep the last rates.
+                let rates: HashMap<String, f64> =
+                    view.rows.iter().map(|r| (r.name.clone(), r.rate)).collect();
+                view.rows = rows(doc, &HashMap::new(), 0.0, view.sort);
+                for r in &mut view.rows {
+                    r.rate = rates.get(&r.name).copied().unwrap_or(0.0);
                 }
-                let ctrl_c =
-                    k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c');
-                match k.code {
-                    KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
-                    _ if ctrl_c => return Ok(()),
-                    KeyCode::Char('n') => view.sort = Sort::Name,
-                    KeyCode::Char('r') => view.sort = Sort::Rate,
-                    KeyCode::Char('h') => view.sort = Sort::Handled,
-                    KeyCode::Char('u') => view.sort = Sort::Queued,
-                    _ => {}
-                }
-                if let Some(doc) = &view.doc {
-                    // Re-sort at once; keep the last rates.
-                    let rates: HashMap<String, f64> =
-                        view.rows.iter().map(|r| (r.name.clone(), r.rate)).collect();
-                    view.rows = rows(doc, &HashMap::new(), 0.0, view.sort);
-                    for r in &mut view.rows {
-                        r.rate = rates.get(&r.name).copied().unwrap_or(0.0);
-                    }
-                    if view.sort == Sort::Rate {
-                        view.rows.sort_by(|a, b| b.rate.total_cmp(&a.rate));
-                    }
+                if view.sort == Sort::Rate {
+                    view.rows.sort_by(|a, b| b.rate.total_cmp(&a.rate));
                 }
             }
         }

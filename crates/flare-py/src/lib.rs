@@ -15,7 +15,7 @@ use std::time::Duration;
 use flare::{Error, ForkHooks, Master, ProcessInfo, Received, Role, Signal, Source};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PySystemError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyBytes, PyTuple};
 
 pyo3::create_exception!(
     _flare,
@@ -113,7 +113,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, stall=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, stall=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -127,6 +127,9 @@ impl Group {
         harakiri: Option<f64>,
         drain_timeout: Option<f64>,
         busy_poll: Option<f64>,
+        stack_dump_signal: Option<i32>,
+        role_harakiri: (Option<f64>, Option<f64>, Option<f64>),
+        mule_msg_size: Option<usize>,
         stall: Option<f64>,
     ) -> PyResult<Group> {
         let mut b = Master::builder()
@@ -178,6 +181,21 @@ impl Group {
             let d = Duration::try_from_secs_f64(secs)
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
             b = b.drain_timeout(d);
+        }
+        // uWSGI's --harakiri, --mule-harakiri, --spooler-harakiri.
+        let (w, m, s) = role_harakiri;
+        for (role, secs) in [(Role::Worker, w), (Role::Mule, m), (Role::Spooler, s)] {
+            if let Some(secs) = secs.filter(|s| *s > 0.0) {
+                b = b.harakiri(role, duration(secs)?);
+            }
+        }
+        if let Some(bytes) = mule_msg_size {
+            b = b.mule_msg_size(bytes);
+        }
+        // Sent to a child past its time limit before the SIGKILL; the
+        // Python layer registers faulthandler for it in every child.
+        if let Some(sig) = stack_dump_signal {
+            b = b.harakiri_stack_dump(sig, STACK_DUMP_GRACE);
         }
         if let Some(secs) = busy_poll {
             let d = Duration::try_from_secs_f64(secs)
@@ -373,6 +391,144 @@ fn remove_source(py: Python<'_>, id: u32) -> PyResult<()> {
         .map_err(err)
 }
 
+// ---- mule and farm messages ------------------------------------------------
+
+/// A mule message's outcome for Python: sent (True), or the mailbox was
+/// full and `wait` was false (False).
+fn sent(r: flare::Result<()>) -> PyResult<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(Error::MailboxFull { .. }) => Ok(false),
+        Err(e @ (Error::MessageTooLarge { .. } | Error::Mailbox(_))) => {
+            Err(PyValueError::new_err(e.to_string()))
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Sends `msg` to mule `mule` (0: any mule); waits while its mailbox is
+/// full unless `wait` is false (then returns False).
+#[pyfunction]
+#[pyo3(signature = (msg, mule=0, wait=true))]
+fn mule_msg(py: Python<'_>, msg: &[u8], mule: u32, wait: bool) -> PyResult<bool> {
+    let msg = msg.to_vec();
+    sent(py.detach(move || {
+        if wait {
+            flare::mule_msg(&msg, mule)
+        } else {
+            flare::try_mule_msg(&msg, mule)
+        }
+    }))
+}
+
+/// Sends `msg` to one mule of farm `farm`; as [`mule_msg`].
+#[pyfunction]
+#[pyo3(signature = (farm, msg, wait=true))]
+fn farm_msg(py: Python<'_>, farm: String, msg: &[u8], wait: bool) -> PyResult<bool> {
+    let msg = msg.to_vec();
+    sent(py.detach(move || {
+        if wait {
+            flare::farm_msg(&farm, &msg)
+        } else {
+            flare::try_farm_msg(&farm, &msg)
+        }
+    }))
+}
+
+fn mailbox_err(e: Error) -> PyErr {
+    match e {
+        Error::Mailbox(_) => PyValueError::new_err(e.to_string()),
+        e => err(e),
+    }
+}
+
+/// The next message for this mule: `("message", bytes)`, `("signal",
+/// None)` when a handler ran while waiting (with `signals`), or
+/// `("timeout", None)`. `timeout` in seconds, None: for good.
+#[pyfunction]
+#[pyo3(signature = (signals=true, farms=true, timeout=None))]
+fn mule_get_msg<'py>(
+    py: Python<'py>,
+    signals: bool,
+    farms: bool,
+    timeout: Option<f64>,
+) -> PyResult<(&'static str, Option<Bound<'py, PyBytes>>)> {
+    let timeout = timeout.map(duration).transpose()?;
+    let got = py
+        .detach(move || {
+            flare::mule_get_msg(flare::GetMsg {
+                signals,
+                farms,
+                timeout,
+            })
+        })
+        .map_err(mailbox_err)?;
+    Ok(match got {
+        flare::Inbox::Message(m) => ("message", Some(PyBytes::new(py, &m))),
+        flare::Inbox::Signal => ("signal", None),
+        flare::Inbox::Timeout => ("timeout", None),
+    })
+}
+
+/// The next message for one of this mule's farms; None after `timeout`.
+#[pyfunction]
+#[pyo3(signature = (timeout=None))]
+fn farm_get_msg(py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Bound<'_, PyBytes>>> {
+    let timeout = timeout.map(duration).transpose()?;
+    let got = py
+        .detach(move || flare::farm_get_msg(timeout))
+        .map_err(mailbox_err)?;
+    Ok(got.map(|m| PyBytes::new(py, &m)))
+}
+
+// ---- handler time limits from code, current signal -----------------------
+
+/// How long a child past its limit has to write its stack.
+const STACK_DUMP_GRACE: Duration = Duration::from_millis(500);
+
+/// Sets this process's own time limit in seconds from now (0: none).
+#[pyfunction]
+fn set_user_harakiri(py: Python<'_>, secs: f64) -> PyResult<()> {
+    let limit = if secs <= 0.0 {
+        None
+    } else {
+        Some(duration(secs)?)
+    };
+    py.detach(move || flare::set_user_harakiri(limit))
+        .map_err(err)
+}
+
+/// The signal whose handler runs in this process now.
+#[pyfunction]
+fn current_signal() -> Option<u8> {
+    flare::current_signal().map(Signal::num)
+}
+
+/// Every process of the group: (role, id, pid, state, current signal or
+/// None, handled, respawns). Empty outside a flare child.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn processes() -> Vec<(String, u32, u32, String, Option<u8>, u64, u64)> {
+    flare::processes()
+        .into_iter()
+        .map(|p| {
+            let state = serde_json::to_value(p.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (
+                p.proc.role.to_string(),
+                p.proc.id,
+                p.pid,
+                state,
+                p.current,
+                p.handled,
+                p.respawns,
+            )
+        })
+        .collect()
+}
+
 #[pymodule]
 fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Group>()?;
@@ -394,5 +550,14 @@ fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(add_cron, m)?)?;
     m.add_function(wrap_pyfunction!(add_file_monitor, m)?)?;
     m.add_function(wrap_pyfunction!(remove_source, m)?)?;
+    // mule and farm messages
+    m.add_function(wrap_pyfunction!(mule_msg, m)?)?;
+    m.add_function(wrap_pyfunction!(farm_msg, m)?)?;
+    m.add_function(wrap_pyfunction!(mule_get_msg, m)?)?;
+    m.add_function(wrap_pyfunction!(farm_get_msg, m)?)?;
+    // time limits from code, current signal
+    m.add_function(wrap_pyfunction!(set_user_harakiri, m)?)?;
+    m.add_function(wrap_pyfunction!(current_signal, m)?)?;
+    m.add_function(wrap_pyfunction!(processes, m)?)?;
     Ok(())
 }

@@ -312,6 +312,8 @@ impl ChildCtx {
         bump(&st.handled, 1);
         st.last_received.store(num as u32 + 1, Relaxed);
         self.waits.record(d.rx);
+        // A mule waiting in mule_get_msg(signals) returns, as in uWSGI.
+        crate::mailbox::signal_handled();
         ended
     }
 

@@ -145,6 +145,35 @@ pub enum Error {
     #[error("protocol error on the master channel: {0}")]
     Protocol(String),
 
+    // ---- mule and farm messages ----
+    /// A mule or farm message larger than the mailboxes take.
+    #[error(
+        "message of {len} bytes not sent to {to}: mule messages are at most {max} bytes \
+         (raise it with MasterBuilder::mule_msg_size, uWSGI's --mule-msg-size)"
+    )]
+    MessageTooLarge {
+        /// The mailbox: `mule2`, `farm reports`, `any mule`.
+        to: String,
+        /// The message's length.
+        len: usize,
+        /// The largest message it takes.
+        max: usize,
+    },
+
+    /// `try_mule_msg()` / `try_farm_msg()` found the mailbox full.
+    #[error(
+        "message not sent: the mailbox of {to} is full (mule_msg() would wait for a mule to read)"
+    )]
+    MailboxFull {
+        /// The mailbox: `mule2`, `farm reports`, `any mule`.
+        to: String,
+    },
+
+    /// A mule message for a mule or farm that does not exist, or a receive
+    /// outside a mule.
+    #[error("{0}")]
+    Mailbox(String),
+
     /// A system call failed.
     #[error("{context}: {source}")]
     Io {

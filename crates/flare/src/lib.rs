@@ -51,6 +51,7 @@ mod control;
 mod cron;
 mod error;
 mod handlers;
+mod mailbox;
 mod master;
 mod origin;
 mod proto;
@@ -63,15 +64,21 @@ mod shm;
 mod signal;
 mod source;
 pub mod stats;
+mod status;
 mod sys;
 mod table;
 mod target;
 mod topology;
+mod user_harakiri;
 
 pub use child::{Entry, ProcessInfo};
 pub use cron::CronSpec;
 pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
+pub use mailbox::{
+    DEFAULT_MULE_MSG_SIZE, GetMsg, Inbox, farm_get_msg, farm_msg, mule_get_msg, mule_msg,
+    try_farm_msg, try_mule_get_msg, try_mule_msg,
+};
 pub use master::SourceSummary;
 pub use master::{
     Counters, DEFAULT_STALL_LIMIT, ForkHooks, Harakiri, Master, MasterBuilder, Options,
@@ -82,15 +89,17 @@ pub use proto::uwsgi;
 pub use remote::{DEFAULT_TIMEOUT, RemoteAddr, send_remote};
 pub use router::ProcState;
 pub use signal::{
-    Signal, get_available_num, get_last_received, last_received, registry_signals, serve_forever,
-    stop, wait_any, wait_any_timeout, whoami,
+    Signal, current_signal, get_available_num, get_last_received, last_received, registry_signals,
+    serve_forever, stop, wait_any, wait_any_timeout, whoami,
 };
 pub use source::{
     IntoCron, Source, SourceId, SourceKind, add_cron, add_file_monitor, add_rb_timer, add_timer,
     add_timer_ms, remove_source,
 };
+pub use status::{ProcessStatus, processes};
 pub use target::{Farm, IntoTarget, Mule, Target};
 pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, Role, Topology};
+pub use user_harakiri::set_user_harakiri;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]

@@ -41,6 +41,10 @@ pub(crate) struct SlotStatus {
     /// finish: a shutdown, a reload, a cheap). Otherwise the master reads
     /// `done_seq` and only pooled deliveries are acked (their credit).
     pub(crate) acks_wanted: AtomicU32,
+    /// `CLOCK_MONOTONIC` nanoseconds past which the master kills the
+    /// process (its own `set_user_harakiri`); 0: none. Written by the
+    /// child; cleared by the master before each fork.
+    pub(crate) user_harakiri_ns: AtomicU64,
     /// Times the slot was forked again after a death.
     pub(crate) respawns: AtomicU64,
     /// Signals raised by processes in this slot.
@@ -59,6 +63,9 @@ pub(crate) struct SlotStatus {
 struct Header {
     slots: u64,
     table: [AtomicU64; 256],
+    /// Set once any process used `set_user_harakiri`: the master checks
+    /// deadlines from then on.
+    user_harakiri_used: AtomicU32,
 }
 
 /// A handle on the shared region; cheap to copy.
@@ -109,6 +116,11 @@ impl Shm {
     /// The table mirror: one word per signal number (see `table::MirrorEntry`).
     pub(crate) fn table(&self) -> &'static [AtomicU64; 256] {
         &self.header.table
+    }
+
+    /// Whether any process of the group has set a user harakiri.
+    pub(crate) fn user_harakiri_used(&self) -> &'static AtomicU32 {
+        &self.header.user_harakiri_used
     }
 
     /// The status of one child.

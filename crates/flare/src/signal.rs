@@ -227,6 +227,19 @@ pub fn get_last_received() -> Option<Signal> {
     last_received().map(|rx| Signal::new(rx.num))
 }
 
+/// The signal whose handler runs in this process now, if any (so that,
+/// inside a handler, uWSGI's `signal_received()` names the signal being
+/// handled).
+pub fn current_signal() -> Option<Signal> {
+    let ctx = child::context()?;
+    let current = ctx
+        .shm
+        .slot(ctx.slot)
+        .current
+        .load(std::sync::atomic::Ordering::Acquire);
+    (current != 0).then(|| Signal::new((current - 1) as u8))
+}
+
 /// The last signal this process received, with who raised it.
 pub fn last_received() -> Option<Received> {
     child::context().and_then(|ctx| ctx.last_received())

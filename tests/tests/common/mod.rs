@@ -47,21 +47,25 @@ pub struct Run {
 }
 
 pub fn start(args: &[&str]) -> Running {
-    launch(env!("CARGO_BIN_EXE_flare-scenario"), args, false)
-}
-
-/// Starts another scenario binary (`env!("CARGO_BIN_EXE_flare-...")`).
-pub fn start_bin(exe: &str, args: &[&str]) -> Running {
-    launch(exe, args, false)
+    launch(args, false)
 }
 
 /// Starts the scenario as the leader of a new process group, as a shell
 /// does for a foreground job.
 pub fn start_in_own_group(args: &[&str]) -> Running {
-    launch(env!("CARGO_BIN_EXE_flare-scenario"), args, true)
+    launch(args, true)
 }
 
-fn launch(exe: &str, args: &[&str], own_group: bool) -> Running {
+fn launch(args: &[&str], own_group: bool) -> Running {
+    launch_exe(env!("CARGO_BIN_EXE_flare-scenario"), args, own_group)
+}
+
+/// Starts another scenario binary (`env!("CARGO_BIN_EXE_flare-<area>")`).
+pub fn start_exe(exe: &str, args: &[&str]) -> Running {
+    launch_exe(exe, args, false)
+}
+
+fn launch_exe(exe: &str, args: &[&str], own_group: bool) -> Running {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(exe);
     cmd.args(args)
@@ -70,7 +74,7 @@ fn launch(exe: &str, args: &[&str], own_group: bool) -> Running {
     if own_group {
         cmd.process_group(0);
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {exe}: {e}"));
+    let mut child = cmd.spawn().expect("start the scenario binary");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = channel();
     std::thread::spawn(move || {

@@ -199,10 +199,10 @@ impl Tmux {
     pub fn exit_code(&self) -> i32 {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            if let Ok(code) = std::fs::read_to_string(&self.exit_file) {
-                if let Ok(code) = code.trim().parse() {
-                    return code;
-                }
+            if let Ok(code) = std::fs::read_to_string(&self.exit_file)
+                && let Ok(code) = code.trim().parse()
+            {
+                return code;
             }
             assert!(Instant::now() < deadline, "the program in tmux did not end");
             std::thread::sleep(Duration::from_millis(50));

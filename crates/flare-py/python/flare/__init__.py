@@ -18,9 +18,11 @@ or from Python::
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import os
+import signal as _signal
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -112,6 +114,10 @@ class Group:
         harakiri: Optional[float] = None,
         drain_timeout: Optional[float] = None,
         busy_poll: Optional[float] = None,
+        worker_harakiri: Optional[float] = None,
+        mule_harakiri: Optional[float] = None,
+        spooler_harakiri: Optional[float] = None,
+        mule_msg_size: Optional[int] = None,
         stall: Optional[float] = None,
     ) -> None:
         farm_list = _farm_list(farms)
@@ -127,6 +133,11 @@ class Group:
             harakiri=harakiri,
             drain_timeout=drain_timeout,
             busy_poll=busy_poll,
+            # Sent to a child past its time limit, before the SIGKILL: every
+            # child dumps its threads' stacks on it (see _child).
+            stack_dump_signal=int(_signal.SIGURG),
+            role_harakiri=(worker_harakiri, mule_harakiri, spooler_harakiri),
+            mule_msg_size=mule_msg_size,
             stall=stall,
         )
         from . import uwsgi as compat
@@ -156,29 +167,82 @@ class Group:
 
 def _child(entry: Entry) -> Callable[[], Any]:
     def start() -> Any:
-        hook = getattr(sys.modules.get("uwsgi"), "post_fork_hook", None)
+        # A child past its time limit gets SIGURG before the SIGKILL: the
+        # stack of every thread goes to the log, showing where it hung.
+        faulthandler.register(_signal.SIGURG, all_threads=True)
+        compat = sys.modules.get("uwsgi")
+        hook = getattr(compat, "post_fork_hook", None)
         for f in list(_post_fork) + ([hook] if callable(hook) else []):
             f()
         if entry is None:
-            _flare.serve_forever()
+            return _serve()
         return entry()
 
     return start
 
 
+def _serve() -> None:
+    """What a child without an entry of its own does: serve signals; a mule
+    also reads its messages once a ``mule_msg_hook`` is set (@mulefunc,
+    uwsgiconf's ``Mule.offload``), as in uWSGI (otherwise they wait in its
+    mailbox)."""
+    compat = sys.modules.get("uwsgi")
+    me = _flare.whoami()
+    if me and me[0] == "mule" and callable(getattr(compat, "mule_msg_hook", None)):
+        compat._mule_loop()
+    _flare.serve_forever()
+
+
 def _resolve(module: Any, ref: Union[None, str, Callable[[], Any]]) -> Entry:
     """An entry given as a callable, ``name`` (in the app module) or
-    ``module:name``."""
+    ``module:name``. Another module is imported only in the child that runs
+    the entry, never in the master (its import may start a loop)."""
     if ref is None or callable(ref):
         return ref
     mod_name, sep, attr = ref.rpartition(":")
-    mod = importlib.import_module(mod_name) if sep else module
-    if mod is None:
+    if sep and (module is None or mod_name != module.__name__):
+        if not mod_name or not attr:
+            raise ValueError(f"entry {ref!r}: give module:callable")
+
+        def lazy() -> Any:
+            try:
+                func = getattr(importlib.import_module(mod_name), attr)
+            except AttributeError:
+                raise ValueError(f"entry {ref!r}: {mod_name} has no {attr!r}") from None
+            return func()
+
+        return lazy
+    if module is None:
         raise ValueError(f"entry {ref!r}: give module:callable")
     try:
-        return getattr(mod, attr)
+        return getattr(module, attr)
     except AttributeError:
-        raise ValueError(f"entry {ref!r}: {mod.__name__} has no {attr!r}") from None
+        raise ValueError(f"entry {ref!r}: {module.__name__} has no {attr!r}") from None
+
+
+def _mule_scripts(scripts: List[str], entry: Entry) -> Entry:
+    """uWSGI's programmed mules (``--mule=FILE.py``): mule N runs the N-th
+    script as ``__main__`` (runpy), in that mule only; other mules run
+    ``entry`` or serve signals."""
+    if not scripts:
+        return entry
+    for path in scripts:
+        if path and not os.path.isfile(path):
+            raise ValueError(f"mule script {path!r} does not exist")
+
+    def mule() -> Any:
+        import runpy
+
+        me = _flare.whoami()
+        index = (me[1] if me else 0) - 1
+        script = scripts[index] if 0 <= index < len(scripts) else ""
+        if script:
+            sys.argv = [script]
+            runpy.run_path(script, run_name="__main__")
+            return None
+        return entry() if entry is not None else _serve()
+
+    return mule
 
 
 def run(
@@ -187,12 +251,23 @@ def run(
     worker: Union[None, str, Callable[[], Any]] = None,
     mule: Union[None, str, Callable[[], Any]] = None,
     spooler: Union[None, str, Callable[[], Any]] = None,
+    mule_scripts: Iterable[str] = (),
+    import_only: bool = False,
+    setup: Optional[Callable[[], Any]] = None,
     **options: Any,
 ) -> Dict[str, Any]:
     """Builds a :class:`Group` from ``options``, imports ``app`` (``module`` or
     ``module:callable``, the callable being the workers' entry) so that its
     registrations are the master's, and runs the group. ``mule`` and
-    ``spooler`` name entries in the app module (or ``module:callable``)."""
+    ``spooler`` name entries in the app module (or ``module:callable``,
+    imported in that child only). ``mule_scripts``: mule N runs the N-th
+    file as ``__main__`` (uWSGI ``--mule=FILE.py``); the scripts' mules
+    come first. ``import_only``: ``app`` is imported for its registrations
+    only (a WSGI ``module:application`` from a uWSGI config). ``setup``
+    runs in the master after the import, before the fork."""
+    scripts = [s for s in mule_scripts]
+    if scripts:
+        options["mules"] = options.get("mules", 0) + len(scripts)
     group = Group(**options)
     module = None
     if app is not None:
@@ -200,10 +275,12 @@ def run(
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
         module = importlib.import_module(mod_name)
-        if sep and worker is None:
+        if sep and worker is None and not import_only:
             worker = attr
+    if setup is not None:
+        setup()
     return group.run(
         worker=_resolve(module, worker),
-        mule=_resolve(module, mule),
+        mule=_mule_scripts(scripts, _resolve(module, mule)),
         spooler=_resolve(module, spooler),
     )

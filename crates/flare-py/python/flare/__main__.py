@@ -34,7 +34,17 @@ def main(argv=None) -> int:
     p.add_argument("--mule-entry", metavar="NAME", help="the mules' entry (in the app module, or module:callable)")
     p.add_argument("--spooler-entry", metavar="NAME", help="the spoolers' entry")
     p.add_argument("--summary", action="store_true", help="print the run's summary as JSON at the end")
+    # ---- uWSGI's way of starting things ----
+    p.add_argument(
+        "--mule", action="append", nargs="?", const="", default=[], metavar="FILE.py",
+        help="add a mule running FILE.py as __main__ (uWSGI --mule=FILE.py; bare: a plain mule); repeatable",
+    )
+    p.add_argument("--ini", metavar="FILE", help="read the [uwsgi] section of a uWSGI ini file")
+    p.add_argument("--yaml", metavar="FILE", help="read the uwsgi: mapping of a uWSGI YAML file (needs PyYAML)")
+    p.add_argument("--mule-msg-size", type=int, metavar="BYTES", help="largest mule message (default 65536)")
     a = p.parse_args(argv)
+    if a.ini or a.yaml:
+        return _from_uwsgi_config(a)
     allow = [int(n) for n in a.remote_allow.split(",")] if a.remote_allow else None
     summary = flare.run(
         a.app,
@@ -51,6 +61,44 @@ def main(argv=None) -> int:
         harakiri=a.harakiri,
         stall=a.stall,
         busy_poll=None if a.busy_poll_us is None else a.busy_poll_us / 1e6,
+        mule_scripts=a.mule,
+        mule_msg_size=a.mule_msg_size,
+    )
+    if a.summary:
+        print("SUMMARY " + json.dumps(summary), flush=True)
+    return 0
+
+
+def _from_uwsgi_config(a) -> int:
+    """Runs the group a uWSGI config file describes (see flare.uwsgi_ini)."""
+    import inspect
+    import logging
+
+    from . import uwsgi_ini
+
+    opts = uwsgi_ini.read_ini(a.ini) if a.ini else uwsgi_ini.read_yaml(a.yaml)
+    run, steps, ignored = uwsgi_ini.to_run_options(opts)
+    log = logging.getLogger("flare")
+    if ignored:
+        print(f"flare: {a.ini or a.yaml}: ignoring options flare does not use: {', '.join(ignored)}", file=sys.stderr)
+    dirs = run.pop("spooler_dirs", None)
+    if dirs and "spooler_dirs" in inspect.signature(flare.Group).parameters:
+        run["spooler_dirs"] = dirs
+    elif dirs:
+        print(
+            f"flare: spooler = {', '.join(dirs)}: this flare has no spool directories; "
+            f"{run['spoolers']} spooler process(es) start and serve signals",
+            file=sys.stderr,
+        )
+    app = run.pop("app")
+    workers = run.get("workers", 1)
+    target = "worker" if workers else "mule"
+    log.debug("uWSGI config read: %s", run)
+    summary = flare.run(
+        app,
+        import_only=True,
+        setup=lambda: uwsgi_ini.apply_steps(steps, target),
+        **run,
     )
     if a.summary:
         print("SUMMARY " + json.dumps(summary), flush=True)

@@ -3,13 +3,19 @@
 Inside processes that flare runs (after :class:`flare.Group` is built),
 ``import uwsgi`` gives this module, so code written for uWSGI's signals
 (``uwsgiconf.runtime.signals``, ``uwsgiconf.runtime.scheduling``,
-``uwsgidecorators``) runs unmodified. What uWSGI offers beyond signals
-(caches, locks, RPC, the spooler queue, mule messages) raises
-``NotImplementedError`` naming what to use instead.
+``uwsgidecorators``) runs unmodified, and so do mule and farm messages,
+time limits from code, local RPC and the platform names uwsgiconf reads.
+Every name uwsgiconf's runtime modules touch exists; what flare does not
+do (caches, metrics, websockets, async, ...) raises ``NotImplementedError``
+naming what to use instead when called.
 """
 
 import os
 import signal as _os_signal
+import socket as _socket
+import sys as _sys
+import time as _time
+import traceback as _traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _flare
@@ -27,14 +33,17 @@ SPOOL_RETRY = -1
 SPOOL_IGNORE = 0
 
 _master_pid = 0
+_mules = 0
 _farms: List[Tuple[str, List[int]]] = []
 
 
 def _configure(master_pid: int, workers: int, mules: int, farms, spoolers: int) -> None:
     """Called by flare.Group in the master, before any fork."""
-    global numproc, _master_pid, _farms
+    global numproc, _master_pid, _farms, _mules, started_on
     numproc = workers
     _master_pid = master_pid
+    _mules = mules
+    started_on = int(_time.time())
     _farms = list(farms)
     opt.clear()
     values = {
@@ -82,7 +91,12 @@ def signal_wait(num: Optional[int] = None) -> int:
 
 
 def signal_received() -> int:
-    """The last signal this process received (0 before the first, as uWSGI)."""
+    """Inside a handler, the signal being handled; elsewhere the last signal
+    this process received (after ``signal_wait()``: the one it returned;
+    0 before the first)."""
+    current = _flare.current_signal()
+    if current is not None:
+        return current
     last = _flare.last_received()
     return 0 if last is None else last
 
@@ -162,6 +176,243 @@ def reload() -> None:
     os.kill(_master_pid, _os_signal.SIGHUP)
 
 
+# ---- mule and farm messages ------------------------------------------------
+
+
+def _message(message: Any) -> bytes:
+    if isinstance(message, str):
+        return message.encode()
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message)
+    raise TypeError(f"a mule message is bytes or str, not {type(message).__name__}")
+
+
+def mule_msg(message: Any, mule: Any = None) -> bool:
+    """Sends ``message`` (bytes or str) to mule ``mule`` (an id; 0 or None:
+    whichever mule reads first) or to one mule of the farm named ``mule``.
+    Waits while that mailbox is full, so it returns True (uWSGI drops the
+    message and returns False); ``ValueError`` for a message larger than
+    ``--mule-msg-size`` (64 KiB) or an unknown mule or farm."""
+    data = _message(message)
+    if _mules < 1:
+        raise ValueError("no mule configured")
+    if isinstance(mule, str):
+        return _flare.farm_msg(mule, data)
+    if mule is None:
+        mule = 0
+    if isinstance(mule, bool) or not isinstance(mule, int) or mule < 0:
+        raise ValueError(f"invalid mule {mule!r}: a mule id (0: any mule) or a farm name")
+    return _flare.mule_msg(data, mule)
+
+
+def farm_msg(farm: str, message: Any) -> None:
+    """Sends ``message`` to one mule of farm ``farm`` (waits while its
+    mailbox is full)."""
+    _flare.farm_msg(farm, _message(message))
+
+
+def mule_get_msg(signals: Any = True, farms: Any = True, buffer_size: int = 65536, timeout: Any = -1) -> Optional[bytes]:
+    """The next message for this mule: from its own mailbox, the shared one
+    (``mule_msg(msg)`` / ``mule_msg(msg, 0)``) and, with ``farms``, its
+    farms'. With ``signals``, returns None when this mule handled a signal
+    while waiting, as uWSGI does; after ``timeout`` seconds (-1: for good)
+    returns ``b''``. ``buffer_size`` is accepted for uWSGI's sake: messages
+    are never cut short. Only in a mule (``ValueError`` elsewhere)."""
+    secs = None if timeout is None or timeout < 0 else float(timeout)
+    kind, data = _flare.mule_get_msg(signals not in (None, False), farms not in (None, False), secs)
+    if kind == "message":
+        return data
+    return None if kind == "signal" else b""
+
+
+def farm_get_msg() -> Optional[bytes]:
+    """The next message for one of this mule's farms (waits for it)."""
+    return _flare.farm_get_msg()
+
+
+def try_mule_msg(message: Any, mule: Any = None) -> bool:
+    """flare only: :func:`mule_msg` that returns False instead of waiting
+    when the mailbox is full."""
+    data = _message(message)
+    if isinstance(mule, str):
+        return _flare.farm_msg(mule, data, False)
+    return _flare.mule_msg(data, mule or 0, False)
+
+
+def _mule_loop() -> None:
+    """What a mule without code of its own does once ``mule_msg_hook`` is
+    set (uwsgidecorators' ``@mulefunc``, uwsgiconf's ``Mule.offload``), as
+    under uWSGI: reads its messages and hands each to the hook."""
+    while True:
+        message = mule_get_msg()
+        hook = globals().get("mule_msg_hook")
+        if message and callable(hook):
+            try:
+                hook(message)
+            except Exception:
+                _traceback.print_exc()
+
+
+# ---- handler time limits from code -----------------------------------------
+
+
+def set_user_harakiri(seconds: float) -> None:
+    """Gives this process ``seconds`` from now to finish (0: no limit), as
+    uWSGI's: past it the master writes the Python stack of every thread to
+    the log, then kills and respawns the process (``@harakiri(secs)``)."""
+    _flare.set_user_harakiri(float(seconds))
+
+
+# ---- the platform (uwsgiconf.runtime.platform, control, logging) -----------
+
+#: Unix time the group started.
+started_on = 0
+
+#: Handlers one process runs at a time (uWSGI's async cores): 1.
+cores = 1
+
+#: uWSGI's request buffer size default; flare serves no requests.
+buffer_size = 4096
+
+#: Threads may be used in every flare process.
+has_threads = True
+
+#: flare serves no WSGI applications.
+applications = None
+
+#: The machine's name (bytes, as uWSGI).
+hostname = _socket.gethostname().encode()
+
+#: flare's version (uWSGI reports its own here).
+version = b"0.1.0"
+
+#: The same, as uWSGI's (major, minor, revision, custom number, custom string).
+version_info = (0, 1, 0, 0, "")
+
+#: Placeholders of the configuration; flare has none.
+magic_table: Dict[Any, Any] = {}
+
+#: Whether the stub is in use (uwsgiconf sets this): no, this is flare.
+is_stub = False
+
+_STATUS = {"running": "idle", "paused": "pause", "cheaped": "cheap", "respawning": "respawning", "stopped": "stopped"}
+
+
+def workers() -> Tuple[Dict[str, Any], ...]:
+    """Every worker, as uWSGI's ``workers()``: id, pid, status (``idle``,
+    ``busy``, ``pause``, ``cheap``, ...), requests (signals handled),
+    respawn_count. Empty outside a flare child."""
+    out = []
+    for role, wid, pid, state, current, handled, respawns in _flare.processes():
+        if role != "worker":
+            continue
+        status = "busy" if current is not None and state == "running" else _STATUS.get(state, state)
+        out.append({"id": wid, "pid": pid, "status": status, "requests": handled, "respawn_count": respawns})
+    return tuple(out)
+
+
+def ready() -> bool:
+    """Whether the group runs (True in every flare child)."""
+    return _flare.whoami() is not None
+
+
+def mem() -> Tuple[int, int]:
+    """(RSS, VSZ) of this process in bytes, as uWSGI's ``mem()``."""
+    try:
+        with open("/proc/self/statm") as f:
+            vsz, rss = (int(x) for x in f.read().split()[:2])
+    except OSError:
+        return (0, 0)
+    page = os.sysconf("SC_PAGE_SIZE")
+    return (rss * page, vsz * page)
+
+
+def micros() -> int:
+    """Microseconds since the epoch."""
+    return _time.time_ns() // 1000
+
+
+def log(message: Any) -> bool:
+    """Writes ``message`` and a newline to the log (stderr), as uWSGI."""
+    text = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+    _sys.stderr.write(text + "\n")
+    _sys.stderr.flush()
+    return True
+
+
+def logsize() -> int:
+    """uWSGI's current log size; flare does not own the log: 0."""
+    return 0
+
+
+def setprocname(name: Any) -> None:
+    """Sets this process's name (as ``ps`` and ``top`` show it)."""
+    title = name.decode() if isinstance(name, bytes) else str(name)
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(title[:15])
+    except OSError:
+        pass
+
+
+#: The request environment; flare serves no requests: empty.
+env: Dict[str, str] = {}
+
+
+def loop() -> Optional[str]:
+    """The async loop engine's name: flare has none (None)."""
+    return None
+
+
+# ---- RPC, in this process ---------------------------------------------------
+
+_rpc: Dict[str, Callable[..., Any]] = {}
+
+
+def register_rpc(name: Any, func: Callable[..., Any], argc: int = 0) -> bool:
+    """Registers ``func`` under ``name`` for :func:`call` / :func:`rpc` in
+    this process (registered in the master: in every child). flare has no
+    RPC between processes or nodes: raise a signal for that."""
+    key = name.decode() if isinstance(name, bytes) else str(name)
+    _rpc[key] = func
+    return True
+
+
+def rpc_list() -> Tuple[bytes, ...]:
+    """Names registered with :func:`register_rpc`."""
+    return tuple(k.encode() for k in _rpc)
+
+
+def call(func_name: Any, *args: Any) -> Optional[bytes]:
+    """Calls RPC function ``func_name`` here (``name@addr``: another node,
+    which flare does not do); the result as bytes, as uWSGI returns it."""
+    key = func_name.decode() if isinstance(func_name, bytes) else str(func_name)
+    name, at, addr = key.partition("@")
+    if at:
+        return rpc(addr, name, *args)
+    return rpc(None, name, *args)
+
+
+def rpc(address: Any, func_name: Any, *args: Any) -> Optional[bytes]:
+    """Calls RPC function ``func_name`` in this process (``address`` None or
+    empty). Another node's: ``NotImplementedError`` (flare has no RPC;
+    raise a signal on the remote node instead)."""
+    if address:
+        raise NotImplementedError(
+            "uwsgi.rpc to another node is not part of flare; raise a signal there instead "
+            "(flare.runtime.signals.Signal(n).send(remote=ADDR))"
+        )
+    key = func_name.decode() if isinstance(func_name, bytes) else str(func_name)
+    try:
+        func = _rpc[key]
+    except KeyError:
+        raise ValueError(f"no RPC function {key!r} registered in this process") from None
+    out = func(*args)
+    if out is None or isinstance(out, bytes):
+        return out
+    return str(out).encode()
+
+
 # ---- what flare does not do ------------------------------------------------
 
 
@@ -182,20 +433,45 @@ _INSTEAD = {
     "cache_clear": "keep shared state in your own store (Redis, a database, files)",
     "lock": "use multiprocessing locks or fcntl.flock",
     "unlock": "use multiprocessing locks or fcntl.flock",
-    "register_rpc": "raise a signal for the target process instead (flare.runtime.signals.Signal)",
-    "rpc": "raise a signal for the target process instead (flare.runtime.signals.Signal)",
-    "mule_msg": "raise a signal for the mule (target muleN or farm_NAME) and pass data through your own store",
-    "mule_get_msg": "register a signal handler on the mule instead",
-    "farm_msg": "raise a signal for farm_NAME instead",
-    "farm_get_msg": "register a signal handler on the farm's mules instead",
     "spool": "raise a signal for target `spooler` instead",
     "send_to_spooler": "raise a signal for target `spooler` instead",
-    "set_user_harakiri": "set a handler time limit: python -m flare --harakiri SECS",
     "metric_inc": "read flare's counters from its stats endpoint (--stats)",
     "metric_dec": "read flare's counters from its stats endpoint (--stats)",
     "metric_get": "read flare's counters from its stats endpoint (--stats)",
     "metric_set": "read flare's counters from its stats endpoint (--stats)",
     "erlang_register_process": "not supported",
+    # uwsgiconf's runtime modules touch these at import or call them.
+    "alarm": "log through your own logging setup; flare has no alarm subsystem",
+    "async_connect": "use asyncio (or threads) in your handlers; flare has no async loop",
+    "async_sleep": "use asyncio (or threads) in your handlers; flare has no async loop",
+    "suspend": "use asyncio (or threads) in your handlers; flare has no async loop",
+    "wait_fd_read": "use asyncio (or threads) in your handlers; flare has no async loop",
+    "wait_fd_write": "use asyncio (or threads) in your handlers; flare has no async loop",
+    "disconnect": "flare serves no requests; there is no client to disconnect",
+    "set_logvar": "flare serves no requests and has no request log variables",
+    "get_logvar": "flare serves no requests and has no request log variables",
+    "websocket_handshake": "flare serves no HTTP; run websockets in your web server",
+    "websocket_recv": "flare serves no HTTP; run websockets in your web server",
+    "websocket_recv_nb": "flare serves no HTTP; run websockets in your web server",
+    "websocket_send": "flare serves no HTTP; run websockets in your web server",
+    "websocket_send_binary": "flare serves no HTTP; run websockets in your web server",
+    "listen_queue": "flare serves no HTTP and has no listen queue",
+    "add_var": "flare serves no requests",
+    "cl": "flare serves no requests",
+    "connection_fd": "flare serves no requests",
+    "log_this_request": "flare serves no requests",
+    "request_id": "flare serves no requests",
+    "total_requests": "flare serves no requests; uwsgi.workers() counts signals handled",
+    "cache_dec": "keep shared state in your own store (Redis, a database, files)",
+    "cache_div": "keep shared state in your own store (Redis, a database, files)",
+    "cache_inc": "keep shared state in your own store (Redis, a database, files)",
+    "cache_keys": "keep shared state in your own store (Redis, a database, files)",
+    "cache_mul": "keep shared state in your own store (Redis, a database, files)",
+    "cache_num": "keep shared state in your own store (Redis, a database, files)",
+    "metric_div": "read flare's counters from its stats endpoint (--stats)",
+    "metric_mul": "read flare's counters from its stats endpoint (--stats)",
+    "metric_set_max": "read flare's counters from its stats endpoint (--stats)",
+    "metric_set_min": "read flare's counters from its stats endpoint (--stats)",
 }
 
 for _name, _instead in _INSTEAD.items():

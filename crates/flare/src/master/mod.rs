@@ -9,6 +9,7 @@
 mod admin;
 mod conn;
 mod engine;
+mod harakiri;
 mod listener;
 mod monitor;
 mod remote;
@@ -83,6 +84,10 @@ pub struct Options {
     /// involved. Default 50 µs (Linux's suggested `net.core.busy_poll`);
     /// `Duration::ZERO` turns it off.
     pub busy_poll: Duration,
+    /// A signal number sent to a child past its time limit, this long
+    /// before the SIGKILL, so that it can write where it is stuck (Python:
+    /// `faulthandler.register`). None by default (straight to SIGKILL).
+    pub harakiri_stack_dump: Option<(i32, Duration)>,
 }
 
 /// A time limit per role (handler time, stall time); `None` means no limit.
@@ -152,6 +157,7 @@ impl Default for Options {
             harakiri: Harakiri::default(),
             stall: RoleLimits::all(Some(DEFAULT_STALL_LIMIT)),
             busy_poll: Duration::from_micros(50),
+            harakiri_stack_dump: None,
         }
     }
 }
@@ -217,6 +223,8 @@ pub struct MasterBuilder {
     remote: Option<RemoteOptions>,
     stats: Option<String>,
     control: Option<String>,
+    /// Largest mule message, bytes (see [`MasterBuilder::mule_msg_size`]).
+    mule_msg_size: usize,
 }
 
 impl MasterBuilder {
@@ -303,6 +311,14 @@ impl MasterBuilder {
         self
     }
 
+    /// See [`Options::harakiri_stack_dump`]: `signal` (a number such as
+    /// `libc::SIGURG`) goes to a child past its time limit, `grace` before
+    /// the SIGKILL.
+    pub fn harakiri_stack_dump(mut self, signal: i32, grace: Duration) -> Self {
+        self.opts.harakiri_stack_dump = Some((signal, grace));
+        self
+    }
+
     /// See [`Options::max_attempts`].
     pub fn max_attempts(mut self, n: u8) -> Self {
         self.opts.max_attempts = n;
@@ -379,6 +395,14 @@ impl MasterBuilder {
         self
     }
 
+    /// The largest mule or farm message, in bytes (uWSGI
+    /// `--mule-msg-size`); default [`crate::DEFAULT_MULE_MSG_SIZE`] (64 KiB).
+    /// A larger message is refused at the sender.
+    pub fn mule_msg_size(mut self, bytes: usize) -> Self {
+        self.mule_msg_size = bytes;
+        self
+    }
+
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
@@ -438,6 +462,8 @@ impl MasterBuilder {
         } else {
             None
         };
+        // Before any fork: every child inherits the mule mailboxes.
+        crate::mailbox::create(&topo, self.mule_msg_size)?;
         *state = Phase::Setup(Box::new(Setup {
             table: Table::new(topo.clone()),
             shm,
@@ -483,6 +509,7 @@ impl Master {
             remote: None,
             stats: None,
             control: None,
+            mule_msg_size: crate::mailbox::DEFAULT_MULE_MSG_SIZE,
         }
     }
 

@@ -277,6 +277,9 @@ pub(crate) enum Request {
     },
     /// Remove a source.
     RemoveSource { id: u32 },
+    /// A process set a user harakiri for the first time in the group: the
+    /// master starts checking deadlines.
+    UserHarakiri,
 }
 
 /// The master's answer to a [`Request`].

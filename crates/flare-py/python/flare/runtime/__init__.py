@@ -1,2 +1,3 @@
 """uwsgiconf's runtime API (``uwsgiconf.runtime``), on flare: ``signals``,
-``scheduling``, ``monitoring`` and ``mules`` with the same names."""
+``scheduling``, ``monitoring`` and ``mules`` (targets, messages,
+``offload``) with the same names."""

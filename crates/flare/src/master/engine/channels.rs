@@ -171,6 +171,8 @@ impl Engine {
                 Ok(()) => Reply::Ok,
                 Err(e) => Reply::Err(e.into()),
             },
+            // The shared flag is set; the next turn checks deadlines.
+            Request::UserHarakiri => Reply::Ok,
         }
     }
 

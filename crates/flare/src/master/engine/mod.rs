@@ -19,6 +19,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll};
@@ -154,6 +155,8 @@ pub(super) struct Engine {
     /// When this loop turn's events came in: the time for everything that
     /// needs no finer clock (rate-limited logs), read once per turn.
     turn_started: Instant,
+    /// Stack dump signals sent before harakiri kills.
+    stack_dumps: super::harakiri::StackDumps,
     /// When the children's progress was last looked at ([`WATCH_TICK`]).
     last_watch: Instant,
     /// Busy polling: whether to look before sleeping ([`Options::busy_poll`]).
@@ -240,6 +243,7 @@ impl Engine {
             })
             .collect();
         let busy = BusyPoll::new(opts.busy_poll);
+        let stack_dump = opts.harakiri_stack_dump;
         Ok(Engine {
             poll,
             sigfd,
@@ -259,6 +263,7 @@ impl Engine {
             sources: setup.sources,
             inotify_watched: false,
             old_mask,
+            stack_dumps: super::harakiri::StackDumps::new(stack_dump, topo.slots()),
             last_watch: now,
             turn_started: now,
             busy,
@@ -410,7 +415,10 @@ impl Engine {
         let watched = self.opts.harakiri.any() || self.opts.stall.any();
         let holding =
             (0..self.procs.len()).any(|s| self.procs[s].pid.is_some() && self.d.load(s) > 0);
-        if watched && holding {
+        // A deadline set with set_user_harakiri runs out with or without
+        // work: once a process used one, the watch ticks.
+        let user_deadlines = self.shm.user_harakiri_used().load(Relaxed) != 0;
+        if (watched && holding) || user_deadlines {
             at(self.last_watch + WATCH_TICK);
         }
         // Cheaping and reloading move on acks (events) and on these

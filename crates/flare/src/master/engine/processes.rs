@@ -14,6 +14,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::super::conn::Conn;
+use super::super::harakiri::overdue;
 use super::deliveries::LastWords;
 use super::supervisor::{After, Verdict, backoff, verdict};
 use super::token::{Channel, Endpoint};
@@ -67,6 +68,8 @@ impl Engine {
         if let Some(h) = hooks {
             (h.before)();
         }
+        // A new process starts without its predecessor's time limit.
+        self.shm.slot(slot).user_harakiri_ns.store(0, Relaxed);
         let forked = sys::fork();
         if let Some(h) = hooks {
             match forked {
@@ -265,35 +268,35 @@ impl Engine {
             if p.life.killed() {
                 continue;
             }
-            let st = self.shm.slot(s);
-            // The signal first (acquire), then its start time: see child.rs.
-            let current = st.current.load(std::sync::atomic::Ordering::Acquire);
-            let ran = (current != 0).then(|| {
-                Duration::from_nanos(now_ns.saturating_sub(st.handler_started_ns.load(Relaxed)))
-            });
             let role = p.id.role;
-            let found = verdict(
-                ran,
-                self.opts.harakiri.for_role(role),
-                stalled,
-                self.opts.stall.for_role(role),
-            );
-            let Some(found) = found else { continue };
+            let overdue = overdue(self.shm.slot(s), self.opts.harakiri.for_role(role), now_ns);
+            let Some(found) = verdict(overdue, stalled, self.opts.stall.for_role(role)) else {
+                self.stack_dumps.reset(s);
+                continue;
+            };
+            if let Verdict::Harakiri(why) = found {
+                // With a stack dump signal, that goes first and the kill a
+                // grace period later.
+                if !self.stack_dumps.kill_now(s, pid, now) {
+                    tracing::warn!(
+                        "{} (pid {pid}): {why}: asked for its stack before the kill",
+                        p.id
+                    );
+                    continue;
+                }
+                self.stack_dumps.reset(s);
+            }
             // SIGKILL: it also ends a process stopped with SIGSTOP.
             let _ = kill(pid, Signal::SIGKILL);
             p.life.kill();
             match found {
-                Verdict::Harakiri { ran, limit } => {
+                Verdict::Harakiri(why) => {
                     p.timeouts += 1;
                     self.d.counters.timeouts += 1;
                     tracing::error!(
-                        "{} (pid {pid}): handler of signal {} has run {} ms, past the {} ms \
-                         limit: killed (harakiri); it will be respawned and the signal given \
-                         again",
-                        p.id,
-                        current - 1,
-                        ran.as_millis(),
-                        limit.as_millis()
+                        "{} (pid {pid}): {why}: killed (harakiri); it will be respawned and what \
+                         it was handling given again",
+                        p.id
                     );
                 }
                 Verdict::Stalled { stalled, limit } => {

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::super::harakiri::Overdue;
 use crate::router::ProcState;
 
 /// Why a child is being stopped on purpose.
@@ -95,8 +96,9 @@ pub(super) enum Uncheap {
 /// Why the watch kills a child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Verdict {
-    /// Its handler ran past the harakiri limit.
-    Harakiri { ran: Duration, limit: Duration },
+    /// Past its time limit: a handler past the role's harakiri, or its own
+    /// `set_user_harakiri` deadline.
+    Harakiri(Overdue),
     /// No progress past the stall limit while work waited.
     Stalled { stalled: Duration, limit: Duration },
 }
@@ -337,19 +339,16 @@ impl Life {
     }
 }
 
-/// Whether the watch kills a child: its handler has run `ran` (when one
-/// runs) against the harakiri `limit`; it has made no progress for
-/// `stalled` (when work waits) against the stall limit.
+/// Whether the watch kills a child: it is `overdue` (harakiri), or it has
+/// made no progress for `stalled` (when work waits) against the stall
+/// limit. A harakiri comes first.
 pub(super) fn verdict(
-    ran: Option<Duration>,
-    harakiri: Option<Duration>,
+    overdue: Option<Overdue>,
     stalled: Option<Duration>,
     stall: Option<Duration>,
 ) -> Option<Verdict> {
-    if let (Some(ran), Some(limit)) = (ran, harakiri) {
-        if ran > limit {
-            return Some(Verdict::Harakiri { ran, limit });
-        }
+    if let Some(o) = overdue {
+        return Some(Verdict::Harakiri(o));
     }
     match (stalled, stall) {
         (Some(stalled), Some(limit)) if stalled >= limit => {
@@ -479,31 +478,21 @@ mod tests {
     #[test]
     fn verdicts() {
         let s = Duration::from_secs;
+        let late = Overdue::User { by: s(1) };
         assert_eq!(
-            verdict(Some(s(2)), Some(s(1)), None, None),
-            Some(Verdict::Harakiri {
-                ran: s(2),
-                limit: s(1)
-            })
+            verdict(Some(late), Some(s(99)), Some(s(1))),
+            Some(Verdict::Harakiri(late)),
+            "harakiri first"
         );
+        assert_eq!(verdict(None, None, Some(s(30))), None, "nothing waits");
         assert_eq!(
-            verdict(Some(s(1)), Some(s(1)), None, None),
-            None,
-            "not past it"
-        );
-        assert_eq!(verdict(Some(s(9)), None, None, None), None, "no harakiri");
-        assert_eq!(
-            verdict(None, None, Some(s(30)), Some(s(30))),
+            verdict(None, Some(s(30)), Some(s(30))),
             Some(Verdict::Stalled {
                 stalled: s(30),
                 limit: s(30)
             })
         );
-        assert_eq!(verdict(None, None, Some(s(29)), Some(s(30))), None);
-        assert_eq!(
-            verdict(None, None, Some(s(99)), None),
-            None,
-            "stall check off"
-        );
+        assert_eq!(verdict(None, Some(s(29)), Some(s(30))), None);
+        assert_eq!(verdict(None, Some(s(99)), None), None, "stall check off");
     }
 }
