@@ -59,13 +59,19 @@ fn file_monitors_fire_for_new_files_deep_writes_and_coalesce_bursts() {
         "true",
         "a file that did not exist at first"
     );
-    assert_eq!(r.fact("late_by"), "file-monitor#1");
+    // One write is several inotify events (create, modify, close): a
+    // leading signal, and a trailing one when they came in two reads.
+    let late = r.facts("late_by");
+    assert!(
+        (1..=2).contains(&late.len()) && late.iter().all(|o| o == "file-monitor#1"),
+        "{late:?}"
+    );
     assert_eq!(
         r.fact("deep_write"),
         "true",
         "recursive watch on an existing tree"
     );
-    assert_eq!(r.handled("mule", 1, 3), 1);
+    assert_eq!(r.handled("mule", 1, 3), late.len() as u64);
     let burst = r.handled("mule", 1, 5);
     // 1000 writes in a row: a leading signal and at most one per 100 ms
     // while they last (a loaded machine makes them last longer), plus the

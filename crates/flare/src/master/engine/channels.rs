@@ -2,10 +2,8 @@
 //! answering requests, settling what children handled, and writing
 //! deliveries and replies.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 
-use super::super::conn::Outbox;
 use super::deliveries::Sender;
 use super::token::Channel;
 use super::{Engine, Phase, READS_PER_TURN};
@@ -216,13 +214,12 @@ impl Engine {
             let deliver = p.life.takes_deliveries();
             let mut failed = None;
             if let Some(a) = p.a.as_mut() {
-                let (outbox, inflight) = self.d.queues_mut(s);
-                if let Err(e) = a.flush(outbox, inflight, deliver) {
+                if let Err(e) = a.flush(self.d.queue_mut(s), deliver) {
                     failed = Some(e);
                 }
             }
             if let Some(b) = p.b.as_mut() {
-                if let Err(e) = b.flush(&mut Outbox::default(), &mut VecDeque::new(), false) {
+                if let Err(e) = b.flush_replies() {
                     failed = Some(e);
                 }
             }

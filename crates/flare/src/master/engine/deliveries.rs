@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::super::Options;
-use super::super::conn::Outbox;
+use super::super::conn::DeliveryQueue;
 use super::super::summary::{Counters, SignalSummary, Tally};
 use crate::origin::Origin;
 use crate::proto::{Frame, RawFrame};
@@ -97,13 +97,41 @@ struct NumberTally {
     tally: Tally,
 }
 
-/// One slot's queues.
+/// One delivery to one slot, kept as a value until it is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Delivery {
+    num: u8,
+    attempt: u8,
+    origin: Origin,
+    /// The slot's sequence number: acks and `done_seq` count in these.
+    seq: u64,
+    /// Given by a pool (the member acks it so credit comes back).
+    pooled: bool,
+}
+
+impl Delivery {
+    fn encode(&self) -> RawFrame {
+        Frame::Deliver {
+            num: self.num,
+            attempt: self.attempt,
+            origin: self.origin,
+            seq: self.seq,
+            pooled: self.pooled,
+        }
+        .encode()
+    }
+}
+
+/// One slot's queues: the delivery channel writes from it
+/// ([`DeliveryQueue`]).
 #[derive(Default)]
 pub(super) struct SlotQueue {
-    /// Not written yet.
-    pub(super) outbox: Outbox,
+    /// Not (fully) written yet, oldest first.
+    outbox: VecDeque<Delivery>,
+    /// Bytes of the front of `outbox` already written.
+    partial: usize,
     /// Written, not yet acknowledged, oldest first.
-    pub(super) inflight: VecDeque<RawFrame>,
+    inflight: VecDeque<Delivery>,
     next_seq: u64,
     /// Senders paused because this slot's outbox passed high water.
     waiters: Vec<Sender>,
@@ -114,6 +142,29 @@ pub(super) struct SlotQueue {
 impl SlotQueue {
     fn load(&self) -> usize {
         self.outbox.len() + self.inflight.len()
+    }
+}
+
+impl DeliveryQueue for SlotQueue {
+    fn unwritten(&self) -> usize {
+        self.outbox.len()
+    }
+
+    fn partial(&self) -> usize {
+        self.partial
+    }
+
+    fn set_partial(&mut self, bytes: usize) {
+        self.partial = bytes;
+    }
+
+    fn encode_front(&self, max: usize, out: &mut Vec<RawFrame>) {
+        out.clear();
+        out.extend(self.outbox.iter().take(max).map(Delivery::encode));
+    }
+
+    fn written(&mut self, n: usize) {
+        self.inflight.extend(self.outbox.drain(..n));
     }
 }
 
@@ -238,14 +289,13 @@ impl Deliveries {
 
     /// The sequence number of the oldest unacknowledged delivery to `s`.
     pub(super) fn oldest_inflight(&self, s: Slot) -> Option<u64> {
-        self.slots[s].inflight.front().map(Frame::seq_of)
+        self.slots[s].inflight.front().map(|d| d.seq)
     }
 
-    /// Slot `s`'s outbox and in-flight list, for writing: what a write
-    /// takes from the outbox moves to in flight (the load is the same).
-    pub(super) fn queues_mut(&mut self, s: Slot) -> (&mut Outbox, &mut VecDeque<RawFrame>) {
-        let q = &mut self.slots[s];
-        (&mut q.outbox, &mut q.inflight)
+    /// Slot `s`'s queue, for writing: what a write takes from the outbox
+    /// moves to in flight (the load is the same).
+    pub(super) fn queue_mut(&mut self, s: Slot) -> &mut SlotQueue {
+        &mut self.slots[s]
     }
 
     /// Marks slot `s` as having something to write.
@@ -397,16 +447,13 @@ impl Deliveries {
         }
         let seq = q.next_seq;
         q.next_seq += 1;
-        q.outbox.frames.push_back(
-            Frame::Deliver {
-                num,
-                attempt,
-                origin,
-                seq,
-                pooled,
-            }
-            .encode(),
-        );
+        q.outbox.push_back(Delivery {
+            num,
+            attempt,
+            origin,
+            seq,
+            pooled,
+        });
         self.views[s].load += 1;
         let what = if fresh {
             DeliveryEvent::Delivered
@@ -420,9 +467,9 @@ impl Deliveries {
 
     /// A delivery raised by a source left the system (handled, dropped or
     /// given up).
-    fn settle(&mut self, origin_word: u32) {
-        if let Some(id) = Origin::source_of(origin_word) {
-            self.settled.push(id);
+    fn settle(&mut self, origin: Origin) {
+        if let Some(id) = origin.source() {
+            self.settled.push(id.get());
         }
     }
 
@@ -482,7 +529,7 @@ impl Deliveries {
             let Some(s) = picked else { break };
             self.pools[n].pop_front();
             if !self.enqueue(s, num, item.origin, item.attempt, true, !item.again, now) {
-                self.settle(item.origin.encode());
+                self.settle(item.origin);
             }
         }
     }
@@ -507,13 +554,13 @@ impl Deliveries {
     /// Slot `s` handled every delivery up to `seq`.
     pub(super) fn ack(&mut self, s: Slot, seq: u64) {
         let mut done = 0;
-        while let Some(&f) = self.slots[s].inflight.front() {
-            if Frame::seq_of(&f) > seq {
+        while let Some(&d) = self.slots[s].inflight.front() {
+            if d.seq > seq {
                 break;
             }
             self.slots[s].inflight.pop_front();
-            self.settle(Frame::origin_word(&f));
-            self.count(DeliveryEvent::Handled, f[1], Some(s));
+            self.settle(d.origin);
+            self.count(DeliveryEvent::Handled, d.num, Some(s));
             done += 1;
         }
         if done > 0 {
@@ -547,78 +594,61 @@ impl Deliveries {
     /// signals) back to the front of their pool.
     pub(super) fn requeue(&mut self, s: Slot, last: LastWords) {
         let q = &mut self.slots[s];
-        q.outbox.partial = 0;
+        q.partial = 0;
         let inflight = std::mem::take(&mut q.inflight);
-        let queued = std::mem::take(&mut q.outbox.frames);
+        let queued = std::mem::take(&mut q.outbox);
         let mut keep = VecDeque::with_capacity(inflight.len() + queued.len());
         let mut to_pools: Vec<(u8, Pooled)> = Vec::new();
         let sent = inflight.len();
-        for (i, raw) in inflight.into_iter().chain(queued).enumerate() {
-            let Ok(Frame::Deliver {
-                num,
-                attempt,
-                origin,
-                seq,
-                pooled,
-            }) = Frame::decode(&raw)
-            else {
-                continue;
-            };
-            if i < sent && seq <= last.done {
+        for (i, d) in inflight.into_iter().chain(queued).enumerate() {
+            if i < sent && d.seq <= last.done {
                 // Handled, only not acknowledged yet.
-                self.count(DeliveryEvent::Handled, num, Some(s));
-                self.settle(origin.encode());
+                self.count(DeliveryEvent::Handled, d.num, Some(s));
+                self.settle(d.origin);
                 continue;
             }
-            let started = i < sent && last.running == Some(seq);
+            let started = i < sent && last.running == Some(d.seq);
             let attempt = if started {
-                attempt.saturating_add(1)
+                d.attempt.saturating_add(1)
             } else {
-                attempt
+                d.attempt
             };
             if attempt > self.opts.max_attempts {
-                self.count(DeliveryEvent::DeadLettered, num, Some(s));
-                self.settle(origin.encode());
+                self.count(DeliveryEvent::DeadLettered, d.num, Some(s));
+                self.settle(d.origin);
                 tracing::error!(
-                    "signal {num} (target {}, raised by {origin}) dead-lettered after {} \
-                     attempts; last given to {}",
-                    self.target_of(num, "worker (unregistered)"),
+                    "signal {} (target {}, raised by {}) dead-lettered after {} attempts; last \
+                     given to {}",
+                    d.num,
+                    self.target_of(d.num, "worker (unregistered)"),
+                    d.origin,
                     attempt - 1,
                     self.topo.proc_at(s)
                 );
                 continue;
             }
             if i < sent {
-                self.count(DeliveryEvent::Redelivered, num, Some(s));
+                self.count(DeliveryEvent::Redelivered, d.num, Some(s));
             }
-            if pooled {
-                self.count(DeliveryEvent::Moved, num, Some(s));
+            if d.pooled {
+                self.count(DeliveryEvent::Moved, d.num, Some(s));
                 to_pools.push((
-                    num,
+                    d.num,
                     Pooled {
-                        origin,
+                        origin: d.origin,
                         attempt,
                         again: true,
                     },
                 ));
             } else {
-                keep.push_back(
-                    Frame::Deliver {
-                        num,
-                        attempt,
-                        origin,
-                        seq,
-                        pooled,
-                    }
-                    .encode(),
-                );
+                keep.push_back(Delivery { attempt, ..d });
             }
         }
         for (num, item) in to_pools.into_iter().rev() {
             self.pools[num as usize].push_front(item);
         }
         let q = &mut self.slots[s];
-        q.outbox.frames = keep;
+        q.outbox = keep;
         self.views[s].load = q.load();
         // Its pool signals went back to the pools: others may take them.
         self.credit_freed = true;
@@ -631,12 +661,7 @@ impl Deliveries {
     pub(super) fn close_books(&mut self) -> (Counters, Vec<SignalSummary>, Vec<Tally>) {
         for s in 0..self.slots.len() {
             let q = &self.slots[s];
-            let nums: Vec<u8> = q
-                .inflight
-                .iter()
-                .chain(&q.outbox.frames)
-                .map(|f| f[1])
-                .collect();
+            let nums: Vec<u8> = q.inflight.iter().chain(&q.outbox).map(|d| d.num).collect();
             self.slots[s].tally.pending_at_exit = nums.len() as u64;
             for n in nums {
                 self.by_num[n as usize].tally.pending_at_exit += 1;
@@ -685,22 +710,40 @@ mod tests {
 
     /// What a write of everything queued for `s` does.
     fn write(d: &mut Deliveries, s: Slot) {
-        let (outbox, inflight) = d.queues_mut(s);
-        inflight.extend(outbox.frames.drain(..));
+        let q = d.queue_mut(s);
+        let n = q.unwritten();
+        q.written(n);
     }
 
     fn frames(d: &Deliveries, s: Slot) -> Vec<(u8, u8, u64)> {
         let q = &d.slots[s];
         q.inflight
             .iter()
-            .chain(&q.outbox.frames)
-            .map(|f| match Frame::decode(f) {
-                Ok(Frame::Deliver {
-                    num, attempt, seq, ..
-                }) => (num, attempt, seq),
-                other => panic!("not a delivery: {other:?}"),
-            })
+            .chain(&q.outbox)
+            .map(|d| (d.num, d.attempt, d.seq))
             .collect()
+    }
+
+    #[test]
+    fn deliveries_are_encoded_only_when_written_and_decode_back() {
+        let mut d = deliveries(Options::default());
+        let origin = Origin::Timer(crate::SourceId(3));
+        d.raise(3, origin, None, now());
+        d.raise(3, origin, None, now());
+        let mut out = Vec::new();
+        d.queue_mut(0).encode_front(8, &mut out);
+        let got: Vec<Frame> = out
+            .iter()
+            .map(|f| Frame::decode(f).expect("frame"))
+            .collect();
+        let want = |seq| Frame::Deliver {
+            num: 3,
+            attempt: 1,
+            origin,
+            seq,
+            pooled: false,
+        };
+        assert_eq!(got, [want(1), want(2)]);
     }
 
     /// Pool entries already counted as delivered (given back by the dead).
