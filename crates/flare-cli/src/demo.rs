@@ -34,6 +34,11 @@ pub struct Args {
     /// `flare ctl ADDR pause worker2`. The demo then keeps running.
     #[arg(long, value_name = "PATH")]
     control: Option<String>,
+    /// Users (uids, comma separated) who may use the Unix-socket endpoints
+    /// besides root and the demo's own user; peers are checked with
+    /// SO_PEERCRED, abstract `@name` sockets included.
+    #[arg(long, value_name = "UIDS", value_delimiter = ',')]
+    allow_uid: Vec<u32>,
 }
 
 /// While the demo lingers, a quiet timer keeps the workers busy so live
@@ -212,6 +217,7 @@ pub fn run(args: Args) -> flare::Result<()> {
     if let Some(addr) = &args.control {
         builder = builder.control(addr.clone());
     }
+    builder = builder.allow_uids(args.allow_uid.iter().copied());
     if let Some(addr) = &args.remote {
         builder = builder.remote(addr.clone());
         if let Some(allow) = args.remote_allow {

@@ -52,7 +52,7 @@ fn the_demo_shows_a_delivery_for_every_target_kind_and_exits_zero() {
         assert!(
             stdout
                 .lines()
-                .any(|l| l.starts_with(p) && l.split_whitespace().count() == 6),
+                .any(|l| l.starts_with(p) && l.split_whitespace().count() == 7),
             "summary row for {p}:\n{stdout}"
         );
     }

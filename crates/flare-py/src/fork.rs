@@ -1,8 +1,25 @@
 //! CPython's fork protocol, called by the master around every fork.
 
-/// Before `fork()`: CPython takes its import lock and runs `os.register_at_fork`
-/// "before" callbacks.
+use pyo3::prelude::*;
+
+/// Flushes `sys.stdout` and `sys.stderr` (errors ignored: a closed stream
+/// has nothing to lose). Before a fork, so that a child does not write out
+/// again what the master had buffered; at a child's end, because children
+/// leave with `_exit`.
+pub(crate) fn flush_streams(py: Python<'_>) {
+    if let Ok(sys) = py.import("sys") {
+        for name in ["stdout", "stderr"] {
+            if let Ok(stream) = sys.getattr(name) {
+                let _ = stream.call_method0("flush");
+            }
+        }
+    }
+}
+
+/// Before `fork()`: Python's streams are flushed, then CPython takes its
+/// import lock and runs `os.register_at_fork` "before" callbacks.
 pub(crate) fn before() {
+    Python::attach(flush_streams);
     // SAFETY: the master calls this on the thread that runs `Group.run()`,
     // which holds the GIL for the whole run (the master never releases it:
     // no other Python thread runs in the master), as PyOS_BeforeFork needs.

@@ -8,12 +8,13 @@
 
 mod fork;
 mod gil;
+mod spool;
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use flare::{Error, ForkHooks, Master, ProcessInfo, Received, Role, Signal, Source};
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PySystemError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PySystemError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
@@ -40,6 +41,8 @@ fn err(e: Error) -> PyErr {
         | Error::DuplicateSource { .. }
         | Error::NoSuchSource(_)
         | Error::Config(_) => PyValueError::new_err(e.to_string()),
+        Error::InvalidJob(_) | Error::BadLock { .. } => PyValueError::new_err(e.to_string()),
+        Error::Spool { .. } => PyOSError::new_err(e.to_string()),
         other => PyRuntimeError::new_err(other.to_string()),
     }
 }
@@ -73,15 +76,20 @@ fn run_entry(me: ProcessInfo) {
             .get(role_index(me.role))
             .and_then(|e| e.as_ref().map(|e| e.clone_ref(py)))
     });
-    Python::attach(|py| match entry {
-        Some(f) => {
-            if let Err(e) = f.call0(py) {
-                e.print(py);
-                std::process::exit(1);
-            }
-        }
-        None => py.detach(|| flare::serve_forever()),
-    })
+    let raised = Python::attach(|py| {
+        let raised = match entry {
+            Some(f) => f.call0(py).map_err(|e| e.print(py)).is_err(),
+            None => py.detach(|| flare::serve_forever()),
+        };
+        // The child leaves with _exit: what Python buffered goes out now.
+        fork::flush_streams(py);
+        raised
+    });
+    if raised {
+        // Ends the child as a failed entry (status 101), without a second
+        // report: the traceback is printed.
+        std::panic::resume_unwind(Box::new("the entry function raised"));
+    }
 }
 
 /// Serves signals for good, without holding the GIL (handlers need it).
@@ -91,16 +99,70 @@ fn serve_forever(py: Python<'_>) {
 }
 
 /// A Python callable as a flare handler: called with the signal number,
-/// exceptions printed as uWSGI prints them.
+/// exceptions printed as uWSGI prints them and counted (`exceptions` in
+/// the stats and the summary).
 fn handler(func: Py<PyAny>) -> impl Fn(Received) + Send + Sync + 'static {
     move |rx: Received| {
         gil::keep_thread_state();
         Python::attach(|py| {
             if let Err(e) = func.call1(py, (rx.num,)) {
                 e.print(py);
+                flare::note_handler_exception();
             }
         })
     }
+}
+
+/// A handler must be callable with one argument (the signal number): a
+/// `TypeError` at registration otherwise, rather than one per signal. A
+/// callable whose signature cannot be read (some builtins and C callables)
+/// is taken as it is.
+fn check_handler(py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !func.is_callable() {
+        return Err(PyTypeError::new_err(format!(
+            "a signal handler must be a callable taking the signal number, not {} ({})",
+            func.get_type().name()?,
+            func.repr()?
+        )));
+    }
+    let signature = match py.import("inspect")?.call_method1("signature", (func,)) {
+        Ok(s) => s,
+        Err(e) if e.is_instance_of::<PyValueError>(py) || e.is_instance_of::<PyTypeError>(py) => {
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    match signature.call_method1("bind", (0,)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => Err(PyTypeError::new_err(format!(
+            "signal handler {}{} cannot be called with one argument, the signal number ({})",
+            func.getattr("__qualname__").map_or_else(
+                |_| func.repr().map(|r| r.to_string()),
+                |n| Ok(n.to_string())
+            )?,
+            signature.str()?,
+            e.value(py)
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends flare's log lines to stderr, as the `flare` command does: the
+/// filter from `FLARE_LOG` (tracing's `EnvFilter` syntax; default `info`),
+/// colours on a terminal, no module targets. Once per process; a
+/// subscriber already installed stays.
+fn install_log() {
+    use std::io::IsTerminal;
+    let filter = std::env::var("FLARE_LOG")
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .with_env_filter(filter)
+        .try_init();
 }
 
 /// The process group: built from the options, then (after the app's
@@ -113,7 +175,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, stall=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new(), spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true, stall=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -130,8 +192,15 @@ impl Group {
         stack_dump_signal: Option<i32>,
         role_harakiri: (Option<f64>, Option<f64>, Option<f64>),
         mule_msg_size: Option<usize>,
+        allow_uids: Vec<u32>,
+        spooler_dirs: Vec<std::path::PathBuf>,
+        spooler_processes: Option<u32>,
+        spooler_frequency: Option<f64>,
+        locks: u32,
+        spooler_fsync: bool,
         stall: Option<f64>,
     ) -> PyResult<Group> {
+        install_log();
         let mut b = Master::builder()
             .workers(workers)
             .mules(mules)
@@ -156,6 +225,7 @@ impl Group {
         if let Some(addr) = stats {
             b = b.stats(addr);
         }
+        b = b.allow_uids(allow_uids);
         if let Some(addr) = control {
             b = b.control(addr);
         }
@@ -197,6 +267,19 @@ impl Group {
         if let Some(sig) = stack_dump_signal {
             b = b.harakiri_stack_dump(sig, STACK_DUMP_GRACE);
         }
+        for dir in spooler_dirs {
+            b = b.spooler_dir(dir);
+        }
+        if let Some(n) = spooler_processes {
+            b = b.spooler_processes(n);
+        }
+        if let Some(secs) = spooler_frequency {
+            let d = Duration::try_from_secs_f64(secs)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            b = b.spooler_frequency(d);
+        }
+        b = b.locks(locks).spooler_fsync(spooler_fsync);
+        spool::install_handler();
         if let Some(secs) = busy_poll {
             let d = Duration::try_from_secs_f64(secs)
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -241,6 +324,7 @@ impl Group {
 /// or in this child).
 #[pyfunction]
 fn register(py: Python<'_>, n: i64, target: &str, func: Py<PyAny>) -> PyResult<()> {
+    check_handler(py, func.bind(py))?;
     let sig = Signal::new(num(n)?);
     let target = target.to_owned();
     let h = handler(func);
@@ -311,10 +395,15 @@ fn last_received() -> Option<u8> {
     flare::get_last_received().map(Signal::num)
 }
 
-/// (role, id, pid) of this process, or None outside a flare group.
+/// (role, id, pid) of this process, or None outside a flare group; an
+/// error in a process forked from a member (it is not the member).
 #[pyfunction]
-fn whoami() -> Option<(String, u32, u32)> {
-    flare::whoami().map(|w| (w.role.to_string(), w.id, w.pid))
+fn whoami() -> PyResult<Option<(String, u32, u32)>> {
+    match flare::whoami() {
+        Ok(w) => Ok(Some((w.role.to_string(), w.id, w.pid))),
+        Err(Error::NoRuntime(_)) => Ok(None),
+        Err(e) => Err(err(e)),
+    }
 }
 
 #[pyfunction]
@@ -559,5 +648,6 @@ fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_user_harakiri, m)?)?;
     m.add_function(wrap_pyfunction!(current_signal, m)?)?;
     m.add_function(wrap_pyfunction!(processes, m)?)?;
+    spool::add_to(m)?;
     Ok(())
 }

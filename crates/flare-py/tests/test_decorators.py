@@ -47,3 +47,25 @@ def test_decorated_handlers_run_in_their_targets(run_flare):
     assert set(ms) == {"mule2"} and ms["mule2"] >= 5, ms
     # Registered in worker 1 at run time for 'workers': only worker 1.
     assert where(c, "runtime") == {"worker1": 3}
+
+
+def test_uwsgidecorators_spooler_and_lock_do_their_jobs(run_flare, tmp_path):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    lines, err = run_flare(
+        "--workers", "3", "--spooler", str(spool_dir), "--spooler-processes", "2", "--locks", "1",
+        "spool_app:main",
+    )
+    runs = (tmp_path / "runs.txt").read_text().splitlines()
+    c = Counter(line.split()[0] for line in runs)
+    # @spool: each job once, in a spooler, with uWSGI's spooler_task_name.
+    assert sorted(line for line in runs if line.startswith("spool ")) == [
+        "spool 0 True True", "spool 1 True True", "spool 2 True True"], runs
+    # @spool(pass_arguments=True): the pickled arguments come back.
+    assert "args 1 [2, 'two'] {'three': 3}" in runs, runs
+    # @spoolforever: SPOOL_RETRY, so it runs again (every 0.2 s here).
+    assert c["forever"] >= 3, runs
+    # @lock: 15 critical sections in 3 workers, never two at once.
+    assert c["locked"] == 15 and c["overlap"] == 0, runs
+    # A job that is not a dict of bytes/str is a TypeError naming the key.
+    assert "typeerror True" in runs and "jobs_listed True" in runs, runs

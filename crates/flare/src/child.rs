@@ -15,7 +15,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{
-    AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst, fence,
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
+    fence,
 };
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ use crate::topology::{ProcId, Role, Slot, Topology};
 /// Who this process is (uWSGI `worker_id()`, `mule_id()`, `getpid()`).
 ///
 /// ```no_run
-/// if let Some(me) = flare::whoami() {
+/// if let Ok(me) = flare::whoami() {
 ///     println!("{} {} has pid {}", me.role, me.id, me.pid);
 /// }
 /// ```
@@ -70,6 +71,8 @@ pub(crate) struct ChildSetup<'a> {
     /// Master descriptors the child must not keep.
     pub(crate) inherited: Vec<RawFd>,
     pub(crate) entry: Option<&'a Entry>,
+    /// The child fork hook, run first thing.
+    pub(crate) hook: Option<fn()>,
     pub(crate) master_pid: u32,
 }
 
@@ -103,17 +106,79 @@ pub(crate) fn context() -> Option<&'static ChildCtx> {
     CHILD.get()
 }
 
+/// Exit status of a child that ended normally (its entry returned, or the
+/// master went away).
+pub(crate) const EXIT_OK: i32 = 0;
+/// Exit status of a child whose setup failed (a system call after fork).
+pub(crate) const EXIT_SETUP_FAILED: i32 = 70;
+/// Exit status of a child that could not start its dispatcher thread.
+pub(crate) const EXIT_NO_DISPATCHER: i32 = 71;
+/// Exit status of a child whose setup panicked (the child fork hook, say):
+/// the panic is stopped at the child's main, so it never unwinds into the
+/// master's frames copied into the child.
+pub(crate) const EXIT_SETUP_PANICKED: i32 = 72;
+/// Exit status of a child whose entry function panicked (Rust's own code
+/// for a panicking `main`).
+pub(crate) const EXIT_ENTRY_PANICKED: i32 = 101;
+
+/// What an exit status of a child means, for the master's log line.
+pub(crate) fn exit_meaning(code: i32) -> Option<&'static str> {
+    match code {
+        EXIT_SETUP_FAILED => Some("its setup after fork failed"),
+        EXIT_NO_DISPATCHER => Some("it could not start its dispatcher thread"),
+        EXIT_SETUP_PANICKED => Some("its setup after fork panicked"),
+        EXIT_ENTRY_PANICKED => Some("its entry function panicked"),
+        _ => None,
+    }
+}
+
+/// Set in a process forked from a child (a handler's `fork()`, Python's
+/// `os.fork()`): it has the child's memory but is not the child. (A
+/// `Command` that runs a program replaces that memory anyway.)
+static FORKED_OFF: AtomicBool = AtomicBool::new(false);
+
+/// The child's `pthread_atfork` child handler: runs in every process
+/// forked from the child (async-signal-safe: a syscall and a store).
+extern "C" fn mark_forked_off() {
+    if let Some(ctx) = CHILD.get() {
+        if nix::unistd::getpid().as_raw() as u32 != ctx.info.pid {
+            FORKED_OFF.store(true, Relaxed);
+        }
+    }
+}
+
 /// Runs a freshly forked child to its end. Never returns into the master's
-/// code: the master's values in this copy of its memory are never dropped.
+/// code, not even by unwinding: everything the child runs (the child fork
+/// hook included) runs under `catch_unwind`, and the child always leaves
+/// through `_exit`, so the master's values in this copy of its memory are
+/// never dropped and nothing the master registered with `atexit` runs.
 pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
+    let me = setup.me;
+    match catch_unwind(AssertUnwindSafe(move || run_child(setup))) {
+        Ok(code) => sys::leave(code),
+        Err(_) => {
+            tracing::error!(
+                "{me}: panicked while starting (in the child fork hook or flare's setup); \
+                 exiting with status {EXIT_SETUP_PANICKED}"
+            );
+            sys::leave(EXIT_SETUP_PANICKED)
+        }
+    }
+}
+
+/// The child's life; returns its exit status.
+fn run_child(setup: ChildSetup<'_>) -> i32 {
+    if let Some(hook) = setup.hook {
+        hook();
+    }
     sys::close_inherited(&setup.inherited);
     if let Err(e) = sys::reset_child_signals() {
         tracing::error!("{}: {e}", setup.me);
-        std::process::exit(70);
+        return EXIT_SETUP_FAILED;
     }
     if nix::unistd::getppid().as_raw() as u32 != setup.master_pid {
         // The master died before the parent-death signal was armed.
-        std::process::exit(0);
+        return EXIT_OK;
     }
     let info = ProcessInfo {
         role: setup.me.role,
@@ -121,10 +186,11 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
         pid: std::process::id(),
     };
     let nonblocking = sys::set_nonblocking(&setup.chan_a.rx)
-        .and_then(|()| sys::set_nonblocking(&setup.chan_b.tx));
+        .and_then(|()| sys::set_nonblocking(&setup.chan_b.tx))
+        .and_then(|()| sys::at_fork_in_child(mark_forked_off));
     if let Err(e) = nonblocking {
         tracing::error!("{}: {e}", setup.me);
-        std::process::exit(70);
+        return EXIT_SETUP_FAILED;
     }
     let ctx = ChildCtx {
         info,
@@ -144,10 +210,10 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
         },
     };
     if CHILD.set(ctx).is_err() {
-        std::process::exit(70);
+        return EXIT_SETUP_FAILED;
     }
     let Some(ctx) = CHILD.get() else {
-        std::process::exit(70)
+        return EXIT_SETUP_FAILED;
     };
     let spawned = std::thread::Builder::new()
         .name("flare-dispatch".into())
@@ -157,27 +223,34 @@ pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
             "{}: cannot start the dispatcher thread: {e}",
             info.proc_id()
         );
-        std::process::exit(71);
+        return EXIT_NO_DISPATCHER;
     }
     match setup.entry {
-        Some(entry) => {
-            let outcome = catch_unwind(AssertUnwindSafe(|| entry(info)));
-            let _ = io::stdout().flush();
-            match outcome {
-                Ok(()) => {
-                    tracing::info!("{}: entry function returned; exiting", info.proc_id());
-                    std::process::exit(0)
-                }
-                Err(_) => {
-                    tracing::error!("{}: entry function panicked; exiting", info.proc_id());
-                    std::process::exit(101)
-                }
+        Some(entry) => match catch_unwind(AssertUnwindSafe(|| entry(info))) {
+            Ok(()) => {
+                tracing::info!("{}: entry function returned; exiting", info.proc_id());
+                EXIT_OK
             }
-        }
-        // No entry function: serve signals until the master ends us.
-        None => loop {
-            std::thread::park();
+            Err(_) => {
+                tracing::error!("{}: entry function panicked; exiting", info.proc_id());
+                EXIT_ENTRY_PANICKED
+            }
         },
+        // No entry function: serve signals (and a spooler's jobs) until
+        // the master ends us.
+        None => crate::signal::serve_forever(),
+    }
+}
+
+/// Counts the handler running now in this process as having raised an
+/// exception: for language bindings whose handlers report failure instead
+/// of panicking (the Python package calls it when a handler raises). It
+/// shows as `exceptions` in the summary and in the stats document. A Rust
+/// handler that fails panics instead (counted as `panics`). Does nothing
+/// outside a flare child.
+pub fn note_handler_exception() {
+    if let Some(ctx) = context().and_then(|c| c.own().ok()) {
+        ctx.shm.slot(ctx.slot).exceptions.fetch_add(1, Relaxed);
     }
 }
 
@@ -276,11 +349,29 @@ fn dispatcher(ctx: &'static ChildCtx) {
 /// route signals, and the master's successor will fork a fresh group.
 fn master_gone(ctx: &ChildCtx, e: &Error) -> ! {
     tracing::debug!("{}: {e}; exiting", ctx.info.proc_id());
-    let _ = io::stdout().flush();
-    std::process::exit(0)
+    sys::leave(EXIT_OK)
 }
 
 impl ChildCtx {
+    /// `Ok` in the child itself; in a process forked from it (which has
+    /// the child's memory, its identity and its channels, but is not the
+    /// group's member) an error that says so, so that it neither claims
+    /// the child's identity nor writes into the child's channels.
+    ///
+    /// The child's `fork()` handler compares the new process's pid with
+    /// the one recorded at the child's start and sets a flag, so this
+    /// check is one load on the `send()` path rather than a `getpid()`.
+    pub(crate) fn own(&self) -> Result<&Self> {
+        if FORKED_OFF.load(Relaxed) {
+            return Err(Error::ForkedFromMember {
+                pid: std::process::id(),
+                member: self.info.proc_id().to_string(),
+                member_pid: self.info.pid,
+            });
+        }
+        Ok(self)
+    }
+
     /// Runs the handler of one delivery that starts at `started` (ns);
     /// returns the time it ended.
     fn handle(&self, d: Delivery, started: u64) -> u64 {
@@ -396,6 +487,7 @@ impl ChildCtx {
     /// Raises `num` through the master. `wait_for_room` chooses between
     /// `send()` (waits while the channel is full) and `try_send()`.
     pub(crate) fn raise(&self, num: u8, wait_for_room: bool) -> Result<()> {
+        self.own()?;
         let frame = Frame::Raise { num }.encode();
         if on_dispatcher() {
             // Channel A is always read by the master: never refused.
@@ -417,6 +509,7 @@ impl ChildCtx {
 
     /// One request/reply round trip with the master.
     pub(crate) fn request(&self, req: &Request) -> Result<Reply> {
+        self.own()?;
         let id = self.next_request.fetch_add(1, Relaxed);
         let mut buf = Vec::new();
         encode_with_payload(false, id, req, &mut buf)?;
@@ -458,6 +551,7 @@ impl ChildCtx {
         num: Option<u8>,
         timeout: Option<Duration>,
     ) -> Result<Option<Received>> {
+        self.own()?;
         if on_dispatcher() {
             return Err(Error::Wait(
                 "wait() called inside a signal handler: the handler would block the very \

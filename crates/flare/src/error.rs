@@ -109,6 +109,24 @@ pub enum Error {
     #[error("{0}")]
     NoRuntime(&'static str),
 
+    /// The calling process was forked from a member of the group (by a
+    /// handler or an entry function) and is not a member itself: it has
+    /// the member's memory but must not claim its identity or write into
+    /// its channels.
+    #[error(
+        "process {pid} was forked from {member} (pid {member_pid}) and is not a member of the \
+         group: it has no identity or channel of its own; raise signals from {member} itself, \
+         or with send_remote() to the master's remote address"
+    )]
+    ForkedFromMember {
+        /// This process's pid.
+        pid: u32,
+        /// The member it was forked from.
+        member: String,
+        /// That member's pid.
+        member_pid: u32,
+    },
+
     /// The master closed the channel: it exited or was killed.
     #[error("the master is gone (its channel closed)")]
     MasterGone,
@@ -173,6 +191,29 @@ pub enum Error {
     /// outside a mule.
     #[error("{0}")]
     Mailbox(String),
+
+    /// A spool directory that cannot be used: missing, not a directory,
+    /// not writable, full, or a job that could not be written there.
+    #[error("spool directory {}: {what}", .path.display())]
+    Spool {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong, and what to do.
+        what: String,
+    },
+
+    /// A spool job that cannot be spooled as given.
+    #[error("invalid spool job: {0}")]
+    InvalidJob(String),
+
+    /// A lock number outside the group's locks.
+    #[error("invalid lock number {num}: this group has locks 0 to {max} (more with --locks N)")]
+    BadLock {
+        /// The number given.
+        num: u32,
+        /// The highest valid number.
+        max: u32,
+    },
 
     /// A system call failed.
     #[error("{context}: {source}")]

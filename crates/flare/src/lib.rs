@@ -51,6 +51,7 @@ mod control;
 mod cron;
 mod error;
 mod handlers;
+mod lock;
 mod mailbox;
 mod master;
 mod origin;
@@ -63,6 +64,7 @@ pub mod scheduling;
 mod shm;
 mod signal;
 mod source;
+mod spool;
 pub mod stats;
 mod status;
 mod sys;
@@ -71,18 +73,19 @@ mod target;
 mod topology;
 mod user_harakiri;
 
-pub use child::{Entry, ProcessInfo};
+pub use child::{Entry, ProcessInfo, note_handler_exception};
 pub use cron::CronSpec;
 pub use error::{Error, Result};
 pub use handlers::{Handler, SignalDescription};
+pub use lock::{is_locked, lock, lock_count, unlock};
 pub use mailbox::{
     DEFAULT_MULE_MSG_SIZE, GetMsg, Inbox, farm_get_msg, farm_msg, mule_get_msg, mule_msg,
     try_farm_msg, try_mule_get_msg, try_mule_msg,
 };
 pub use master::SourceSummary;
 pub use master::{
-    Counters, DEFAULT_STALL_LIMIT, ForkHooks, Harakiri, Master, MasterBuilder, Options,
-    ProcessSummary, RemoteOptions, RoleLimits, SignalSummary, Summary, Tally,
+    AdminOptions, Counters, DEFAULT_STALL_LIMIT, ForkHooks, Harakiri, Master, MasterBuilder,
+    Options, ProcessSummary, RemoteOptions, RoleLimits, SignalSummary, Summary, Tally,
 };
 pub use origin::{Origin, Received};
 pub use proto::uwsgi;
@@ -95,6 +98,10 @@ pub use signal::{
 pub use source::{
     IntoCron, Source, SourceId, SourceKind, add_cron, add_file_monitor, add_rb_timer, add_timer,
     add_timer_ms, remove_source,
+};
+pub use spool::{
+    Job, SpoolHandler, SpoolOutcome, Task, set_spooler_frequency, set_spooler_handler, spool,
+    spooler_dirs, spooler_jobs,
 };
 pub use status::{ProcessStatus, processes};
 pub use target::{Farm, IntoTarget, Mule, Target};

@@ -53,6 +53,8 @@ pub(crate) struct SlotStatus {
     pub(crate) handled: AtomicU64,
     /// Handlers that panicked.
     pub(crate) panics: AtomicU64,
+    /// Handlers that raised an exception (language bindings report it).
+    pub(crate) exceptions: AtomicU64,
     /// Nanoseconds spent in handlers.
     pub(crate) busy_ns: AtomicU64,
     /// Deliveries handled, per signal number.

@@ -267,22 +267,32 @@ pub fn stop() -> Result<()> {
 
 /// Blocks the calling thread for good: for an entry function that has
 /// nothing left to do but let its process serve signals until shutdown.
+/// In a spooler with a spool directory, this thread runs the spool jobs.
 pub fn serve_forever() -> ! {
+    crate::spool::serve_if_spooler();
     loop {
         std::thread::park();
     }
 }
 
-/// Who this process is, or `None` outside a flare process group.
-pub fn whoami() -> Option<child::ProcessInfo> {
+/// Who this process is (the master or a child of the group).
+///
+/// Outside a flare process group it is [`Error::NoRuntime`]; in a process
+/// forked from a member (by a handler or an entry function: it has the
+/// member's memory but is not the member) it is
+/// [`Error::ForkedFromMember`], so that it never claims the member's
+/// identity.
+pub fn whoami() -> Result<child::ProcessInfo> {
     match child::context() {
-        Some(ctx) => Some(ctx.info),
-        None if master::is_master() => Some(child::ProcessInfo {
+        Some(ctx) => ctx.own().map(|ctx| ctx.info),
+        None if master::is_master() => Ok(child::ProcessInfo {
             role: crate::Role::Master,
             id: 0,
             pid: std::process::id(),
         }),
-        None => None,
+        None => Err(Error::NoRuntime(
+            "not a flare process: build a master with Master::builder() first",
+        )),
     }
 }
 
@@ -360,7 +370,7 @@ mod tests {
         assert!(matches!(get_available_num(), Err(Error::NoRuntime(_))));
         assert!(matches!(Signal::new(1).wait(), Err(Error::Wait(_))));
         assert!(get_last_received().is_none());
-        assert!(whoami().is_none());
+        assert!(matches!(whoami(), Err(Error::NoRuntime(_))));
         let e = Signal::new(3)
             .register_handler("workers", |_| {})
             .unwrap_err();

@@ -18,14 +18,17 @@ pub(crate) enum Forked {
     Parent(Pid),
 }
 
-/// Forks the calling process.
+/// Forks the calling process, after checking that it has one thread.
 ///
-/// Callers must be single-threaded (the master checks this in `run()`), so
-/// that no lock or allocator state is held by a thread that the child will
-/// not have.
+/// Forking a process that has other threads can leave the child with a
+/// lock (of the allocator, of stdio, of the caller's own code) that a
+/// thread the child does not have was holding: the check runs before every
+/// fork, because code the master calls while it runs (a fork hook, say)
+/// could start a thread after the first.
 pub(crate) fn fork() -> Result<Forked> {
-    // SAFETY: the master is single-threaded (checked before the first fork
-    // and never changed: it starts no threads), so the child gets a
+    ensure_single_threaded()?;
+    // SAFETY: the process has one thread (checked just above, and nothing
+    // between the check and the fork starts one), so the child gets a
     // consistent copy of every lock and of the allocator.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => Ok(Forked::Child),
@@ -152,4 +155,85 @@ pub(crate) fn ignore_sigpipe() -> Result<()> {
 /// Number of threads in this process, from /proc.
 pub(crate) fn thread_count() -> Option<usize> {
     std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+}
+
+/// `Ok` when this process has a single thread (or /proc cannot say); the
+/// one rule the master checks before it forks.
+pub(crate) fn ensure_single_threaded() -> Result<()> {
+    match thread_count() {
+        Some(n) if n > 1 => Err(Error::Config(format!(
+            "the master must be single-threaded to fork, but this process has {n} threads; \
+             build and run the master before starting any thread, and start none in fork \
+             hooks or other code the master runs"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Makes this process a child subreaper (or no longer one): what its
+/// children fork and then leave behind (a handler's `Command`, a daemon
+/// that double-forks) is re-parented to it rather than to init, so the
+/// master can reap it and end it at shutdown.
+pub(crate) fn become_subreaper(on: bool) -> Result<()> {
+    nix::sys::prctl::set_child_subreaper(on).map_err(|e| Error::io("becoming a child subreaper", e))
+}
+
+/// A child of this process, from /proc.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OwnChild {
+    pub(crate) pid: Pid,
+    /// Dead and waiting to be reaped.
+    pub(crate) zombie: bool,
+}
+
+/// The processes whose parent is this one, from /proc (`/proc/PID/stat`:
+/// the state and parent after the command name). For the master's
+/// shutdown: it finds the descendants re-parented to it, which it never
+/// forked itself.
+pub(crate) fn own_children() -> Vec<OwnChild> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let name = e.ok()?.file_name();
+        let pid: i32 = name.to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+        let state = rest.next()?;
+        let ppid: u32 = rest.next()?.parse().ok()?;
+        (ppid == me).then(|| OwnChild {
+            pid: Pid::from_raw(pid),
+            zombie: state == "Z",
+        })
+    })
+    .collect()
+}
+
+/// Runs `handler` in every process forked from this one from now on
+/// (`pthread_atfork`'s child handler; it must be async-signal-safe).
+pub(crate) fn at_fork_in_child(handler: extern "C" fn()) -> Result<()> {
+    // SAFETY: registering a handler has no preconditions; the handler is a
+    // plain function that stays valid for the life of the process.
+    let rc = unsafe { nix::libc::pthread_atfork(None, None, Some(handler)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::io(
+            "registering a fork handler",
+            std::io::Error::from_raw_os_error(rc),
+        ))
+    }
+}
+
+/// Ends a child process: flushes Rust's standard streams and leaves with
+/// `_exit`, so that nothing the master registered with `atexit` (and no
+/// destructor of the master's copied state) runs in the child.
+pub(crate) fn leave(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` ends the process at once; it touches no Rust state.
+    unsafe { nix::libc::_exit(code) }
 }

@@ -98,6 +98,17 @@ class Group:
     default 50 µs, 0 turns it off). ``stall`` (seconds, every role, default
     30, 0 turns it off): a process that makes no progress that long while
     work waits for it is killed and respawned with its queue.
+    ``allow_uids``: users who may use the
+    Unix-socket endpoints (remote, stats, control) besides root and the
+    master's own user.
+
+    ``spooler_dirs`` are spool directories (uWSGI ``--spooler``), each
+    served by ``spooler_processes`` spoolers (default 1) that run
+    ``uwsgi.spooler`` for each job; ``spooler_frequency`` (seconds, default
+    30) is how often they look again at jobs to retry. ``locks`` adds user
+    locks 1..N to lock 0 (uWSGI ``--locks``). ``spooler_fsync=False`` makes
+    ``spool()`` skip its fsyncs: jobs then survive any process's death but
+    not a machine crash (as in uWSGI), and spooling is much faster.
     """
 
     def __init__(
@@ -118,9 +129,16 @@ class Group:
         mule_harakiri: Optional[float] = None,
         spooler_harakiri: Optional[float] = None,
         mule_msg_size: Optional[int] = None,
+        allow_uids: Iterable[int] = (),
+        spooler_dirs: Iterable[str] = (),
+        spooler_processes: Optional[int] = None,
+        spooler_frequency: Optional[float] = None,
+        locks: int = 0,
+        spooler_fsync: bool = True,
         stall: Optional[float] = None,
     ) -> None:
         farm_list = _farm_list(farms)
+        dirs = [os.fspath(d) for d in spooler_dirs]
         self._native = _flare.Group(
             workers=workers,
             mules=mules,
@@ -138,6 +156,12 @@ class Group:
             stack_dump_signal=int(_signal.SIGURG),
             role_harakiri=(worker_harakiri, mule_harakiri, spooler_harakiri),
             mule_msg_size=mule_msg_size,
+            allow_uids=list(allow_uids),
+            spooler_dirs=dirs,
+            spooler_processes=spooler_processes,
+            spooler_frequency=spooler_frequency,
+            locks=locks,
+            spooler_fsync=spooler_fsync,
             stall=stall,
         )
         from . import uwsgi as compat
@@ -148,6 +172,8 @@ class Group:
             mules=mules,
             farms=farm_list,
             spoolers=spoolers,
+            spooler_dirs=dirs,
+            locks=locks,
         )
         sys.modules["uwsgi"] = compat
 

@@ -12,6 +12,33 @@ import sys
 import flare
 
 
+def _spooler_options(p: argparse.ArgumentParser) -> None:
+    """uWSGI's spooler and lock options."""
+    p.add_argument(
+        "--spooler", action="append", default=[], metavar="DIR", help="a spool directory (repeatable), as uWSGI's"
+    )
+    p.add_argument("--spooler-processes", type=int, metavar="N", help="spoolers per spool directory (default 1)")
+    p.add_argument(
+        "--spooler-frequency", type=float, metavar="SECS", help="how often to look again at jobs to retry (default 30)"
+    )
+    p.add_argument(
+        "--spooler-no-fsync",
+        action="store_true",
+        help="spool() without fsync: survives process deaths, not machine crashes (as uWSGI)",
+    )
+    p.add_argument("--locks", type=int, default=0, metavar="N", help="user locks 1..N besides lock 0")
+
+
+def _spooler_values(a: argparse.Namespace) -> dict:
+    return {
+        "spooler_dirs": a.spooler,
+        "spooler_processes": a.spooler_processes,
+        "spooler_frequency": a.spooler_frequency,
+        "locks": a.locks,
+        "spooler_fsync": not a.spooler_no_fsync,
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m flare", description=__doc__.splitlines()[0])
     p.add_argument("app", nargs="?", help="module or module:callable (the workers' entry)")
@@ -23,6 +50,13 @@ def main(argv=None) -> int:
     p.add_argument("--remote-allow", metavar="N,N", help="signal numbers remote nodes may raise")
     p.add_argument("--stats", metavar="ADDR", help="serve the stats document")
     p.add_argument("--control", metavar="PATH", help="take control commands on this Unix socket")
+    p.add_argument(
+        "--allow-uid",
+        action="append",
+        default=[],
+        metavar="UID[,UID]",
+        help="users who may use the Unix-socket endpoints besides root and this user",
+    )
     p.add_argument("--harakiri", type=float, metavar="SECS", help="handler time limit")
     p.add_argument("--stall", type=float, metavar="SECS", help="no-progress limit with work waiting (default 30; 0: off)")
     p.add_argument(
@@ -42,6 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--ini", metavar="FILE", help="read the [uwsgi] section of a uWSGI ini file")
     p.add_argument("--yaml", metavar="FILE", help="read the uwsgi: mapping of a uWSGI YAML file (needs PyYAML)")
     p.add_argument("--mule-msg-size", type=int, metavar="BYTES", help="largest mule message (default 65536)")
+    _spooler_options(p)
     a = p.parse_args(argv)
     if a.ini or a.yaml:
         return _from_uwsgi_config(a)
@@ -61,8 +96,10 @@ def main(argv=None) -> int:
         harakiri=a.harakiri,
         stall=a.stall,
         busy_poll=None if a.busy_poll_us is None else a.busy_poll_us / 1e6,
+        allow_uids=[int(u) for arg in a.allow_uid for u in arg.split(",")],
         mule_scripts=a.mule,
         mule_msg_size=a.mule_msg_size,
+        **_spooler_values(a),
     )
     if a.summary:
         print("SUMMARY " + json.dumps(summary), flush=True)

@@ -4,7 +4,7 @@ Inside processes that flare runs (after :class:`flare.Group` is built),
 ``import uwsgi`` gives this module, so code written for uWSGI's signals
 (``uwsgiconf.runtime.signals``, ``uwsgiconf.runtime.scheduling``,
 ``uwsgidecorators``) runs unmodified, and so do mule and farm messages,
-time limits from code, local RPC and the platform names uwsgiconf reads.
+time limits from code, the spooler and locks, local RPC and the platform names uwsgiconf reads.
 Every name uwsgiconf's runtime modules touch exists; what flare does not
 do (caches, metrics, websockets, async, ...) raises ``NotImplementedError``
 naming what to use instead when called.
@@ -37,7 +37,7 @@ _mules = 0
 _farms: List[Tuple[str, List[int]]] = []
 
 
-def _configure(master_pid: int, workers: int, mules: int, farms, spoolers: int) -> None:
+def _configure(master_pid: int, workers: int, mules: int, farms, spoolers: int, spooler_dirs=(), locks: int = 0) -> None:
     """Called by flare.Group in the master, before any fork."""
     global numproc, _master_pid, _farms, _mules, started_on
     numproc = workers
@@ -53,8 +53,12 @@ def _configure(master_pid: int, workers: int, mules: int, farms, spoolers: int) 
         "mule": [b"flare"] * mules,
         "farm": [f"{name}:{','.join(map(str, ids))}".encode() for name, ids in _farms],
     }
-    if spoolers:
+    if spooler_dirs:
+        values["spooler"] = [os.fsencode(d) for d in spooler_dirs]
+    elif spoolers:
         values["spooler"] = [b"flare"] * spoolers
+    if locks:
+        values["locks"] = str(locks).encode()
     for k, v in values.items():
         opt[k.encode()] = v
         opt[k] = v
@@ -411,6 +415,122 @@ def rpc(address: Any, func_name: Any, *args: Any) -> Optional[bytes]:
     if out is None or isinstance(out, bytes):
         return out
     return str(out).encode()
+# ---- the spooler ------------------------------------------------------------
+#
+# Jobs are files in a spool directory (python -m flare --spooler DIR); the
+# spoolers call ``uwsgi.spooler`` (set by uwsgidecorators and uwsgiconf at
+# import) with the job's dict. At least once: see docs/spooler.md.
+
+#: The function spoolers call with each job's dict (bytes keys and
+#: values, ``spooler_task_name`` and ``body`` among them); it returns
+#: SPOOL_OK, SPOOL_RETRY or SPOOL_IGNORE.
+spooler: Optional[Callable[[Dict[bytes, bytes]], int]] = None
+
+#: Keys that are options of the job rather than its data.
+_SPOOL_OPTIONS = ("spooler", "priority", "at", "body")
+
+
+def _as_bytes(what: str, value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"spool(): {what} is a {type(value).__name__}; a job is a dict of bytes or str keys and values")
+
+
+def _number(key: str, value: Any, kind: type) -> Any:
+    if isinstance(value, (bytes, str)):
+        text = value.decode() if isinstance(value, bytes) else value
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"spool(): {key!r} must be a number, not {text!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"spool(): {key!r} is a {type(value).__name__}; give a number (bytes, str, int)")
+    return kind(value)
+
+
+def spool(*args: Any, **kwargs: Any) -> bytes:
+    """Spools a job (uWSGI ``uwsgi.spool``): a dict of bytes or str keys and
+    values, given as one dict or as keyword arguments. ``spooler`` (a
+    configured spool directory), ``priority`` (lower runs first), ``at``
+    (Unix time, not run before) and ``body`` (bytes of any size) are the
+    job's options. Returns the job file's path."""
+    if len(args) > 1 or (args and not isinstance(args[0], dict)):
+        raise TypeError("spool() takes one dict, or keyword arguments")
+    job = dict(args[0]) if args else {}
+    job.update(kwargs)
+    fields: Dict[str, Any] = {}
+    pairs = []
+    for key, value in job.items():
+        k = _as_bytes(f"key {key!r}", key)
+        name = k.decode("utf-8", "replace")
+        if name in _SPOOL_OPTIONS:
+            fields[name] = value
+            continue
+        pairs.append((k, _as_bytes(f"the value of {name!r} ({value!r})", value)))
+    body = fields.get("body")
+    spooler_dir = fields.get("spooler")
+    return _flare.spool(
+        pairs,
+        body=None if body is None else _as_bytes("the body", body),
+        at=None if fields.get("at") is None else _number("at", fields["at"], float),
+        priority=None if fields.get("priority") is None else _number("priority", fields["priority"], int),
+        spooler=None if spooler_dir is None else os.fsdecode(_as_bytes("spooler", spooler_dir)),
+    )
+
+
+#: uWSGI's other name for :func:`spool`.
+send_to_spooler = spool
+
+
+def spooler_jobs() -> List[bytes]:
+    """The job files waiting in the first spool directory, in run order."""
+    return _flare.spooler_jobs()
+
+
+def set_spooler_frequency(secs: float) -> bool:
+    """How often spoolers look again at jobs to retry, for the whole group
+    (new jobs start at once regardless)."""
+    _flare.set_spooler_frequency(float(secs))
+    return True
+
+
+def _run_spool_task(name: bytes, args: Dict[bytes, bytes], body: bytes) -> int:
+    """Called by a spooler for each job: gives ``uwsgi.spooler`` the dict
+    uWSGI gives it."""
+    handler = spooler
+    if handler is None:
+        raise RuntimeError("no uwsgi.spooler function is set: the job is kept and retried")
+    job = dict(args)
+    job[b"spooler_task_name"] = name
+    if body:
+        job[b"body"] = body
+    ret = handler(job)
+    return ret if isinstance(ret, int) and not isinstance(ret, bool) else SPOOL_RETRY
+
+
+# ---- locks -----------------------------------------------------------------
+#
+# Shared by every process of the group (python -m flare --locks N adds locks
+# 1..N to lock 0); a process that dies holding a lock releases it.
+
+
+def lock(num: int = 0) -> None:
+    """Takes lock ``num``, waiting while another process (or thread) holds it."""
+    _flare.lock(int(num))
+
+
+def unlock(num: int = 0) -> None:
+    """Releases lock ``num``."""
+    _flare.unlock(int(num))
+
+
+def is_locked(num: int = 0) -> bool:
+    """Whether lock ``num`` is held anywhere in the group."""
+    return _flare.is_locked(int(num))
 
 
 # ---- what flare does not do ------------------------------------------------
@@ -435,6 +555,13 @@ _INSTEAD = {
     "unlock": "use multiprocessing locks or fcntl.flock",
     "spool": "raise a signal for target `spooler` instead",
     "send_to_spooler": "raise a signal for target `spooler` instead",
+    "register_rpc": "raise a signal for the target process instead (flare.runtime.signals.Signal)",
+    "rpc": "raise a signal for the target process instead (flare.runtime.signals.Signal)",
+    "mule_msg": "raise a signal for the mule (target muleN or farm_NAME) and pass data through your own store",
+    "mule_get_msg": "register a signal handler on the mule instead",
+    "farm_msg": "raise a signal for farm_NAME instead",
+    "farm_get_msg": "register a signal handler on the farm's mules instead",
+    "set_user_harakiri": "set a handler time limit: python -m flare --harakiri SECS",
     "metric_inc": "read flare's counters from its stats endpoint (--stats)",
     "metric_dec": "read flare's counters from its stats endpoint (--stats)",
     "metric_get": "read flare's counters from its stats endpoint (--stats)",

@@ -14,11 +14,13 @@ mod listener;
 mod monitor;
 mod remote;
 mod sources;
+mod strays;
 mod summary;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub use admin::AdminOptions;
 pub use remote::RemoteOptions;
 pub use sources::SourceSummary;
 pub use summary::{Counters, ProcessSummary, SignalSummary, Summary, Tally};
@@ -169,9 +171,12 @@ impl Default for Options {
 pub struct ForkHooks {
     /// In the master, just before `fork()`.
     pub before: fn(),
-    /// In the master, just after `fork()`.
+    /// In the master, just after `fork()` (also when the fork failed).
+    /// It must not start a thread: the next fork would be refused.
     pub parent: fn(),
-    /// In the child, first thing after `fork()`.
+    /// In the child, first thing after `fork()`. It runs inside the
+    /// child's own main: if it panics, the child exits (status 72) and is
+    /// respawned; the panic never unwinds into the master's code.
     pub child: fn(),
 }
 
@@ -225,6 +230,11 @@ pub struct MasterBuilder {
     control: Option<String>,
     /// Largest mule message, bytes (see [`MasterBuilder::mule_msg_size`]).
     mule_msg_size: usize,
+    admin: AdminOptions,
+    allow_uids: Vec<u32>,
+    spool: crate::spool::Setup,
+    spool_handler: Option<crate::SpoolHandler>,
+    locks: u32,
 }
 
 impl MasterBuilder {
@@ -253,6 +263,60 @@ impl MasterBuilder {
     /// Number of spoolers (uWSGI `--spooler`). Default 0.
     pub fn spoolers(mut self, n: u32) -> Self {
         self.topo.spoolers = n;
+        self
+    }
+
+    /// Adds a spool directory (uWSGI `--spooler DIR`, repeatable): it must
+    /// exist and be writable. Each directory gets
+    /// [`MasterBuilder::spooler_processes`] spoolers, which run its jobs
+    /// with the [`MasterBuilder::spooler_handler`]; `flare::spool()` writes
+    /// to the first directory unless the job names another. The number of
+    /// spoolers follows from these two (leave [`MasterBuilder::spoolers`]
+    /// out).
+    pub fn spooler_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.spool.dirs.push(dir.into());
+        self
+    }
+
+    /// Spooler processes per spool directory (uWSGI `--spooler-processes`).
+    /// Default 1.
+    pub fn spooler_processes(mut self, n: u32) -> Self {
+        self.spool.processes = Some(n);
+        self
+    }
+
+    /// The function spoolers run for each job (uWSGI's `uwsgi.spooler`);
+    /// see [`crate::set_spooler_handler`].
+    pub fn spooler_handler(
+        mut self,
+        f: impl Fn(&crate::Task) -> crate::SpoolOutcome + Send + Sync + 'static,
+    ) -> Self {
+        self.spool_handler = Some(Arc::new(f));
+        self
+    }
+
+    /// How often spoolers look again at jobs to retry (uWSGI
+    /// `--spooler-frequency`). Default 30 s. New jobs never wait for it.
+    pub fn spooler_frequency(mut self, every: Duration) -> Self {
+        self.spool.frequency = Some(every);
+        self
+    }
+
+    /// Whether `spool()` fsyncs each job file and the directory before it
+    /// returns (default: yes). Without, a job still survives the death of
+    /// any process (it is written under a temporary name and renamed, so
+    /// it is whole or absent), but not a crash of the machine or a power
+    /// cut; `spool()` is then several times faster on a real disk. uWSGI
+    /// does not fsync.
+    pub fn spooler_fsync(mut self, on: bool) -> Self {
+        self.spool.no_fsync = !on;
+        self
+    }
+
+    /// User locks besides lock 0 (uWSGI `--locks N`): lock numbers are then
+    /// 0 to N. Default 0: lock 0 only.
+    pub fn locks(mut self, n: u32) -> Self {
+        self.locks = n;
         self
     }
 
@@ -403,10 +467,38 @@ impl MasterBuilder {
         self
     }
 
+    /// Limits of the stats and control endpoints (connections, deadlines,
+    /// unsent output, who may connect). See [`AdminOptions`].
+    pub fn admin_options(mut self, opts: AdminOptions) -> Self {
+        self.admin = opts;
+        self
+    }
+
+    /// Lets these users connect to every Unix-socket endpoint (remote
+    /// signals, stats, control), besides root and the master's own user,
+    /// who always may. Peers are identified with `SO_PEERCRED`, so this
+    /// holds for abstract (`@name`) sockets, which have no file mode.
+    pub fn allow_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
+        self.allow_uids.extend(uids);
+        self
+    }
+
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
-    pub fn build(self) -> Result<Master> {
+    pub fn build(mut self) -> Result<Master> {
+        if crate::child::context().is_none() && !is_master() {
+            if self.spool.frequency.is_some_and(|f| f.is_zero()) {
+                return Err(Error::Config(
+                    "the spooler frequency must be above zero".into(),
+                ));
+            }
+            crate::spool::configure(std::mem::take(&mut self.spool), &mut self.topo.spoolers)?;
+            if let Some(h) = self.spool_handler.take() {
+                crate::spool::set_spooler_handler(move |t| h(t));
+            }
+            crate::lock::configure(self.locks)?;
+        }
         self.topo.validate()?;
         let o = &self.opts;
         if o.prefetch == 0 || o.outbox_limit == 0 || o.max_attempts == 0 {
@@ -433,13 +525,14 @@ impl MasterBuilder {
                 "a flare child cannot build a master of its own".into(),
             ));
         }
-        if let Some(r) = &self.remote {
-            if r.max_connections == 0 || r.read_timeout.is_zero() {
-                return Err(Error::Config(
-                    "remote signals need max_connections and read_timeout above zero".into(),
-                ));
-            }
+        let mut remote_opts = self.remote;
+        if let Some(r) = remote_opts.as_mut() {
+            r.validate()?;
+            r.allow_uids.extend(&self.allow_uids);
         }
+        let mut admin_opts = self.admin;
+        admin_opts.allow_uids.extend(&self.allow_uids);
+        admin_opts.validate()?;
         let topo = Arc::new(self.topo);
         let shm = Shm::create(topo.slots())?;
         let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
@@ -448,15 +541,19 @@ impl MasterBuilder {
                 "this process already built a master; one master per process".into(),
             ));
         }
+        if remote_opts.is_some() || self.stats.is_some() || self.control.is_some() {
+            // Each connection an endpoint holds is a descriptor.
+            listener::raise_fd_limit();
+        }
         // Bound now, so a taken address fails build(), not run().
-        let remote = self
-            .remote
+        let remote = remote_opts
             .map(|r| remote::Remote::bind(r, engine::REMOTE_BASE))
             .transpose()?;
         let admin = if self.stats.is_some() || self.control.is_some() {
             Some(admin::Admin::bind(
                 self.stats.as_deref(),
                 self.control.as_deref(),
+                &admin_opts,
                 engine::ADMIN_BASE,
             )?)
         } else {
@@ -510,6 +607,11 @@ impl Master {
             stats: None,
             control: None,
             mule_msg_size: crate::mailbox::DEFAULT_MULE_MSG_SIZE,
+            admin: AdminOptions::default(),
+            allow_uids: Vec::new(),
+            spool: crate::spool::Setup::default(),
+            spool_handler: None,
+            locks: 0,
         }
     }
 
@@ -539,17 +641,20 @@ impl Master {
     ///
     /// The master must be single-threaded: forking a process that has other
     /// threads can leave a child with locks nobody will release. `run()`
-    /// refuses to start if this process has more than one thread.
+    /// refuses to start if this process has more than one thread, and fails
+    /// (ending the children it forked) if a thread appears later, say one
+    /// started by a fork hook: the check is made before every fork.
+    ///
+    /// While it runs, this process is a child subreaper: processes that
+    /// children fork and leave behind are re-parented to it, reaped, and
+    /// ended at shutdown like the children. If `run()` fails or panics
+    /// after forking, every process it started is ended (SIGTERM, then
+    /// SIGKILL after the kill timeout) and the signal mask is put back.
     ///
     /// `SIGPIPE` is ignored from here on, in the master and the children
     /// (the channels are pipes; a write to a dead peer must fail, not kill).
     pub fn run(self) -> Result<Summary> {
-        if let Some(n) = sys::thread_count().filter(|&n| n > 1) {
-            return Err(Error::Config(format!(
-                "the master must be single-threaded before run(), but this process has {n} \
-                 threads; build and run the master before starting any thread"
-            )));
-        }
+        sys::ensure_single_threaded()?;
         sys::ignore_sigpipe()?;
         let setup = {
             let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
@@ -561,7 +666,9 @@ impl Master {
                 }
             }
         };
-        let engine = engine::Engine::new(
+        // From here on a failure or a panic ends what was started.
+        let guard = strays::EndOnFailure::arm(self.opts.kill_timeout)?;
+        let summary = engine::Engine::new(
             self.topo,
             self.entries,
             self.opts,
@@ -569,8 +676,10 @@ impl Master {
             setup,
             self.remote,
             self.admin,
-        )?;
-        engine.run()
+        )?
+        .run()?;
+        guard.disarm();
+        Ok(summary)
     }
 }
 

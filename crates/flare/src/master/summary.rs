@@ -80,10 +80,30 @@ pub struct Counters {
     pub remote_rejected: u64,
     /// Remote connections closed for a malformed or short packet.
     pub remote_malformed: u64,
-    /// Remote connections closed for sending no whole request in time.
+    /// Remote connections closed for a request not finished within the
+    /// read timeout of its first byte, or for idling that long.
     pub remote_timed_out: u64,
-    /// Remote connections closed at once: the connection limit was reached.
+    /// Remote connections refused: the peer's uid may not use the Unix
+    /// socket (`SO_PEERCRED`).
     pub remote_refused: u64,
+    /// Remote connections closed to make room for a newcomer (the
+    /// connection limit, in total or per peer, was reached).
+    #[serde(default)]
+    pub remote_evicted: u64,
+    /// Remote connections closed after too many rejected requests in a row.
+    #[serde(default)]
+    pub remote_closed_rejected: u64,
+    /// Stats and control connections closed to make room for a newcomer.
+    #[serde(default)]
+    pub admin_evicted: u64,
+    /// Stats and control connections closed for a command not finished in
+    /// time, a stats document not read in time, or idling.
+    #[serde(default)]
+    pub admin_timed_out: u64,
+    /// Stats and control connections refused: the peer's uid may not use
+    /// the Unix socket (`SO_PEERCRED`).
+    #[serde(default)]
+    pub admin_refused: u64,
 }
 
 /// One process of the group, as the run ends.
@@ -103,6 +123,9 @@ pub struct ProcessSummary {
     pub handled: u64,
     /// Handlers that panicked.
     pub panics: u64,
+    /// Handlers that raised an exception: a Python handler that raised
+    /// (reported with [`crate::note_handler_exception`]).
+    pub exceptions: u64,
     /// Deliveries handled, by signal number (numbers never handled left out).
     /// Counted by the process after each handler run, so a delivery that was
     /// given again after a crash may count twice.
@@ -150,6 +173,7 @@ impl Summary {
                     raised: st.raised.load(Relaxed),
                     handled: st.handled.load(Relaxed),
                     panics: st.panics.load(Relaxed),
+                    exceptions: st.exceptions.load(Relaxed),
                     handled_by_num,
                     tally: tallies.get(s).map_or_else(Tally::default, |t| t.0),
                     timeouts: tallies.get(s).map_or(0, |t| t.1),
@@ -178,19 +202,20 @@ impl Summary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<10} {:>8} {:>9} {:>10} {:>10} {:>7}",
-            "process", "pid", "respawns", "raised", "handled", "panics"
+            "{:<10} {:>8} {:>9} {:>10} {:>10} {:>7} {:>10}",
+            "process", "pid", "respawns", "raised", "handled", "panics", "exceptions"
         );
         for p in &self.processes {
             let _ = writeln!(
                 s,
-                "{:<10} {:>8} {:>9} {:>10} {:>10} {:>7}",
+                "{:<10} {:>8} {:>9} {:>10} {:>10} {:>7} {:>10}",
                 p.proc.to_string(),
                 p.pid,
                 p.respawns,
                 p.raised,
                 p.handled,
-                p.panics
+                p.panics,
+                p.exceptions
             );
         }
         let c = &self.counters;
@@ -217,12 +242,23 @@ impl Summary {
             c.remote_malformed,
             c.remote_timed_out,
             c.remote_refused,
+            c.remote_evicted,
+            c.remote_closed_rejected,
         ];
         if remote.iter().any(|&n| n > 0) {
             let _ = writeln!(
                 s,
-                "remote: accepted {} | rejected {} | malformed {} | timed out {} | refused {}",
-                remote[0], remote[1], remote[2], remote[3], remote[4]
+                "remote: accepted {} | rejected {} | malformed {} | timed out {} | refused {} | \
+                 evicted {} | closed for rejects {}",
+                remote[0], remote[1], remote[2], remote[3], remote[4], remote[5], remote[6]
+            );
+        }
+        let admin = [c.admin_evicted, c.admin_timed_out, c.admin_refused];
+        if admin.iter().any(|&n| n > 0) {
+            let _ = writeln!(
+                s,
+                "stats/control connections: evicted {} | timed out {} | refused {}",
+                admin[0], admin[1], admin[2]
             );
         }
         s

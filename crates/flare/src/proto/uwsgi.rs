@@ -166,6 +166,12 @@ impl RequestReader {
         self.pending.len() >= HEADER_LEN
     }
 
+    /// Whether part of a request (less than a header) is waiting for more
+    /// bytes.
+    pub fn partial(&self) -> bool {
+        (1..HEADER_LEN).contains(&self.pending.len())
+    }
+
     /// At the end of the stream: what is wrong with the bytes left, if any.
     pub fn finish(&self) -> Option<Malformed> {
         match self.pending.len() {

@@ -17,48 +17,33 @@ impl Engine {
         let Some(mut admin) = self.admin.take() else {
             return;
         };
-        for idx in admin.accept(self.poll.registry(), kind) {
-            if kind == Kind::Stats {
-                let doc = self.stats_doc();
-                let json = serde_json::to_vec(&doc).unwrap_or_default();
-                if let Some(c) = admin.conn_mut(idx) {
-                    c.send_and_close(&json);
-                }
-            }
-        }
+        admin.accept(kind, Instant::now(), &mut || self.stats_json());
+        admin.take_counts().add_admin(&mut self.d.counters);
         self.admin = Some(admin);
     }
 
-    /// Reads control lines, answers them, writes what is queued, and closes
-    /// finished connections.
+    /// Serves the stats and control connections (the endpoint's limits
+    /// are in `admin`); the commands are carried out here.
     pub(super) fn serve_admin(&mut self) {
         let Some(mut admin) = self.admin.take() else {
             return;
         };
-        for idx in admin.busy() {
-            let Some(c) = admin.conn_mut(idx) else {
-                continue;
-            };
-            if c.kind == Kind::Control {
-                match c.read_lines() {
-                    Ok(lines) => {
-                        for line in lines {
-                            let answer = self.control(&line);
-                            if let Some(c) = admin.conn_mut(idx) {
-                                c.send(answer.as_bytes());
-                                c.send(b"\n");
-                            }
-                        }
-                    }
-                    Err(e) => c.send_and_close(format!("error: {e}\n").as_bytes()),
-                }
-            }
-            if admin.conn_mut(idx).is_some_and(|c| c.flush()) {
-                admin.close(self.poll.registry(), idx);
-            }
+        {
+            // Both callbacks need the engine; they are never called at once.
+            let engine = std::cell::RefCell::new(&mut *self);
+            admin.serve(
+                Instant::now(),
+                &mut || engine.borrow_mut().stats_json(),
+                &mut |line| engine.borrow_mut().control(line),
+            );
         }
-        admin.sweep(self.poll.registry(), Instant::now());
+        admin.take_counts().add_admin(&mut self.d.counters);
         self.admin = Some(admin);
+    }
+
+    /// The stats document, as sent to a stats client.
+    fn stats_json(&mut self) -> Vec<u8> {
+        serde_json::to_vec(&self.stats_doc()).unwrap_or_default()
     }
 
     /// Carries out one control line; the answer starts with `ok` or

@@ -38,14 +38,14 @@ mod token;
 
 use super::admin::{Admin, Kind};
 use super::conn::Conn;
-use super::remote::{Input, Remote};
+use super::remote::Remote;
 use super::sources::{Sources, unix_now};
+use super::strays::Strays;
 use super::summary::Summary;
 use super::{Entries, Options, Setup};
 use crate::busy::{BusyPoll, Episode, Idle};
 use crate::error::{Error, Result};
 use crate::origin::Origin;
-use crate::proto::uwsgi::{Read, signal_reply};
 use crate::ratelog::RateLog;
 use crate::shm::Shm;
 use crate::topology::{ProcId, Slot, Topology};
@@ -129,6 +129,8 @@ enum Phase {
 
 pub(super) struct Engine {
     poll: Poll,
+    /// Processes children left behind, re-parented to the master.
+    strays: Strays,
     sigfd: SignalFd,
     topo: Arc<Topology>,
     /// Routes, queues, credit and counters.
@@ -246,6 +248,7 @@ impl Engine {
         let stack_dump = opts.harakiri_stack_dump;
         Ok(Engine {
             poll,
+            strays: Strays::new(),
             sigfd,
             d: Deliveries::new(setup.table, topo.clone(), opts.clone()),
             shm,
@@ -396,7 +399,10 @@ impl Engine {
             .procs
             .iter()
             .any(|p| p.has_input(Channel::Dispatcher) || p.has_input(Channel::Threads));
-        if busy || self.remote.as_ref().is_some_and(Remote::any_input) {
+        if busy
+            || self.remote.as_ref().is_some_and(Remote::any_input)
+            || self.admin.as_ref().is_some_and(Admin::any_input)
+        {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -505,102 +511,28 @@ impl Engine {
     // ---- remote signals --------------------------------------------------
 
     fn accept_remote(&mut self) {
-        let Some(r) = self.remote.as_mut() else {
+        let Some(mut remote) = self.remote.take() else {
             return;
         };
-        let refused = r.accept(self.poll.registry());
-        if refused > 0 {
-            self.d.counters.remote_refused += refused;
-            if let Some(held) = self.remote_log.allow(Instant::now()) {
-                tracing::warn!(
-                    "remote signals: {refused} connection(s) closed: the limit of {} is reached{}",
-                    r.opts.max_connections,
-                    suppressed(held)
-                );
-            }
-        }
+        remote.accept(Instant::now(), &mut |num, idx, allowed| {
+            let out = self.raise_remote(num, idx, allowed);
+            (out.accepted, out.throttle)
+        });
+        remote.take_counts().add_to(&mut self.d.counters);
+        self.remote = Some(remote);
     }
 
-    /// Reads every remote connection with input, raises what it asks for,
-    /// queues the replies and writes them.
+    /// Serves the remote connections (the endpoint's limits are in
+    /// `remote`); what they ask for is raised here.
     fn serve_remote(&mut self) {
         let Some(mut remote) = self.remote.take() else {
             return;
         };
-        let now = Instant::now();
-        let allowed = remote.allowed;
-        for idx in 0..remote.slots() {
-            for _ in 0..READS_PER_TURN {
-                let Some(c) = remote.conn_mut(idx) else { break };
-                if !c.has_input() {
-                    break;
-                }
-                let mut buf = std::mem::take(&mut self.buf);
-                let input = c.read(&mut buf);
-                let n = match input {
-                    Ok(Input::Bytes(n)) => n,
-                    Ok(Input::Empty) => {
-                        self.buf = buf;
-                        break;
-                    }
-                    Ok(Input::Closed) => {
-                        self.buf = buf;
-                        if let Some(m) = c.reader.finish() {
-                            let peer = c.peer.clone();
-                            self.remote_malformed(&peer, &m.to_string());
-                        }
-                        let _ = c.flush();
-                        remote.close(self.poll.registry(), idx);
-                        break;
-                    }
-                    Err(e) => {
-                        self.buf = buf;
-                        tracing::debug!("remote signals: {}: {e}", c.peer);
-                        remote.close(self.poll.registry(), idx);
-                        break;
-                    }
-                };
-                let mut reader = std::mem::take(&mut c.reader);
-                let mut requests = 0u64;
-                let read = reader.feed(&buf[..n], &mut |num| {
-                    requests += 1;
-                    let out = self.raise_remote(num, idx, allowed[num as usize]);
-                    c.reply(&signal_reply(out.accepted));
-                    if out.throttle {
-                        c.paused = true;
-                    }
-                    !c.paused
-                });
-                c.reader = reader;
-                self.buf = buf;
-                if requests > 0 {
-                    c.last_active = now;
-                }
-                if let Read::Malformed(m) = read {
-                    let peer = c.peer.clone();
-                    self.remote_malformed(&peer, &m.to_string());
-                    let _ = c.flush();
-                    remote.close(self.poll.registry(), idx);
-                    break;
-                }
-            }
-            if let Some(c) = remote.conn_mut(idx) {
-                if let Err(e) = c.flush() {
-                    tracing::debug!("remote signals: {}: {e}", c.peer);
-                    remote.close(self.poll.registry(), idx);
-                }
-            }
-        }
-        for peer in remote.sweep(self.poll.registry(), now) {
-            self.d.counters.remote_timed_out += 1;
-            if let Some(held) = self.remote_log.allow(now) {
-                tracing::warn!(
-                    "remote signals: {peer}: closed after {} ms without a whole request{}",
-                    remote.opts.read_timeout.as_millis(),
-                    suppressed(held)
-                );
-            }
-        }
+        remote.serve(Instant::now(), &mut |num, idx, allowed| {
+            let out = self.raise_remote(num, idx, allowed);
+            (out.accepted, out.throttle)
+        });
+        remote.take_counts().add_to(&mut self.d.counters);
         self.remote = Some(remote);
     }
 
@@ -626,16 +558,6 @@ impl Engine {
             }
         }
         out
-    }
-
-    fn remote_malformed(&mut self, peer: &str, what: &str) {
-        self.d.counters.remote_malformed += 1;
-        if let Some(held) = self.remote_log.allow(Instant::now()) {
-            tracing::warn!(
-                "remote signals: {peer}: {what}; connection closed{}",
-                suppressed(held)
-            );
-        }
     }
 }
 

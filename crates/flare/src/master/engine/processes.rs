@@ -71,11 +71,8 @@ impl Engine {
         // A new process starts without its predecessor's time limit.
         self.shm.slot(slot).user_harakiri_ns.store(0, Relaxed);
         let forked = sys::fork();
-        if let Some(h) = hooks {
-            match forked {
-                Ok(Forked::Child) => (h.child)(),
-                _ => (h.parent)(),
-            }
+        if let (Some(h), false) = (hooks, matches!(forked, Ok(Forked::Child))) {
+            (h.parent)();
         }
         match forked? {
             Forked::Child => child_main(ChildSetup {
@@ -87,6 +84,8 @@ impl Engine {
                 chan_b: b_child,
                 inherited,
                 entry: self.entries.for_role(id.role),
+                // Runs inside child_main, where a panic stops.
+                hook: hooks.map(|h| h.child),
                 master_pid: self.master_pid,
                 busy_poll: self.opts.busy_poll,
             }),
@@ -167,7 +166,11 @@ impl Engine {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => {
-                    self.on_exit(pid, &format!("exited with status {code}"));
+                    let how = match crate::child::exit_meaning(code) {
+                        Some(why) => format!("exited with status {code} ({why})"),
+                        None => format!("exited with status {code}"),
+                    };
+                    self.on_exit(pid, &how);
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
                     self.on_exit(pid, &format!("killed by {sig}"));
@@ -184,6 +187,9 @@ impl Engine {
 
     pub(super) fn on_exit(&mut self, pid: Pid, how: &str) {
         let Some(slot) = self.procs.iter().position(|p| p.pid == Some(pid)) else {
+            // Not a child's death: a process a child left behind (the
+            // master is a subreaper) that ended.
+            tracing::debug!("process {pid}, left behind by a child, {how}");
             return;
         };
         self.drop_conns(slot);

@@ -57,6 +57,15 @@ impl Engine {
                 let _ = kill(pid, sig);
             }
         }
+        self.end_strays(sig);
+    }
+
+    /// Sends `sig` to the processes children left behind that have not
+    /// had it yet; true when any is left.
+    pub(super) fn end_strays(&mut self, sig: Signal) -> bool {
+        let procs = &self.procs;
+        self.strays
+            .end(sig, |pid| procs.iter().any(|p| p.pid == Some(pid)))
     }
 
     /// Moves the shutdown along; true when every child is gone.
@@ -81,14 +90,19 @@ impl Engine {
                 false
             }
             Phase::Terminating { deadline } => {
-                if alive && now >= deadline {
-                    tracing::warn!("children still alive after SIGTERM: sending SIGKILL");
+                // Those re-parented since the SIGTERM (their parent died).
+                let strays = self.end_strays(Signal::SIGTERM);
+                if (alive || strays) && now >= deadline {
+                    tracing::warn!("processes still alive after SIGTERM: sending SIGKILL");
                     self.kill_all(Signal::SIGKILL);
                     self.phase = Phase::Killing;
                 }
-                !alive
+                !alive && !strays
             }
-            Phase::Killing => !alive,
+            Phase::Killing => {
+                let strays = self.end_strays(Signal::SIGKILL);
+                !alive && !strays
+            }
         }
     }
 

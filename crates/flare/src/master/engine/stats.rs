@@ -102,7 +102,7 @@ impl Engine {
             accepting: u32::from(state == ProcState::Running),
             requests: handled,
             delta_requests: delta,
-            exceptions: st.panics.load(Relaxed),
+            exceptions: st.panics.load(Relaxed) + st.exceptions.load(Relaxed),
             harakiri_count: p.timeouts,
             signals: handled,
             signal_queue: self.d.load(s) as u64,

@@ -1,0 +1,4 @@
+# uWSGI's programmed mule for the spooler benchmark.
+import spoolbench
+
+spoolbench.mule_main()

@@ -1,0 +1,118 @@
+//! The spooler and the locks for Python: `uwsgi.spool()`, the spool
+//! handler that calls `uwsgi.spooler`, `uwsgi.lock()`.
+//!
+//! The Python side (`flare/uwsgi.py`) checks and converts the job; these
+//! functions take plain bytes.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use flare::{Job, SpoolOutcome, Task};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::{err, gil};
+
+/// Runs one job through `flare.uwsgi._run_spool_task` (which calls
+/// `uwsgi.spooler`); an exception or a non-integer answer is a retry, as
+/// in uWSGI.
+fn run_task(task: &Task) -> SpoolOutcome {
+    gil::keep_thread_state();
+    Python::attach(|py| {
+        let call = || -> PyResult<i64> {
+            let args = PyDict::new(py);
+            for (k, v) in &task.args {
+                args.set_item(PyBytes::new(py, k), PyBytes::new(py, v))?;
+            }
+            let name = task.name.to_string_lossy().into_owned();
+            let body = PyBytes::new(py, &task.body);
+            py.import("flare.uwsgi")?
+                .getattr("_run_spool_task")?
+                .call1((name.into_bytes(), args, body))?
+                .extract()
+        };
+        match call() {
+            Ok(code) => SpoolOutcome::from_code(code),
+            Err(e) => {
+                e.print(py);
+                SpoolOutcome::Retry
+            }
+        }
+    })
+}
+
+/// Makes `uwsgi.spooler` the handler of every spooler (set in the master,
+/// inherited by the spoolers).
+pub(crate) fn install_handler() {
+    flare::set_spooler_handler(run_task);
+}
+
+/// Spools a job; returns the job file's path as bytes (as uWSGI does).
+#[pyfunction]
+#[pyo3(signature = (args, body=None, at=None, priority=None, spooler=None))]
+fn spool<'py>(
+    py: Python<'py>,
+    args: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Option<Vec<u8>>,
+    at: Option<f64>,
+    priority: Option<u32>,
+    spooler: Option<PathBuf>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut job = Job::new();
+    job.args = args.into_iter().collect();
+    job.body = body.unwrap_or_default();
+    job.priority = priority;
+    job.spooler = spooler;
+    if let Some(at) = at {
+        let d = Duration::try_from_secs_f64(at)
+            .map_err(|e| PyValueError::new_err(format!("bad `at` {at}: {e}")))?;
+        job.at = Some(SystemTime::UNIX_EPOCH + d);
+    }
+    let path = py.detach(move || flare::spool(job)).map_err(err)?;
+    Ok(PyBytes::new(py, path.as_os_str().as_encoded_bytes()))
+}
+
+/// The job files waiting in a spool directory (the first when None).
+#[pyfunction]
+#[pyo3(signature = (spooler=None))]
+fn spooler_jobs(py: Python<'_>, spooler: Option<PathBuf>) -> PyResult<Vec<Py<PyBytes>>> {
+    let jobs = flare::spooler_jobs(spooler.as_deref()).map_err(err)?;
+    Ok(jobs
+        .iter()
+        .map(|p| PyBytes::new(py, p.as_os_str().as_encoded_bytes()).unbind())
+        .collect())
+}
+
+#[pyfunction]
+fn set_spooler_frequency(secs: f64) -> PyResult<()> {
+    let d = Duration::try_from_secs_f64(secs)
+        .map_err(|e| PyValueError::new_err(format!("bad spooler frequency {secs}: {e}")))?;
+    flare::set_spooler_frequency(d).map_err(err)
+}
+
+#[pyfunction]
+fn lock(py: Python<'_>, n: u32) -> PyResult<()> {
+    py.detach(move || flare::lock(n)).map_err(err)
+}
+
+#[pyfunction]
+fn unlock(n: u32) -> PyResult<()> {
+    flare::unlock(n).map_err(err)
+}
+
+#[pyfunction]
+fn is_locked(n: u32) -> PyResult<bool> {
+    flare::is_locked(n).map_err(err)
+}
+
+/// Adds these functions to the native module.
+pub(crate) fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(spool, m)?)?;
+    m.add_function(wrap_pyfunction!(spooler_jobs, m)?)?;
+    m.add_function(wrap_pyfunction!(set_spooler_frequency, m)?)?;
+    m.add_function(wrap_pyfunction!(lock, m)?)?;
+    m.add_function(wrap_pyfunction!(unlock, m)?)?;
+    m.add_function(wrap_pyfunction!(is_locked, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! The spooler: durable jobs in files, run by spooler processes
+//! (uWSGI's `--spooler DIR`, `uwsgi.spool()`).
+//!
+//! A job is a map of byte-string keys to byte-string values plus an
+//! optional body, earliest start (`at`) and priority. [`spool`] writes it
+//! into a spool directory durably (temporary name, fsync, rename, fsync of
+//! the directory). Each spooler process serves one directory: it watches
+//! it with inotify, so a new job starts at once; claims a job with an
+//! exclusive `flock` on its file (released by the kernel if the spooler
+//! dies); runs the handler; removes the file only when the handler says
+//! [`SpoolOutcome::Ok`] or [`SpoolOutcome::Ignore`]. Jobs run at least
+//! once: a spooler killed mid-job leaves the file, and the job runs again.
+//!
+//! ```no_run
+//! use flare::{Job, Master, SpoolOutcome};
+//!
+//! let master = Master::builder()
+//!     .workers(2)
+//!     .spooler_dir("/var/spool/app")
+//!     .spooler_processes(2)
+//!     .spooler_handler(|task| {
+//!         println!("job {:?}", task.args.get(b"to".as_slice()));
+//!         SpoolOutcome::Ok
+//!     })
+//!     .worker_entry(|_| {
+//!         flare::spool(Job::new().arg("to", "a@example.com")).expect("spooled");
+//!         flare::serve_forever();
+//!     })
+//!     .build()?;
+//! master.run()?;
+//! # Ok::<(), flare::Error>(())
+//! ```
+
+mod dir;
+mod format;
+mod runner;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Result};
+use crate::topology::Role;
+
+/// What a spool handler decides about a job (uWSGI's return codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpoolOutcome {
+    /// Done: the job file is removed (uWSGI `SPOOL_OK`, -2).
+    Ok,
+    /// Run it again later, at the next scan of the directory (every
+    /// spooler frequency, 30 s by default; uWSGI `SPOOL_RETRY`, -1).
+    Retry,
+    /// Not for this spooler: the job file is removed without running
+    /// anything more (uWSGI `SPOOL_IGNORE`, 0; uWSGI leaves the file for
+    /// another language's handler, flare has one handler per spooler).
+    Ignore,
+}
+
+impl SpoolOutcome {
+    /// The outcome for uWSGI's integer codes: -2 OK, 0 IGNORE, anything
+    /// else RETRY (as uWSGI reads them).
+    pub fn from_code(code: i64) -> SpoolOutcome {
+        match code {
+            -2 => SpoolOutcome::Ok,
+            0 => SpoolOutcome::Ignore,
+            _ => SpoolOutcome::Retry,
+        }
+    }
+
+    /// uWSGI's integer code for this outcome.
+    pub fn code(self) -> i64 {
+        match self {
+            SpoolOutcome::Ok => -2,
+            SpoolOutcome::Retry => -1,
+            SpoolOutcome::Ignore => 0,
+        }
+    }
+}
+
+/// A job to spool: keys and values, and the job's options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Job {
+    /// The job's keys and values (uWSGI: the dict given to `spool()`).
+    pub args: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Data of any size, handed to the handler as is (uWSGI's `body`).
+    pub body: Vec<u8>,
+    /// Not run before this time (uWSGI's `at`, whole Unix seconds:
+    /// rounded up).
+    pub at: Option<SystemTime>,
+    /// Lower numbers run first; jobs without a priority after every
+    /// prioritised one (uWSGI's `priority`).
+    pub priority: Option<u32>,
+    /// Which configured spool directory (uWSGI's `spooler`, its path);
+    /// the first one when `None`.
+    pub spooler: Option<PathBuf>,
+}
+
+impl Job {
+    /// An empty job.
+    pub fn new() -> Job {
+        Job::default()
+    }
+
+    /// Adds a key and its value.
+    pub fn arg(mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Job {
+        self.args.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Job {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets the earliest start.
+    pub fn at(mut self, at: SystemTime) -> Job {
+        self.at = Some(at);
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: u32) -> Job {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Picks a spool directory by its path (as configured).
+    pub fn spooler(mut self, dir: impl Into<PathBuf>) -> Job {
+        self.spooler = Some(dir.into());
+        self
+    }
+}
+
+/// A job as a spooler runs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    /// The job file (uWSGI's `spooler_task_name`).
+    pub name: PathBuf,
+    /// The spool directory.
+    pub dir: PathBuf,
+    /// The job's keys and values, `at` and `priority` among them when set.
+    pub args: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The body (empty when none was given).
+    pub body: Vec<u8>,
+}
+
+/// A spool handler: runs a job, says what to do with its file.
+pub type SpoolHandler = Arc<dyn Fn(&Task) -> SpoolOutcome + Send + Sync + 'static>;
+
+/// The spooler frequency when nobody set one: uWSGI's default.
+pub(crate) const DEFAULT_FREQUENCY: Duration = Duration::from_secs(30);
+
+/// Spool configuration collected by the builder.
+#[derive(Default)]
+pub(crate) struct Setup {
+    pub(crate) dirs: Vec<PathBuf>,
+    pub(crate) processes: Option<u32>,
+    pub(crate) frequency: Option<Duration>,
+    pub(crate) no_fsync: bool,
+}
+
+/// The configuration every process of the group inherits.
+struct Config {
+    dirs: Vec<PathBuf>,
+    per_dir: u32,
+    /// Whether `spool()` fsyncs (the default).
+    fsync: bool,
+    /// Shared by every process (inherited across fork): the spooler
+    /// frequency in milliseconds at offset 0, so a change reaches every
+    /// spooler.
+    control: File,
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+static HANDLER: Mutex<Option<SpoolHandler>> = Mutex::new(None);
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Checks the spool directories and fixes the number of spooler
+/// processes; called by `MasterBuilder::build()`, in the master.
+pub(crate) fn configure(setup: Setup, spoolers: &mut u32) -> Result<()> {
+    if setup.dirs.is_empty() {
+        if setup.processes.is_some() {
+            return Err(Error::Config(
+                "spooler_processes needs at least one spooler_dir".into(),
+            ));
+        }
+        return Ok(());
+    }
+    let per_dir = setup.processes.unwrap_or(1);
+    if per_dir == 0 {
+        return Err(Error::Config("spooler_processes must be at least 1".into()));
+    }
+    for d in &setup.dirs {
+        dir::check(d)?;
+    }
+    let total = per_dir
+        .checked_mul(setup.dirs.len() as u32)
+        .ok_or_else(|| Error::Config("too many spooler processes".into()))?;
+    if *spoolers != 0 && *spoolers != total {
+        return Err(Error::Config(format!(
+            "spoolers({}) conflicts with {} spool directories x {per_dir} processes = {total}; \
+             leave spoolers() out when giving spool directories",
+            *spoolers,
+            setup.dirs.len()
+        )));
+    }
+    *spoolers = total;
+    let control =
+        nix::sys::memfd::memfd_create(c"flare-spooler", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map(File::from)
+            .map_err(|e| Error::io("creating the spooler's shared settings", e))?;
+    let freq = setup.frequency.unwrap_or(DEFAULT_FREQUENCY);
+    control
+        .write_all_at(&(freq.as_millis() as u64).to_le_bytes(), 0)
+        .map_err(|e| Error::io("writing the spooler's shared settings", e))?;
+    CONFIG
+        .set(Config {
+            dirs: setup.dirs,
+            per_dir,
+            fsync: !setup.no_fsync,
+            control,
+        })
+        .map_err(|_| Error::Config("this process already configured spoolers".into()))
+}
+
+fn config() -> Result<&'static Config> {
+    CONFIG.get().ok_or(Error::NoRuntime(
+        "no spooler is configured: give the master a spool directory (spooler_dir, python -m \
+         flare --spooler DIR)",
+    ))
+}
+
+/// Sets the handler spoolers run for each job. Set in the master before
+/// `run()` (every spooler inherits it), or in a spooler before
+/// [`crate::serve_forever`]. Replaces the previous one.
+pub fn set_spooler_handler(f: impl Fn(&Task) -> SpoolOutcome + Send + Sync + 'static) {
+    *HANDLER.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(f));
+}
+
+/// Spools a job (uWSGI `uwsgi.spool()`): writes it durably into its spool
+/// directory and returns the job file's path. From any process of the
+/// group, the master included.
+pub fn spool(job: Job) -> Result<PathBuf> {
+    let cfg = config()?;
+    let dir = match &job.spooler {
+        None => &cfg.dirs[0],
+        Some(want) => find_dir(cfg, want)?,
+    };
+    let mut args = job.args;
+    let at = job.at.map(|t| {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    });
+    if let Some(at) = at {
+        args.insert(b"at".to_vec(), at.to_string().into_bytes());
+    }
+    if let Some(p) = job.priority {
+        args.insert(b"priority".to_vec(), p.to_string().into_bytes());
+    }
+    let data = format::encode(&args, &job.body)?;
+    let name = dir::job_name(job.priority, at.unwrap_or(0), SEQ.fetch_add(1, Relaxed));
+    dir::write(dir, &name, &data, cfg.fsync)
+}
+
+fn find_dir<'a>(cfg: &'a Config, want: &Path) -> Result<&'a PathBuf> {
+    let canon = want.canonicalize().ok();
+    cfg.dirs
+        .iter()
+        .find(|d| d.as_path() == want || (canon.is_some() && d.canonicalize().ok() == canon))
+        .ok_or_else(|| {
+            Error::InvalidJob(format!(
+                "spooler `{}` is not one of this group's spool directories: {}",
+                want.display(),
+                cfg.dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// The jobs waiting in a spool directory (the first when `None`), sorted
+/// in the order they run (uWSGI `uwsgi.spooler_jobs()`).
+pub fn spooler_jobs(spooler: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let cfg = config()?;
+    let dir = match spooler {
+        None => &cfg.dirs[0],
+        Some(want) => find_dir(cfg, want)?,
+    };
+    let mut names = dir::list(dir).map_err(|e| Error::Spool {
+        path: dir.clone(),
+        what: format!("cannot be listed: {e}"),
+    })?;
+    names.sort();
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// The spool directories of this group, in the order they were given.
+pub fn spooler_dirs() -> Vec<PathBuf> {
+    CONFIG.get().map(|c| c.dirs.clone()).unwrap_or_default()
+}
+
+/// Sets how often spoolers look again at jobs they could not run: jobs
+/// whose handler said retry, and jobs held by a spooler that died (uWSGI
+/// `set_spooler_frequency`; new jobs never wait for it). For the whole
+/// group, from any of its processes. Default 30 s.
+pub fn set_spooler_frequency(every: Duration) -> Result<()> {
+    if every.is_zero() {
+        return Err(Error::Config(
+            "the spooler frequency must be above zero".into(),
+        ));
+    }
+    config()?
+        .control
+        .write_all_at(&(every.as_millis().max(1) as u64).to_le_bytes(), 0)
+        .map_err(|e| Error::io("setting the spooler frequency", e))
+}
+
+/// The spooler frequency now in force.
+pub(crate) fn frequency() -> Duration {
+    let mut b = [0u8; 8];
+    match CONFIG.get().map(|c| c.control.read_exact_at(&mut b, 0)) {
+        Some(Ok(())) => Duration::from_millis(u64::from_le_bytes(b).max(1)),
+        _ => DEFAULT_FREQUENCY,
+    }
+}
+
+/// For a spooler with a spool directory: serves it for good (jobs here,
+/// signals on the dispatcher thread). Returns when this process has no
+/// directory to serve.
+pub(crate) fn serve_if_spooler() {
+    let Ok(me) = crate::whoami() else { return };
+    if me.role != Role::Spooler {
+        return;
+    }
+    let Some(cfg) = CONFIG.get() else { return };
+    let idx = ((me.id.saturating_sub(1)) / cfg.per_dir) as usize;
+    let Some(dir) = cfg.dirs.get(idx) else { return };
+    let handler = HANDLER
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Some(handler) = handler else {
+        tracing::error!(
+            "{}: no spool handler set (spooler_handler, or uwsgi.spooler in Python); the jobs in \
+             {} wait",
+            me.proc_id(),
+            dir.display()
+        );
+        return;
+    };
+    let Err(e) = runner::serve(me.proc_id(), dir, handler);
+    tracing::error!("{}: {e}; exiting (the master forks it again)", me.proc_id());
+    std::process::exit(70);
+}
