@@ -22,7 +22,7 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("flare ctl: {e}");
+            eprintln!("flare ctl: {}", e.report());
             ExitCode::FAILURE
         }
     }

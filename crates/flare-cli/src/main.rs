@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("flare: error: {e}");
+            eprintln!("flare: error: {}", e.report());
             ExitCode::FAILURE
         }
     }

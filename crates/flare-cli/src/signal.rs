@@ -68,7 +68,10 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::from(UNREACHABLE)
         }
         Err(e) => {
-            println!("unable to deliver signal {num} to node {addr}: {e}");
+            println!(
+                "unable to deliver signal {num} to node {addr}: {}",
+                e.report()
+            );
             ExitCode::from(UNREACHABLE)
         }
     }

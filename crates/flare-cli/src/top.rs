@@ -169,7 +169,8 @@ fn event_loop(
                 }
                 Err(e) => {
                     view.error = Some(format!(
-                        "the master at {addr} is gone or not answering ({e}); retrying every {} ms",
+                        "{}; retrying every {} ms",
+                        e.report(),
                         interval.as_millis()
                     ));
                 }

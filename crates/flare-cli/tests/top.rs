@@ -41,7 +41,8 @@ fn flare_top_shows_a_row_for_every_process_and_quits_on_q() {
     let (status, _) = demo.interrupt();
     assert!(status.success());
     top.wait_screen("the master is gone", |s| {
-        s.contains("is gone or not answering")
+        s.contains(&format!("cannot talk to the stats endpoint at {addr}"))
+            && s.contains("Connection refused")
     });
     top.keys("q");
     assert_eq!(top.exit_code(), 0);

@@ -13,7 +13,9 @@ mod spool;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use flare::{Error, ForkHooks, Master, ProcessInfo, Received, Role, Signal, Source};
+use flare::{
+    Error, ForkHooks, Master, ProcessInfo, Received, RegistrationError, Role, Signal, Source,
+};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PySystemError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
@@ -25,25 +27,24 @@ pyo3::create_exception!(
     "All 256 signal numbers are registered or reserved."
 );
 
-/// flare's errors as the Python exceptions uwsgiconf documents.
+/// flare's errors as the Python exceptions uwsgiconf documents; the message
+/// carries the causes too.
 fn err(e: Error) -> PyErr {
+    let text = e.report();
     match e {
-        Error::Rejected { .. } => PyValueError::new_err(e.to_string()),
-        Error::Unreachable(_) => PyOSError::new_err(e.to_string()),
-        Error::Wait(_) => PySystemError::new_err(e.to_string()),
-        Error::NoSignalAvailable => NoSignalAvailable::new_err(e.to_string()),
-        Error::BadNumber { .. }
-        | Error::InvalidTarget { .. }
-        | Error::Unrunnable { .. }
-        | Error::AlreadyRegistered { .. }
-        | Error::Conflict { .. }
-        | Error::InvalidSource(_)
-        | Error::DuplicateSource { .. }
-        | Error::NoSuchSource(_)
-        | Error::Config(_) => PyValueError::new_err(e.to_string()),
-        Error::InvalidJob(_) | Error::BadLock { .. } => PyValueError::new_err(e.to_string()),
-        Error::Spool { .. } => PyOSError::new_err(e.to_string()),
-        other => PyRuntimeError::new_err(other.to_string()),
+        Error::Rejected { .. } => PyValueError::new_err(text),
+        Error::Unreachable(_) => PyOSError::new_err(text),
+        Error::Wait(_) => PySystemError::new_err(text),
+        Error::Registration(RegistrationError::NoSignalAvailable) => {
+            NoSignalAvailable::new_err(text)
+        }
+        Error::Registration(RegistrationError::Master(_)) => PyRuntimeError::new_err(text),
+        Error::BadNumber { .. } | Error::Registration(_) | Error::Config(_) => {
+            PyValueError::new_err(text)
+        }
+        Error::InvalidJob(_) | Error::BadLock { .. } => PyValueError::new_err(text),
+        Error::Spool { .. } => PyOSError::new_err(text),
+        _ => PyRuntimeError::new_err(text),
     }
 }
 
@@ -356,7 +357,9 @@ fn send(py: Python<'_>, n: i64) -> PyResult<()> {
 
 #[pyfunction]
 fn try_send(n: i64) -> PyResult<()> {
-    Signal::new(num(n)?).try_send().map_err(err)
+    Signal::new(num(n)?)
+        .try_send()
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 
 #[pyfunction]

@@ -173,7 +173,7 @@ fn run_child(setup: ChildSetup<'_>) -> i32 {
     }
     sys::close_inherited(&setup.inherited);
     if let Err(e) = sys::reset_child_signals() {
-        tracing::error!("{}: {e}", setup.me);
+        tracing::error!("{}: {}", setup.me, e.report());
         return EXIT_SETUP_FAILED;
     }
     if nix::unistd::getppid().as_raw() as u32 != setup.master_pid {
@@ -189,7 +189,7 @@ fn run_child(setup: ChildSetup<'_>) -> i32 {
         .and_then(|()| sys::set_nonblocking(&setup.chan_b.tx))
         .and_then(|()| sys::at_fork_in_child(mark_forked_off));
     if let Err(e) = nonblocking {
-        tracing::error!("{}: {e}", setup.me);
+        tracing::error!("{}: {}", setup.me, e.report());
         return EXIT_SETUP_FAILED;
     }
     let ctx = ChildCtx {
@@ -236,9 +236,11 @@ fn run_child(setup: ChildSetup<'_>) -> i32 {
                 EXIT_ENTRY_PANICKED
             }
         },
-        // No entry function: serve signals (and a spooler's jobs) until
-        // the master ends us.
-        None => crate::signal::serve_forever(),
+        // No entry function: serve signals until the master ends us (a
+        // spooler with a spool directory is given an entry that runs it).
+        None => loop {
+            std::thread::park();
+        },
     }
 }
 
@@ -348,7 +350,7 @@ fn dispatcher(ctx: &'static ChildCtx) {
 /// Ends the process when the master has gone away: there is nobody left to
 /// route signals, and the master's successor will fork a fresh group.
 fn master_gone(ctx: &ChildCtx, e: &Error) -> ! {
-    tracing::debug!("{}: {e}; exiting", ctx.info.proc_id());
+    tracing::debug!("{}: {}; exiting", ctx.info.proc_id(), e.report());
     sys::leave(EXIT_OK)
 }
 
@@ -404,7 +406,7 @@ impl ChildCtx {
         st.last_received.store(num as u32 + 1, Relaxed);
         self.waits.record(d.rx);
         // A mule waiting in mule_get_msg(signals) returns, as in uWSGI.
-        crate::mailbox::signal_handled();
+        crate::handler_done::signal_handled();
         ended
     }
 
@@ -485,8 +487,9 @@ impl ChildCtx {
     }
 
     /// Raises `num` through the master. `wait_for_room` chooses between
-    /// `send()` (waits while the channel is full) and `try_send()`.
-    pub(crate) fn raise(&self, num: u8, wait_for_room: bool) -> Result<()> {
+    /// `send()` (waits while the channel is full) and `try_send()`;
+    /// `Ok(false)`: not sent, the channel is full.
+    pub(crate) fn raise(&self, num: u8, wait_for_room: bool) -> Result<bool> {
         self.own()?;
         let frame = Frame::Raise { num }.encode();
         if on_dispatcher() {
@@ -498,13 +501,13 @@ impl ChildCtx {
             // pipe or nothing.
             if !write_nonblocking(&b.tx, &frame)? {
                 if !wait_for_room {
-                    return Err(Error::QueueFull { num });
+                    return Ok(false);
                 }
                 write_waiting(&b.tx, &frame)?;
             }
         }
         self.shm.slot(self.slot).raised.fetch_add(1, Relaxed);
-        Ok(())
+        Ok(true)
     }
 
     /// One request/reply round trip with the master.

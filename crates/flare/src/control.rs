@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::signal::Signal;
+use crate::signal_num;
 use crate::topology::{ProcId, Role};
 
 /// A command of the control endpoint.
@@ -66,8 +66,8 @@ impl Command {
         match verb {
             "raise" => {
                 let text = arg.ok_or("`raise` needs a signal number, like `raise 17`")?;
-                text.parse::<Signal>()
-                    .map(|s| Command::Raise(s.num()))
+                signal_num::parse(text)
+                    .map(Command::Raise)
                     .map_err(|e| e.to_string())
             }
             "pause" => worker(verb).map(Command::Pause),

@@ -12,7 +12,7 @@ use chrono::NaiveDateTime;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result};
 
 /// When a cron source fires: once in every local minute that matches.
 ///
@@ -105,7 +105,9 @@ fn parser(dom_and_dow: bool) -> CronParser {
 }
 
 fn bad(text: &str, why: &str) -> Error {
-    Error::InvalidSource(format!("cron spec `{text}`: {why}"))
+    Error::from(RegistrationError::InvalidSource(format!(
+        "cron spec `{text}`: {why}"
+    )))
 }
 
 /// The fields and their ranges, for parse errors that do not name them.
@@ -117,6 +119,11 @@ impl CronSpec {
     /// is every value, `-N` every value divisible by N, weekday 0 or 7 is
     /// Sunday. As in uWSGI, day and weekday are either-or only when both
     /// are given exactly; otherwise both must match.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistrationError::InvalidSource`] when a field is out of its range
+    /// (minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-7, or -N).
     pub fn uwsgi(minute: i32, hour: i32, day: i32, month: i32, weekday: i32) -> Result<CronSpec> {
         let source = format!("uwsgi {minute} {hour} {day} {month} {weekday}");
         let field = |v: i32, lo: i32, hi: i32, name: &str| -> Result<String> {

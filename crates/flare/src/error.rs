@@ -5,6 +5,8 @@
 
 use std::io;
 
+use serde::{Deserialize, Serialize};
+
 /// A specialised `Result` for flare operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -19,71 +21,16 @@ pub enum Error {
         text: String,
     },
 
-    /// A signal target is not one this master can route to.
-    #[error("invalid signal target `{text}`: {reason}; valid targets: {valid}")]
-    InvalidTarget {
-        /// The target text that was given.
-        text: String,
-        /// What is wrong with it.
-        reason: String,
-        /// The targets that are valid here.
-        valid: String,
-    },
+    /// A registration, reservation or source was refused: by the table
+    /// or sources of this process's master, or by the master over the
+    /// channel (the same value on both sides).
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
 
-    /// The target can never include a process able to run the handler
-    /// (a handler registered in a child runs only in that child).
-    #[error(
-        "signal {num}: target `{target}` can never reach {process}, the only process able to run \
-         a handler registered there; register it in the master before run(), or use a target \
-         that includes {process}"
-    )]
-    Unrunnable {
-        /// The signal number.
-        num: u8,
-        /// The requested target.
-        target: String,
-        /// The process that made the registration.
-        process: String,
-    },
-
-    /// The master registered a number it had already registered (uWSGI
-    /// refuses this too: two modules picking the same number is a bug).
-    #[error(
-        "signal {num} is already registered in the master (target `{target}`); pick another number or use Signal::auto()"
-    )]
-    AlreadyRegistered {
-        /// The signal number.
-        num: u8,
-        /// The target of the existing registration.
-        target: String,
-    },
-
-    /// The number is registered with another target, or reserved by
-    /// another process.
-    #[error("signal {num} is {}; cannot register it with target `{requested}`", held(.existing, .owner))]
-    Conflict {
-        /// The signal number.
-        num: u8,
-        /// The target of the existing registration; `None` when the number
-        /// is only reserved (by `Signal::auto()`).
-        existing: Option<String>,
-        /// Who made the existing registration or reservation.
-        owner: String,
-        /// The target that was asked for.
-        requested: String,
-    },
-
-    /// All 256 signal numbers are registered or reserved
-    /// (uwsgiconf: `UwsgiconfException('No uWSGI signals available.')`).
-    #[error("no signal number available: all 256 are registered or reserved")]
-    NoSignalAvailable,
-
-    /// `try_send()` found the channel to the master full.
-    #[error("signal {num} not sent: the channel to the master is full (send() would wait)")]
-    QueueFull {
-        /// The signal number.
-        num: u8,
-    },
+    /// `try_send()` did not send (the channel was full, or there is no
+    /// master to take the signal).
+    #[error(transparent)]
+    NotSent(#[from] TrySendError),
 
     /// A remote node answered that it did not deliver the signal
     /// (uwsgiconf: `ValueError`).
@@ -97,8 +44,33 @@ pub enum Error {
 
     /// A remote node could not be reached or did not answer in time
     /// (uwsgiconf: `OSError`).
-    #[error("unable to deliver signal to remote node: {0}")]
+    #[error("unable to deliver signal to remote node")]
     Unreachable(#[source] io::Error),
+
+    /// A stats or control endpoint could not be reached, or the exchange
+    /// with it failed (refused, permission denied, timed out).
+    #[error("cannot talk to the {endpoint} endpoint at {addr}")]
+    Endpoint {
+        /// `stats` or `control`.
+        endpoint: &'static str,
+        /// The address given.
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A stats or control endpoint answered with something that is not an
+    /// answer (nothing at all, or not the expected document).
+    #[error("the {endpoint} endpoint at {addr} {problem}")]
+    BadAnswer {
+        /// `stats` or `control`.
+        endpoint: &'static str,
+        /// The address given.
+        addr: String,
+        /// What was wrong with the answer.
+        problem: String,
+    },
 
     /// Waiting for a signal failed (uwsgiconf: `SystemError`).
     #[error("cannot wait for a signal: {0}")]
@@ -130,26 +102,6 @@ pub enum Error {
     /// The master closed the channel: it exited or was killed.
     #[error("the master is gone (its channel closed)")]
     MasterGone,
-
-    /// A timer, cron entry or file monitor that cannot work.
-    #[error("invalid signal source: {0}")]
-    InvalidSource(String),
-
-    /// The same source was already added for the same signal (uWSGI would
-    /// silently double it: unbit/uwsgi#782).
-    #[error("signal {sig} already has this source ({what}) as source #{id}")]
-    DuplicateSource {
-        /// The signal number.
-        sig: u8,
-        /// The source, described.
-        what: String,
-        /// The id of the existing source.
-        id: u32,
-    },
-
-    /// No source has this id (never added, or already removed).
-    #[error("no signal source #{0}")]
-    NoSuchSource(u32),
 
     /// The control endpoint refused a command; the text says why.
     #[error("control command refused: {0}")]
@@ -216,7 +168,7 @@ pub enum Error {
     },
 
     /// A system call failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What flare was doing.
         context: &'static str,
@@ -227,6 +179,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// The message with its causes, each after a colon (`Display` gives
+    /// the message alone and [`source`](std::error::Error::source) the
+    /// cause): what to print where one line of text goes.
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
     /// Wraps an I/O error with what was being done when it happened.
     pub fn io(context: &'static str, source: impl Into<io::Error>) -> Self {
         Error::Io {
@@ -236,10 +202,177 @@ impl Error {
     }
 }
 
+/// Why the table or the sources refused a request: the registration
+/// rules, the free numbers, the sources' checks. Serialisable, so the
+/// master sends the very value back to a child that asked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RegistrationError {
+    /// A signal target is not one this master can route to.
+    #[error("invalid signal target `{text}`: {reason}; valid targets: {valid}")]
+    InvalidTarget {
+        /// The target text that was given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+        /// The targets that are valid here.
+        valid: String,
+    },
+
+    /// The target can never include a process able to run the handler
+    /// (a handler registered in a child runs only in that child).
+    #[error(
+        "signal {num}: target `{target}` can never reach {process}, the only process able to run \
+         a handler registered there; register it in the master before run(), or use a target \
+         that includes {process}"
+    )]
+    Unrunnable {
+        /// The signal number.
+        num: u8,
+        /// The requested target.
+        target: String,
+        /// The process that made the registration.
+        process: String,
+    },
+
+    /// The master registered a number it had already registered (uWSGI
+    /// refuses this too: two modules picking the same number is a bug).
+    #[error(
+        "signal {num} is already registered in the master (target `{target}`); pick another number or use Signal::auto()"
+    )]
+    AlreadyRegistered {
+        /// The signal number.
+        num: u8,
+        /// The target of the existing registration.
+        target: String,
+    },
+
+    /// The number is registered with another target, or reserved by
+    /// another process.
+    #[error("signal {num} is {}; cannot register it with target `{requested}`", held(.existing, .owner))]
+    Conflict {
+        /// The signal number.
+        num: u8,
+        /// The target of the existing registration; `None` when the number
+        /// is only reserved (by `Signal::auto()`).
+        existing: Option<String>,
+        /// Who made the existing registration or reservation.
+        owner: String,
+        /// The target that was asked for.
+        requested: String,
+    },
+
+    /// All 256 signal numbers are registered or reserved
+    /// (uwsgiconf: `UwsgiconfException('No uWSGI signals available.')`).
+    #[error("no signal number available: all 256 are registered or reserved")]
+    NoSignalAvailable,
+
+    /// A timer, cron entry or file monitor that cannot work.
+    #[error("invalid signal source: {0}")]
+    InvalidSource(String),
+
+    /// The same source was already added for the same signal (uWSGI would
+    /// silently double it: unbit/uwsgi#782).
+    #[error("signal {sig} already has this source ({what}) as source #{id}")]
+    DuplicateSource {
+        /// The signal number.
+        sig: u8,
+        /// The source, described.
+        what: String,
+        /// The id of the existing source.
+        id: u32,
+    },
+
+    /// No source has this id (never added, or already removed).
+    #[error("no signal source #{0}")]
+    NoSuchSource(u32),
+
+    /// The master failed to carry out a child's request for a reason of
+    /// its own (the text says which).
+    #[error("the master could not carry out the request: {0}")]
+    Master(String),
+}
+
+impl RegistrationError {
+    /// What a child is told when its request failed: the refusal itself, or
+    /// the master's error as text.
+    pub(crate) fn for_child(e: Error) -> Self {
+        match e {
+            Error::Registration(r) => r,
+            other => RegistrationError::Master(other.report()),
+        }
+    }
+}
+
+/// Why [`Signal::try_send`](crate::Signal::try_send) did not send
+/// (as tokio's `TrySendError`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// The channel to the master is full; `send()` would wait.
+    #[error("signal {0} not sent: the channel to the master is full (send() would wait)")]
+    Full(u8),
+    /// No master takes signals from here: it is gone (its channel closed),
+    /// it is running in this very process, or this is not a flare process.
+    #[error(
+        "signal {0} not sent: no master takes it (the master is gone, or this process is not \
+         one of its children)"
+    )]
+    Closed(u8),
+}
+
 /// How a taken number is held, for [`Error::Conflict`].
 fn held(existing: &Option<String>, owner: &str) -> String {
     match existing {
         Some(target) => format!("already registered by {owner} with target `{target}`"),
         None => format!("reserved by {owner}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_printed_once_and_report_adds_it() {
+        let e = Error::io(
+            "binding the stats socket",
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(e.to_string(), "binding the stats socket");
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(e.report(), "binding the stats socket: permission denied");
+        let e = Error::Unreachable(io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(
+            e.report(),
+            "unable to deliver signal to remote node: timed out"
+        );
+    }
+
+    #[test]
+    fn a_refusal_crosses_the_channel_unchanged() {
+        let sent = RegistrationError::Conflict {
+            num: 9,
+            existing: Some("workers".into()),
+            owner: "worker1".into(),
+            requested: "mule".into(),
+        };
+        let wire = serde_json::to_vec(&sent).unwrap();
+        let got: RegistrationError = serde_json::from_slice(&wire).unwrap();
+        assert_eq!(got, sent);
+        let e = Error::from(got);
+        assert_eq!(e.to_string(), sent.to_string());
+        assert!(
+            e.to_string()
+                .contains("already registered by worker1 with target `workers`")
+        );
+        let other = RegistrationError::for_child(Error::io(
+            "creating the inotify descriptor",
+            io::Error::from(io::ErrorKind::OutOfMemory),
+        ));
+        assert_eq!(
+            other,
+            RegistrationError::Master("creating the inotify descriptor: out of memory".into())
+        );
     }
 }

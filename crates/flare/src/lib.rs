@@ -43,13 +43,16 @@
 //! | `get_last_received()` | [`get_last_received`] |
 //! | `Mule(id)`, `Farm(name)` | [`Mule`], [`Farm`] |
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+#![deny(clippy::missing_errors_doc)]
 
 mod busy;
 mod child;
 mod control;
+mod counters;
 mod cron;
 mod error;
+mod handler_done;
 mod handlers;
 mod lock;
 mod mailbox;
@@ -63,7 +66,9 @@ mod schedule;
 pub mod scheduling;
 mod shm;
 mod signal;
+mod signal_num;
 mod source;
+mod source_spec;
 mod spool;
 pub mod stats;
 mod status;
@@ -74,38 +79,37 @@ mod topology;
 mod user_harakiri;
 
 pub use child::{Entry, ProcessInfo, note_handler_exception};
+pub use counters::{Counters, SignalSummary, SourceSummary, Tally};
 pub use cron::CronSpec;
-pub use error::{Error, Result};
+pub use error::{Error, RegistrationError, Result, TrySendError};
 pub use handlers::{Handler, SignalDescription};
 pub use lock::{is_locked, lock, lock_count, unlock};
 pub use mailbox::{
     DEFAULT_MULE_MSG_SIZE, GetMsg, Inbox, farm_get_msg, farm_msg, mule_get_msg, mule_msg,
     try_farm_msg, try_mule_get_msg, try_mule_msg,
 };
-pub use master::SourceSummary;
 pub use master::{
-    AdminOptions, Counters, DEFAULT_STALL_LIMIT, ForkHooks, Harakiri, Master, MasterBuilder,
-    Options, ProcessSummary, RemoteOptions, RoleLimits, SignalSummary, Summary, Tally,
+    AdminOptions, DEFAULT_STALL_LIMIT, ForkHooks, Harakiri, Master, MasterBuilder, Options,
+    ProcessSummary, RemoteOptions, RoleLimits, Summary,
 };
 pub use origin::{Origin, Received};
 pub use proto::uwsgi;
 pub use remote::{DEFAULT_TIMEOUT, RemoteAddr, send_remote};
-pub use router::ProcState;
 pub use signal::{
     Signal, current_signal, get_available_num, get_last_received, last_received, registry_signals,
     serve_forever, stop, wait_any, wait_any_timeout, whoami,
 };
 pub use source::{
-    IntoCron, Source, SourceId, SourceKind, add_cron, add_file_monitor, add_rb_timer, add_timer,
-    add_timer_ms, remove_source,
+    add_cron, add_file_monitor, add_rb_timer, add_timer, add_timer_ms, remove_source,
 };
+pub use source_spec::{IntoCron, Source, SourceId, SourceKind};
 pub use spool::{
     Job, SpoolHandler, SpoolOutcome, Task, set_spooler_frequency, set_spooler_handler, spool,
     spooler_dirs, spooler_jobs,
 };
 pub use status::{ProcessStatus, processes};
 pub use target::{Farm, IntoTarget, Mule, Target};
-pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, Role, Topology};
+pub use topology::{FarmSpec, MAX_TARGET_LEN, ProcId, ProcState, Role, Topology};
 pub use user_harakiri::set_user_harakiri;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.

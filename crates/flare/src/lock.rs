@@ -100,6 +100,12 @@ fn local<'a>(t: &Table, guard: &'a mut Option<Local>) -> Result<&'a mut Local> {
 /// (`MasterBuilder::locks`); lock 0 always exists. A process that dies
 /// holding a lock releases it. Not in the master (it forks children, which
 /// must not inherit a held lock).
+///
+/// # Errors
+///
+/// [`Error::BadLock`] for a number past the configured count,
+/// [`Error::NoRuntime`] outside a group's child (and in the master),
+/// [`Error::Io`] when the lock file cannot be locked.
 pub fn lock(n: u32) -> Result<()> {
     let t = table(n)?;
     if crate::child::context().is_none() {
@@ -140,6 +146,12 @@ fn release_turn(n: u32) {
 }
 
 /// Releases lock `n`, which this process holds (uWSGI `uwsgi.unlock(n)`).
+///
+/// # Errors
+///
+/// [`Error::BadLock`] for a number past the configured count,
+/// [`Error::NoRuntime`] outside a group's child or when this process does
+/// not hold the lock, [`Error::Io`] when the lock cannot be released.
 pub fn unlock(n: u32) -> Result<()> {
     table(n)?;
     let file = {
@@ -164,6 +176,12 @@ pub fn unlock(n: u32) -> Result<()> {
 
 /// Whether lock `n` is held now, by any process of the group (uWSGI
 /// `uwsgi.is_locked(n)`).
+///
+/// # Errors
+///
+/// [`Error::BadLock`] for a number past the configured count,
+/// [`Error::NoRuntime`] outside a group, [`Error::Io`] when the lock
+/// file cannot be queried.
 pub fn is_locked(n: u32) -> Result<bool> {
     let t = table(n)?;
     let mut guard = LOCAL.lock().unwrap_or_else(PoisonError::into_inner);

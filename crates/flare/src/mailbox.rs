@@ -22,17 +22,17 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt,
 };
 
 use crate::error::{Error, Result};
+use crate::handler_done::{HANDLED, WAITING, wake_pipe};
 use crate::topology::{Role, Topology};
 
 /// The largest mule message by default, in bytes (uWSGI's
@@ -194,12 +194,24 @@ fn kernel_max(fd: &OwnedFd) -> usize {
 /// Sends `msg` to mule `mule` (0: whichever mule reads first; uWSGI
 /// `uwsgi.mule_msg(msg, id)`). Waits while the mailbox is full (in a
 /// child; the master never waits and gets [`Error::MailboxFull`]).
+///
+/// # Errors
+///
+/// [`Error::MessageTooLarge`] for a message above the configured size,
+/// [`Error::Mailbox`] for a mule or farm that does not exist or outside a
+/// flare group, [`Error::Io`] when the mailbox cannot be written.
+/// In the master, a full mailbox is [`Error::MailboxFull`].
 pub fn mule_msg(msg: &[u8], mule: u32) -> Result<()> {
     let m = mailboxes()?;
     send_to(m.mule(mule)?, m.max, msg, may_wait(true))
 }
 
 /// [`mule_msg`] that returns [`Error::MailboxFull`] instead of waiting.
+///
+/// # Errors
+///
+/// [`Error::MailboxFull`] when the mailbox is full; otherwise as
+/// [`mule_msg`].
 pub fn try_mule_msg(msg: &[u8], mule: u32) -> Result<()> {
     let m = mailboxes()?;
     send_to(m.mule(mule)?, m.max, msg, false)
@@ -207,12 +219,24 @@ pub fn try_mule_msg(msg: &[u8], mule: u32) -> Result<()> {
 
 /// Sends `msg` to one mule of farm `farm` (uWSGI `uwsgi.farm_msg(farm,
 /// msg)` and `mule_msg(msg, farm)`). Waits while the mailbox is full.
+///
+/// # Errors
+///
+/// [`Error::MessageTooLarge`] for a message above the configured size,
+/// [`Error::Mailbox`] for a mule or farm that does not exist or outside a
+/// flare group, [`Error::Io`] when the mailbox cannot be written.
+/// In the master, a full mailbox is [`Error::MailboxFull`].
 pub fn farm_msg(farm: &str, msg: &[u8]) -> Result<()> {
     let m = mailboxes()?;
     send_to(m.farm(farm)?, m.max, msg, may_wait(true))
 }
 
 /// [`farm_msg`] that returns [`Error::MailboxFull`] instead of waiting.
+///
+/// # Errors
+///
+/// [`Error::MailboxFull`] when the mailbox is full; otherwise as
+/// [`farm_msg`].
 pub fn try_farm_msg(farm: &str, msg: &[u8]) -> Result<()> {
     let m = mailboxes()?;
     send_to(m.farm(farm)?, m.max, msg, false)
@@ -252,38 +276,6 @@ pub enum Inbox {
     Timeout,
 }
 
-/// Signals handled in this process (bumped by the dispatcher).
-static HANDLED: AtomicU64 = AtomicU64::new(0);
-/// Threads in a `signals` wait: only then does a handler write the pipe.
-static WAITING: AtomicUsize = AtomicUsize::new(0);
-/// A pipe written after each handler once a `signals` wait has started.
-static WAKE: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
-
-/// Called by the dispatcher after each handler: wakes `mule_get_msg`
-/// callers that return on signals. One atomic add when nobody waits so.
-pub(crate) fn signal_handled() {
-    HANDLED.fetch_add(1, SeqCst);
-    if WAITING.load(SeqCst) == 0 {
-        return;
-    }
-    if let Some((_, w)) = WAKE.get() {
-        // A full pipe already wakes the waiter.
-        let _ = nix::unistd::write(w, &[1]);
-    }
-}
-
-fn wake_pipe() -> Result<&'static (OwnedFd, OwnedFd)> {
-    if let Some(p) = WAKE.get() {
-        return Ok(p);
-    }
-    let p = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
-        .map_err(|e| Error::io("creating the mailbox wake-up pipe", e))?;
-    // Another thread may have set it first; then ours is dropped.
-    let _ = WAKE.set(p);
-    WAKE.get()
-        .ok_or(Error::Mailbox("mailbox wake-up pipe missing".into()))
-}
-
 fn drain(fd: &OwnedFd) {
     let mut buf = [0u8; 64];
     while matches!(nix::unistd::read(fd, &mut buf), Ok(n) if n > 0) {}
@@ -307,6 +299,11 @@ fn my_mule() -> Result<u32> {
 /// `uwsgi.mule_get_msg(signals, farms, buffer_size, timeout)`): from its
 /// own mailbox, the shared "any mule" one and, with `farms`, its farms'.
 /// Messages are never cut short. Only in a mule.
+///
+/// # Errors
+///
+/// [`Error::Mailbox`] outside a mule, [`Error::Io`] when a mailbox
+/// cannot be read.
 pub fn mule_get_msg(opts: GetMsg) -> Result<Inbox> {
     let id = my_mule()?;
     let m = mailboxes()?;
@@ -324,6 +321,11 @@ pub fn mule_get_msg(opts: GetMsg) -> Result<Inbox> {
 
 /// The next message for one of this mule's farms (uWSGI
 /// `uwsgi.farm_get_msg()`); `None` when `timeout` passed. Only in a mule.
+///
+/// # Errors
+///
+/// [`Error::Mailbox`] outside a mule or in a mule that is in no farm,
+/// [`Error::Io`] when a mailbox cannot be read.
 pub fn farm_get_msg(timeout: Option<Duration>) -> Result<Option<Vec<u8>>> {
     let id = my_mule()?;
     let m = mailboxes()?;
@@ -344,6 +346,10 @@ pub fn farm_get_msg(timeout: Option<Duration>) -> Result<Option<Vec<u8>>> {
 
 /// A message already waiting for this mule (its own, shared or farms'
 /// mailboxes), without waiting.
+///
+/// # Errors
+///
+/// As [`mule_get_msg`].
 pub fn try_mule_get_msg() -> Result<Option<Vec<u8>>> {
     let opts = GetMsg {
         signals: false,

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::source::SourceId;
+use crate::source_spec::SourceId;
 use crate::topology::{ProcId, Role};
 
 /// Who raised a signal.

@@ -202,6 +202,12 @@ impl Stream {
 /// the node delivered it, [`Error::Rejected`] when it refused,
 /// [`Error::Unreachable`] when it could not be reached or did not answer
 /// within `timeout` (for connecting, and again for the reply).
+///
+/// # Errors
+///
+/// [`Error::Rejected`] when the node refused the signal,
+/// [`Error::Unreachable`] when it could not be reached or did not answer in
+/// time, [`Error::Config`] when `addr` is not an address.
 pub fn send_remote(addr: &str, num: u8, timeout: Duration) -> Result<()> {
     let parsed: RemoteAddr = addr.parse()?;
     let mut stream = Stream::connect(&parsed, timeout).map_err(Error::Unreachable)?;

@@ -4,52 +4,9 @@
 //! decision; `pick` chooses the member of a pool that gets a pooled signal.
 //! Every routing rule lives here and is tested here, without a fork. Pure.
 
-use serde::Serialize;
-
 use crate::table::Route;
 use crate::target::Resolved;
-use crate::topology::{Slot, Topology};
-
-/// The life state of a child process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProcState {
-    /// Alive and serving signals.
-    Running,
-    /// Alive; skipped by `active-workers` and by pools; what is sent to it
-    /// directly is kept until it resumes.
-    Paused,
-    /// Stopped on purpose and not respawned; skipped by every target.
-    Cheaped,
-    /// Dead, about to be forked again; signals for it are held.
-    Respawning,
-    /// Shut down with the master.
-    Stopped,
-}
-
-impl ProcState {
-    /// The numeric code kept in shared memory.
-    pub(crate) fn code(self) -> u32 {
-        match self {
-            ProcState::Running => 1,
-            ProcState::Paused => 2,
-            ProcState::Cheaped => 3,
-            ProcState::Respawning => 4,
-            ProcState::Stopped => 5,
-        }
-    }
-
-    /// The state for a code read from shared memory.
-    pub(crate) fn from_code(code: u32) -> ProcState {
-        match code {
-            1 => ProcState::Running,
-            2 => ProcState::Paused,
-            3 => ProcState::Cheaped,
-            5 => ProcState::Stopped,
-            _ => ProcState::Respawning,
-        }
-    }
-}
+use crate::topology::{ProcState, Slot, Topology};
 
 /// What the router needs to know about one child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::origin::Received;
 use crate::signal::Signal;
-use crate::source::{IntoCron, Source, SourceId};
+use crate::source_spec::{IntoCron, Source, SourceId};
 use crate::target::IntoTarget;
 
 /// What a scheduling helper set up.
@@ -33,6 +33,12 @@ pub struct Scheduled {
 
 /// Picks a free number, registers `handler` on `target` for it, and adds
 /// `source` for it. The general form of the helpers below.
+///
+/// # Errors
+///
+/// What [`Signal::auto`], [`Signal::register_handler`] and
+/// [`Source::raise`] return, from whichever step fails: no free number,
+/// a target that is not valid here, a source that cannot work, no master.
 pub fn register<T, F>(source: Source, target: T, handler: F) -> Result<Scheduled>
 where
     T: IntoTarget,
@@ -47,6 +53,11 @@ where
 
 /// Runs `handler` on `target` every `secs` seconds (uwsgiconf
 /// `register_timer`).
+///
+/// # Errors
+///
+/// As [`register`]; a zero period is
+/// [`RegistrationError::InvalidSource`](crate::RegistrationError::InvalidSource).
 pub fn register_timer<T, F>(secs: u64, target: T, handler: F) -> Result<Scheduled>
 where
     T: IntoTarget,
@@ -56,6 +67,11 @@ where
 }
 
 /// Runs `handler` on `target` every `ms` milliseconds.
+///
+/// # Errors
+///
+/// As [`register`]; a zero period is
+/// [`RegistrationError::InvalidSource`](crate::RegistrationError::InvalidSource).
 pub fn register_timer_ms<T, F>(ms: u64, target: T, handler: F) -> Result<Scheduled>
 where
     T: IntoTarget,
@@ -66,6 +82,11 @@ where
 
 /// Runs `handler` on `target` every `secs` seconds, `repeat` times
 /// (`None`: for ever) (uwsgiconf `register_timer_rb`).
+///
+/// # Errors
+///
+/// As [`register`]; a zero period or `Some(0)` repeats is
+/// [`RegistrationError::InvalidSource`](crate::RegistrationError::InvalidSource).
 pub fn register_timer_rb<T, F>(
     secs: u64,
     repeat: Option<u64>,
@@ -85,6 +106,11 @@ where
 
 /// Runs `handler` on `target` in every local minute matching `spec`
 /// (uwsgiconf `register_cron`): crontab text or uWSGI's five integers.
+///
+/// # Errors
+///
+/// As [`register`]; a spec that does not parse is
+/// [`RegistrationError::InvalidSource`](crate::RegistrationError::InvalidSource).
 pub fn register_cron<T, F>(spec: impl IntoCron, target: T, handler: F) -> Result<Scheduled>
 where
     T: IntoTarget,
@@ -95,6 +121,11 @@ where
 
 /// Runs `handler` on `target` when the file or directory at `path` changes
 /// (uwsgiconf `register_file_monitor`).
+///
+/// # Errors
+///
+/// As [`register`]; a path whose directory cannot be watched is
+/// [`RegistrationError::InvalidSource`](crate::RegistrationError::InvalidSource).
 pub fn register_file_monitor<T, F>(
     path: impl AsRef<Path>,
     target: T,

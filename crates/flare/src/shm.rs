@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 
 use crate::error::{Error, Result};
-use crate::router::ProcState;
+use crate::topology::ProcState;
 
 /// The status of one child, written by the child (counters) and the master
 /// (pid, state, respawns).

@@ -11,11 +11,12 @@ use std::sync::atomic::Ordering::Acquire;
 use std::time::Duration;
 
 use crate::child;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result, TrySendError};
 use crate::handlers::{self, SignalDescription};
 use crate::master;
 use crate::origin::Received;
 use crate::proto::{Reply, Request};
+use crate::signal_num;
 use crate::table::MirrorEntry;
 use crate::target::IntoTarget;
 
@@ -45,6 +46,12 @@ impl Signal {
     /// The first free number, reserved atomically in the master so no other
     /// process can take it before this one registers it (uwsgiconf
     /// `Signal()`, which only looks the number up).
+    ///
+    /// # Errors
+    ///
+    /// [`RegistrationError::NoSignalAvailable`] when all 256 numbers are
+    /// taken, [`Error::NoRuntime`] outside a flare process or in a running
+    /// master, [`Error::MasterGone`] when the master has gone away.
     pub fn auto() -> Result<Signal> {
         let num = match child::context() {
             Some(ctx) => match ctx.request(&Request::Reserve)? {
@@ -80,8 +87,17 @@ impl Signal {
     ///
     /// In the master before `run()`, every child inherits the handler. In a
     /// child, only that child can run it; other children registering the
-    /// same number and target join it. See DESIGN.md section 3 and the
-    /// README for the rules and the errors.
+    /// same number and target join it; another target is a
+    /// [`RegistrationError::Conflict`]. The README lists every rule.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistrationError::InvalidTarget`] for a target that is not valid
+    /// in this group, [`RegistrationError::Unrunnable`],
+    /// [`RegistrationError::AlreadyRegistered`] and
+    /// [`RegistrationError::Conflict`] as the rules above say;
+    /// [`Error::NoRuntime`] outside a flare process or in a running master,
+    /// [`Error::MasterGone`] when the master has gone away.
     pub fn register_handler<T, F>(self, target: T, handler: F) -> Result<()>
     where
         T: IntoTarget,
@@ -92,6 +108,10 @@ impl Signal {
 
     /// [`Signal::register_handler`], then `callback(self)` once the
     /// registration is in place (uwsgiconf's `callback=` argument).
+    ///
+    /// # Errors
+    ///
+    /// As [`Signal::register_handler`]; `callback` is not called then.
     pub fn register_handler_then<T, F, C>(self, target: T, handler: F, callback: C) -> Result<()>
     where
         T: IntoTarget,
@@ -147,9 +167,14 @@ impl Signal {
     /// `signal.send()`). Waits while the channel to the master is full;
     /// never drops. In a master before `run()`, the signal is raised when
     /// `run()` starts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRuntime`] outside a flare process or in a running master,
+    /// [`Error::MasterGone`] when the master has gone away.
     pub fn send(self) -> Result<()> {
         match child::context() {
-            Some(ctx) => ctx.raise(self.num, true),
+            Some(ctx) => ctx.raise(self.num, true).map(drop),
             None => master::with_setup(|s| s.raised.push(self.num)),
         }
     }
@@ -159,16 +184,37 @@ impl Signal {
     /// [`Error::Rejected`] when the node refuses it, [`Error::Unreachable`]
     /// when it cannot be reached or does not answer within 4 s. Works in any
     /// process, flare or not.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Rejected`], [`Error::Unreachable`], and [`Error::Config`]
+    /// when `addr` is not an address.
     pub fn send_remote(self, addr: &str) -> Result<()> {
         crate::remote::send_remote(addr, self.num, crate::remote::DEFAULT_TIMEOUT)
     }
 
-    /// Like [`Signal::send`], but returns [`Error::QueueFull`] instead of
-    /// waiting when the channel to the master is full.
-    pub fn try_send(self) -> Result<()> {
+    /// Like [`Signal::send`], but never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] when the channel to the master is full (the
+    /// signal is not sent; `send()` would wait), [`TrySendError::Closed`]
+    /// when no master takes it: the master is gone, or this process is
+    /// neither one of its children nor a master before `run()`.
+    pub fn try_send(self) -> Result<(), TrySendError> {
+        let num = self.num;
         match child::context() {
-            Some(ctx) => ctx.raise(self.num, false),
-            None => master::with_setup(|s| s.raised.push(self.num)),
+            Some(ctx) => match ctx.raise(num, false) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(TrySendError::Full(num)),
+                Err(e) => {
+                    tracing::debug!("signal {num} not sent: {}", e.report());
+                    Err(TrySendError::Closed(num))
+                }
+            },
+            None => {
+                master::with_setup(|s| s.raised.push(num)).map_err(|_| TrySendError::Closed(num))
+            }
         }
     }
 
@@ -180,11 +226,21 @@ impl Signal {
     /// call: `wait()` returns at once when the signal was received since
     /// this thread's previous `wait()` for it returned (or since the process
     /// started). Several arrivals in between wake one `wait()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Wait`] outside a child (the master receives no signals) or
+    /// from inside a handler, [`Error::MasterGone`] when the master has gone
+    /// away.
     pub fn wait(self) -> Result<Received> {
         waiting(Some(self.num), None)?.ok_or_else(|| Error::Wait("woke without a signal".into()))
     }
 
     /// [`Signal::wait`] with a limit: `Ok(None)` when it passes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Signal::wait`].
     pub fn wait_timeout(self, timeout: Duration) -> Result<Option<Received>> {
         waiting(Some(self.num), Some(timeout))
     }
@@ -192,11 +248,19 @@ impl Signal {
 
 /// Blocks until this process receives any signal (uWSGI `signal_wait()`
 /// without a number).
+///
+/// # Errors
+///
+/// As [`Signal::wait`].
 pub fn wait_any() -> Result<Received> {
     waiting(None, None)?.ok_or_else(|| Error::Wait("woke without a signal".into()))
 }
 
 /// [`wait_any`] with a limit: `Ok(None)` when it passes.
+///
+/// # Errors
+///
+/// As [`Signal::wait`].
 pub fn wait_any_timeout(timeout: Duration) -> Result<Option<Received>> {
     waiting(None, Some(timeout))
 }
@@ -212,12 +276,18 @@ fn waiting(num: Option<u8>, timeout: Option<Duration>) -> Result<Option<Received
 
 /// The first signal number neither registered nor reserved (uwsgiconf
 /// `get_available_num()`). Only looks; [`Signal::auto`] also reserves.
+///
+/// # Errors
+///
+/// [`RegistrationError::NoSignalAvailable`] when all 256 are taken,
+/// [`Error::NoRuntime`] outside a flare process or in a running master.
 pub fn get_available_num() -> Result<u8> {
     match child::context() {
         Some(ctx) => (0..=255u8)
             .find(|&n| !mirror_entry(ctx, n).taken)
-            .ok_or(Error::NoSignalAvailable),
-        None => master::with_setup(|s| s.table.first_available())?.ok_or(Error::NoSignalAvailable),
+            .ok_or(RegistrationError::NoSignalAvailable.into()),
+        None => master::with_setup(|s| s.table.first_available())?
+            .ok_or(RegistrationError::NoSignalAvailable.into()),
     }
 }
 
@@ -253,6 +323,11 @@ pub fn registry_signals() -> Vec<SignalDescription> {
 
 /// Asks the master to shut the whole group down gracefully (uWSGI
 /// `uwsgi.stop()`): queued signals are handled, then every child is ended.
+///
+/// # Errors
+///
+/// [`Error::NoRuntime`] outside a flare process or in a running master,
+/// [`Error::MasterGone`] when the master has gone away.
 pub fn stop() -> Result<()> {
     match child::context() {
         Some(ctx) => match ctx.request(&Request::Stop)? {
@@ -282,6 +357,10 @@ pub fn serve_forever() -> ! {
 /// member's memory but is not the member) it is
 /// [`Error::ForkedFromMember`], so that it never claims the member's
 /// identity.
+///
+/// # Errors
+///
+/// [`Error::NoRuntime`] and [`Error::ForkedFromMember`], as above.
 pub fn whoami() -> Result<child::ProcessInfo> {
     match child::context() {
         Some(ctx) => ctx.own().map(|ctx| ctx.info),
@@ -324,12 +403,7 @@ impl FromStr for Signal {
     /// Parses a decimal number from 0 to 255; anything else (300, -1, x)
     /// is [`Error::BadNumber`], never a wrap-around.
     fn from_str(text: &str) -> Result<Signal> {
-        text.trim()
-            .parse::<u8>()
-            .map(Signal::new)
-            .map_err(|_| Error::BadNumber {
-                text: text.to_owned(),
-            })
+        signal_num::parse(text).map(Signal::new)
     }
 }
 
@@ -338,11 +412,7 @@ impl TryFrom<i64> for Signal {
 
     /// Any integer from 0 to 255; anything else is [`Error::BadNumber`].
     fn try_from(n: i64) -> Result<Signal> {
-        u8::try_from(n)
-            .map(Signal::new)
-            .map_err(|_| Error::BadNumber {
-                text: n.to_string(),
-            })
+        signal_num::from_i64(n).map(Signal::new)
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::router::ProcState;
 use crate::topology::ProcId;
+use crate::topology::ProcState;
 
 /// One process of the group, as its status slot shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

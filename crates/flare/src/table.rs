@@ -1,12 +1,19 @@
 //! The signal table: 256 routes, who owns them and who can run them.
 //!
-//! This module is the one place for the registration rules (DESIGN.md
-//! section 3). Only the master holds a `Table`; children read a mirror of it
-//! through [`MirrorEntry`], one `u64` per number. Pure: no I/O.
+//! This module is the one place for the registration rules: the master
+//! registering a number twice is `AlreadyRegistered`; a child's
+//! registration runs only in that child, other children with the same
+//! target join it as runners and another target is a `Conflict`; a target
+//! that can never include a process able to run it is `Unrunnable`; a
+//! child's registrations die with it; a reserved number (`Signal::auto()`)
+//! may be registered only by the process that reserved it.
+//!
+//! Only the master holds a `Table`; children read a mirror of it through
+//! [`MirrorEntry`], one `u64` per number. Pure: no I/O.
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result};
 use crate::target::{Resolved, Target};
 use crate::topology::{Slot, SlotSet, Topology};
 
@@ -66,6 +73,15 @@ enum Entry {
     Registered(Route),
 }
 
+/// A number that is not free, as [`Table::taken`] lists it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Taken<'a> {
+    /// Reserved (by `Signal::auto()`), not registered yet.
+    Reserved(Owner),
+    /// Registered.
+    Registered(&'a Route),
+}
+
 /// What a successful registration did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Registration {
@@ -122,12 +138,14 @@ impl Table {
     /// Takes the first free number for `who`, so no other process can pick
     /// it before `who` registers it.
     pub(crate) fn reserve(&mut self, who: Owner) -> Result<u8> {
-        let num = self.first_available().ok_or(Error::NoSignalAvailable)?;
+        let num = self
+            .first_available()
+            .ok_or(RegistrationError::NoSignalAvailable)?;
         self.entries[num as usize] = Entry::Reserved(who);
         Ok(num)
     }
 
-    /// Applies the registration rules of DESIGN.md section 3.
+    /// Applies the registration rules (see the module documentation).
     pub(crate) fn register(
         &mut self,
         num: u8,
@@ -137,22 +155,24 @@ impl Table {
         let resolved = target.resolve(&self.topo)?;
         if let Owner::Child(slot) = who {
             if !resolved.includes(&self.topo, slot) {
-                return Err(Error::Unrunnable {
+                return Err(Error::from(RegistrationError::Unrunnable {
                     num,
                     target: target.to_string(),
                     process: self.topo.proc_at(slot).to_string(),
-                });
+                }));
             }
         }
         let topo = &self.topo;
         let entry = &mut self.entries[num as usize];
         match entry {
-            Entry::Reserved(holder) if *holder != who => Err(Error::Conflict {
-                num,
-                existing: None,
-                owner: holder.describe(topo),
-                requested: target.to_string(),
-            }),
+            Entry::Reserved(holder) if *holder != who => {
+                Err(Error::from(RegistrationError::Conflict {
+                    num,
+                    existing: None,
+                    owner: holder.describe(topo),
+                    requested: target.to_string(),
+                }))
+            }
             Entry::Free | Entry::Reserved(_) => {
                 let runners = match who {
                     Owner::Master => Runners::All,
@@ -167,10 +187,12 @@ impl Table {
                 Ok(Registration::New)
             }
             Entry::Registered(route) => match who {
-                Owner::Master if route.owner == Owner::Master => Err(Error::AlreadyRegistered {
-                    num,
-                    target: route.target.to_string(),
-                }),
+                Owner::Master if route.owner == Owner::Master => {
+                    Err(Error::from(RegistrationError::AlreadyRegistered {
+                        num,
+                        target: route.target.to_string(),
+                    }))
+                }
                 Owner::Child(slot) if route.target.same_as(target, topo) => {
                     match &mut route.runners {
                         Runners::All => Ok(Registration::Replaced),
@@ -181,12 +203,12 @@ impl Table {
                         }
                     }
                 }
-                _ => Err(Error::Conflict {
+                _ => Err(Error::from(RegistrationError::Conflict {
                     num,
                     existing: Some(route.target.to_string()),
                     owner: route.owner.describe(topo),
                     requested: target.to_string(),
-                }),
+                })),
             },
         }
     }
@@ -225,37 +247,16 @@ impl Table {
         changed
     }
 
-    /// Every registered or reserved number, for the stats document.
-    pub(crate) fn snapshot(&self) -> Vec<crate::stats::RouteStats> {
-        let topo = &self.topo;
+    /// Every registered or reserved number, in order.
+    pub(crate) fn taken(&self) -> impl Iterator<Item = (u8, Taken<'_>)> {
         self.entries
             .iter()
             .enumerate()
             .filter_map(|(num, e)| match e {
                 Entry::Free => None,
-                Entry::Reserved(owner) => Some(crate::stats::RouteStats {
-                    num: num as u8,
-                    owner: owner.describe(topo),
-                    reserved: true,
-                    ..Default::default()
-                }),
-                Entry::Registered(r) => Some(crate::stats::RouteStats {
-                    num: num as u8,
-                    target: r.target.to_string(),
-                    owner: match r.owner {
-                        Owner::Master => "master".into(),
-                        Owner::Child(s) => topo.proc_at(s).to_string(),
-                    },
-                    runners: match &r.runners {
-                        Runners::All => vec!["all".into()],
-                        Runners::Only(set) => {
-                            set.iter().map(|s| topo.proc_at(s).to_string()).collect()
-                        }
-                    },
-                    reserved: false,
-                }),
+                Entry::Reserved(owner) => Some((num as u8, Taken::Reserved(*owner))),
+                Entry::Registered(r) => Some((num as u8, Taken::Registered(r))),
             })
-            .collect()
     }
 
     /// The mirror word children read for `num`.
@@ -388,7 +389,13 @@ mod tests {
         let mut tb = table();
         tb.register(5, &t("workers"), Owner::Master).unwrap();
         let e = tb.register(5, &t("workers"), Owner::Master).unwrap_err();
-        assert!(matches!(e, Error::AlreadyRegistered { num: 5, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Registration(RegistrationError::AlreadyRegistered { num: 5, .. })
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("`workers`"));
     }
 
@@ -430,12 +437,12 @@ mod tests {
         let mut tb = table();
         tb.register(9, &t("workers"), W1).unwrap();
         let e = tb.register(9, &t("worker"), W2).unwrap_err();
-        let Error::Conflict {
+        let Error::Registration(RegistrationError::Conflict {
             num,
             existing,
             owner,
             requested,
-        } = &e
+        }) = &e
         else {
             panic!("{e}")
         };
@@ -464,7 +471,13 @@ mod tests {
     fn a_target_that_cannot_reach_the_registrant_is_unrunnable() {
         let mut tb = table();
         let e = tb.register(4, &t("mules"), W1).unwrap_err();
-        assert!(matches!(e, Error::Unrunnable { num: 4, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Registration(RegistrationError::Unrunnable { num: 4, .. })
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("worker1"));
         assert!(tb.register(4, &t("worker2"), W1).is_err());
         assert!(tb.register(4, &t("worker1"), W1).is_ok());
@@ -476,7 +489,13 @@ mod tests {
         let mut tb = table();
         for bad in ["worker99", "farm_nope", "farm2", "mule3"] {
             let e = tb.register(1, &t(bad), Owner::Master).unwrap_err();
-            assert!(matches!(e, Error::InvalidTarget { .. }), "{bad}: {e}");
+            assert!(
+                matches!(
+                    e,
+                    Error::Registration(RegistrationError::InvalidTarget { .. })
+                ),
+                "{bad}: {e}"
+            );
         }
         assert!(tb.first_available() == Some(0) && !tb.is_registered(1));
     }
@@ -502,7 +521,10 @@ mod tests {
             tb.reserve(Owner::Master).unwrap();
         }
         assert_eq!(tb.first_available(), None);
-        assert!(matches!(tb.reserve(W1), Err(Error::NoSignalAvailable)));
+        assert!(matches!(
+            tb.reserve(W1),
+            Err(Error::Registration(RegistrationError::NoSignalAvailable))
+        ));
     }
 
     #[test]

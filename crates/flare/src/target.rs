@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result};
 use crate::topology::{MAX_TARGET_LEN, Slot, Topology};
 
 /// Where a signal is delivered: the uWSGI target grammar.
@@ -66,10 +66,12 @@ impl FromStr for Target {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let bad = |reason: &str| Error::InvalidTarget {
-            text: text.to_owned(),
-            reason: reason.to_owned(),
-            valid: GRAMMAR.to_owned(),
+        let bad = |reason: &str| {
+            Error::from(RegistrationError::InvalidTarget {
+                text: text.to_owned(),
+                reason: reason.to_owned(),
+                valid: GRAMMAR.to_owned(),
+            })
         };
         if text.len() > MAX_TARGET_LEN {
             return Err(bad(&format!(
@@ -194,10 +196,12 @@ impl Target {
     /// slots it names. The error names the text and lists what is valid
     /// in this group.
     pub(crate) fn resolve(&self, topo: &Topology) -> Result<Resolved> {
-        let bad = |reason: String| Error::InvalidTarget {
-            text: self.to_string(),
-            reason,
-            valid: valid_targets(topo),
+        let bad = |reason: String| {
+            Error::from(RegistrationError::InvalidTarget {
+                text: self.to_string(),
+                reason,
+                valid: valid_targets(topo),
+            })
         };
         let have = |n: u32, role: &str| -> Result<()> {
             if n == 0 {
@@ -351,6 +355,10 @@ impl From<Farm> for Target {
 /// a [`Mule`] or a [`Farm`].
 pub trait IntoTarget {
     /// Converts into a target, checking the grammar of text.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistrationError::InvalidTarget`] for text that is not a target.
     fn into_target(self) -> Result<Target>;
 }
 

@@ -10,6 +10,47 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+/// The life state of a child process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcState {
+    /// Alive and serving signals.
+    Running,
+    /// Alive; skipped by `active-workers` and by pools; what is sent to it
+    /// directly is kept until it resumes.
+    Paused,
+    /// Stopped on purpose and not respawned; skipped by every target.
+    Cheaped,
+    /// Dead, about to be forked again; signals for it are held.
+    Respawning,
+    /// Shut down with the master.
+    Stopped,
+}
+
+impl ProcState {
+    /// The numeric code kept in shared memory.
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            ProcState::Running => 1,
+            ProcState::Paused => 2,
+            ProcState::Cheaped => 3,
+            ProcState::Respawning => 4,
+            ProcState::Stopped => 5,
+        }
+    }
+
+    /// The state for a code read from shared memory.
+    pub(crate) fn from_code(code: u32) -> ProcState {
+        match code {
+            1 => ProcState::Running,
+            2 => ProcState::Paused,
+            3 => ProcState::Cheaped,
+            5 => ProcState::Stopped,
+            _ => ProcState::Respawning,
+        }
+    }
+}
+
 /// The kind of a flare process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

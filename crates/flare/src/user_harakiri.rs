@@ -18,6 +18,11 @@ use crate::shm::monotonic_ns;
 
 /// Sets (`Some`) or clears (`None` or zero) this process's own time limit,
 /// counted from now. Only in a flare child.
+///
+/// # Errors
+///
+/// [`Error::NoRuntime`] outside a flare child; the errors of the request
+/// to the master (such as [`Error::MasterGone`]).
 pub fn set_user_harakiri(limit: Option<Duration>) -> Result<()> {
     let ctx = crate::child::context().ok_or(Error::NoRuntime(
         "set_user_harakiri works in a flare child (worker, mule or spooler); the master \

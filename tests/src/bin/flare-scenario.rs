@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
-use flare::{Error, Master, Mule, Signal, Source, Target};
+use flare::{Error, Master, Mule, RegistrationError, Signal, Source, Target, TrySendError};
 
 fn fact(key: &str, value: impl std::fmt::Display) {
     println!("FACT {key}={value}");
@@ -217,9 +217,9 @@ fn registry() -> String {
 fn err_kind(r: flare::Result<()>) -> &'static str {
     match r {
         Ok(()) => "ok",
-        Err(Error::Unrunnable { .. }) => "unrunnable",
-        Err(Error::InvalidTarget { .. }) => "invalid-target",
-        Err(Error::Conflict { .. }) => "conflict",
+        Err(Error::Registration(RegistrationError::Unrunnable { .. })) => "unrunnable",
+        Err(Error::Registration(RegistrationError::InvalidTarget { .. })) => "invalid-target",
+        Err(Error::Registration(RegistrationError::Conflict { .. })) => "conflict",
         Err(_) => "other",
     }
 }
@@ -347,7 +347,7 @@ fn available() -> flare::Result<flare::Summary> {
             loop {
                 match Signal::auto() {
                     Ok(_) => got += 1,
-                    Err(Error::NoSignalAvailable) => break,
+                    Err(Error::Registration(RegistrationError::NoSignalAvailable)) => break,
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -471,7 +471,7 @@ fn queue_full() -> flare::Result<flare::Summary> {
                 loop {
                     match Signal::new(1).try_send() {
                         Ok(()) => sent += 1,
-                        Err(Error::QueueFull { num: 1 }) => break,
+                        Err(TrySendError::Full(1)) => break,
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -920,13 +920,11 @@ fn harakiri(dir: PathBuf) -> flare::Result<flare::Summary> {
 /// children at random; the harness then stops the master with SIGTERM.
 fn chaos(secs: u64) -> flare::Result<flare::Summary> {
     let until = std::time::Instant::now() + Duration::from_secs(secs);
-    let opts = flare::Options {
-        // Children die all the time here: keep respawns quick.
-        min_lifetime: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(500),
-        drain_timeout: Duration::from_secs(30),
-        ..flare::Options::default()
-    };
+    let mut opts = flare::Options::default();
+    // Children die all the time here: keep respawns quick.
+    opts.min_lifetime = Duration::from_millis(50);
+    opts.max_backoff = Duration::from_millis(500);
+    opts.drain_timeout = Duration::from_secs(30);
     let sender = move |me: flare::ProcessInfo| {
         let nums = [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 42];
         let mut i = me.id as usize;

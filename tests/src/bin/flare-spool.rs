@@ -199,11 +199,10 @@ fn prompt(dir: PathBuf) -> flare::Result<Value> {
 }
 
 fn quick_respawn() -> Options {
-    Options {
-        min_lifetime: Duration::ZERO,
-        max_backoff: Duration::from_millis(20),
-        ..Options::default()
-    }
+    let mut o = Options::default();
+    o.min_lifetime = Duration::ZERO;
+    o.max_backoff = Duration::from_millis(20);
+    o
 }
 
 /// Workers spool `n` jobs (each logged in SPOOLED once spool() returned);

@@ -464,7 +464,7 @@ pub(super) struct EdgeCounts {
 
 impl EdgeCounts {
     /// Adds these to the master's stats and control counters.
-    pub(super) fn add_admin(self, c: &mut super::summary::Counters) {
+    pub(super) fn add_admin(self, c: &mut crate::counters::Counters) {
         c.admin_evicted += self.evicted;
         c.admin_timed_out += self.timed_out;
         c.admin_refused += self.refused;

@@ -17,23 +17,29 @@ mod sources;
 mod strays;
 mod summary;
 
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub use admin::AdminOptions;
 pub use remote::RemoteOptions;
-pub use sources::SourceSummary;
-pub use summary::{Counters, ProcessSummary, SignalSummary, Summary, Tally};
+pub use summary::{ProcessSummary, Summary};
 
 use crate::child::{Entry, ProcessInfo};
 use crate::error::{Error, Result};
 use crate::shm::Shm;
+use crate::source_spec::{Source, SourceId};
 use crate::sys;
 use crate::table::{Owner, Table};
 use crate::topology::{FarmSpec, Role, Topology};
 
 /// Tunables of the master. The defaults suit most groups.
+///
+/// More fields may come: start from the defaults and set what you need
+/// (`let mut o = Options::default(); o.prefetch = 8;`), or use the
+/// builder's methods.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// Deliveries one child may have queued in the master before more are
     /// dropped (and counted). Default 1,048,576. Raises from outside a
@@ -189,6 +195,18 @@ pub(crate) struct Entries {
     pub(crate) fork_hooks: Option<ForkHooks>,
 }
 
+impl fmt::Debug for Entries {
+    /// Which entry functions and hooks are set (functions do not print).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entries")
+            .field("worker", &self.worker.is_some())
+            .field("mule", &self.mule.is_some())
+            .field("spooler", &self.spooler.is_some())
+            .field("fork_hooks", &self.fork_hooks)
+            .finish()
+    }
+}
+
 impl Entries {
     pub(crate) fn for_role(&self, role: Role) -> Option<&Entry> {
         match role {
@@ -235,6 +253,28 @@ pub struct MasterBuilder {
     spool: crate::spool::Setup,
     spool_handler: Option<crate::SpoolHandler>,
     locks: u32,
+}
+
+impl fmt::Debug for MasterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterBuilder")
+            .field("topo", &self.topo)
+            .field("entries", &self.entries)
+            .field("opts", &self.opts)
+            .field("remote", &self.remote)
+            .field("stats", &self.stats)
+            .field("control", &self.control)
+            .field("mule_msg_size", &self.mule_msg_size)
+            .field("admin", &self.admin)
+            .field("allow_uids", &self.allow_uids)
+            .field("spool", &self.spool)
+            .field(
+                "spool_handler",
+                &self.spool_handler.as_ref().map(|_| "<fn>"),
+            )
+            .field("locks", &self.locks)
+            .finish()
+    }
 }
 
 impl MasterBuilder {
@@ -486,6 +526,13 @@ impl MasterBuilder {
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for settings that cannot work together, or an
+    /// endpoint address that cannot be listened on (the message says which),
+    /// or when this process is already a master or a child;
+    /// [`Error::Io`] when the shared memory cannot be mapped.
     pub fn build(mut self) -> Result<Master> {
         if crate::child::context().is_none() && !is_master() {
             if self.spool.frequency.is_some_and(|f| f.is_zero()) {
@@ -494,6 +541,10 @@ impl MasterBuilder {
                 ));
             }
             crate::spool::configure(std::mem::take(&mut self.spool), &mut self.topo.spoolers)?;
+            // A spooler with no entry of its own runs its spool directory.
+            if self.entries.spooler.is_none() && !crate::spool::spooler_dirs().is_empty() {
+                self.entries.spooler = Some(Box::new(|_| crate::spool::serve_spooler_forever()));
+            }
             if let Some(h) = self.spool_handler.take() {
                 crate::spool::set_spooler_handler(move |t| h(t));
             }
@@ -591,6 +642,19 @@ pub struct Master {
     admin: Option<admin::Admin>,
 }
 
+impl fmt::Debug for Master {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Master")
+            .field("topology", &self.topo)
+            .field("entries", &self.entries)
+            .field("options", &self.opts)
+            .field("remote", &self.remote_addr())
+            .field("stats", &self.stats_addr())
+            .field("control", &self.control_addr())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Master {
     /// A builder with one worker and nothing else.
     pub fn builder() -> MasterBuilder {
@@ -653,6 +717,12 @@ impl Master {
     ///
     /// `SIGPIPE` is ignored from here on, in the master and the children
     /// (the channels are pipes; a write to a dead peer must fail, not kill).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when this process has more than one thread or
+    /// `run()` was called before; [`Error::Io`] when a system call the master
+    /// needs (fork, epoll, signal handling, the channels) fails.
     pub fn run(self) -> Result<Summary> {
         sys::ensure_single_threaded()?;
         sys::ignore_sigpipe()?;
@@ -702,12 +772,12 @@ impl Setup {
     }
 
     /// Adds a source owned by the master.
-    pub(crate) fn add_source(&mut self, sig: u8, source: crate::Source) -> Result<crate::SourceId> {
+    pub(crate) fn add_source(&mut self, sig: u8, source: Source) -> Result<SourceId> {
         self.sources.add(sig, source, Owner::Master)
     }
 
     /// Removes a source.
-    pub(crate) fn remove_source(&mut self, id: crate::SourceId) -> Result<()> {
+    pub(crate) fn remove_source(&mut self, id: SourceId) -> Result<()> {
         self.sources.remove(id)
     }
 

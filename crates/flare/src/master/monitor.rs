@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result};
 
 /// Coalescing window for bursts of file events.
 pub(crate) const WINDOW: Duration = Duration::from_millis(100);
@@ -74,23 +74,27 @@ impl Monitors {
     /// Starts watching `path` for source `id`. The path must exist, or its
     /// parent directory must.
     pub(super) fn add(&mut self, id: u32, path: &Path, recursive: bool) -> Result<PathBuf> {
-        let path = std::path::absolute(path)
-            .map_err(|e| Error::InvalidSource(format!("{}: {e}", path.display())))?;
+        let path = std::path::absolute(path).map_err(|e| {
+            Error::from(RegistrationError::InvalidSource(format!(
+                "{}: {e}",
+                path.display()
+            )))
+        })?;
         let (parent, name) = match (path.parent(), path.file_name()) {
             (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
             _ => {
-                return Err(Error::InvalidSource(format!(
+                return Err(Error::from(RegistrationError::InvalidSource(format!(
                     "cannot monitor {}: it has no parent directory to watch",
                     path.display()
-                )));
+                ))));
             }
         };
         if !parent.is_dir() {
-            return Err(Error::InvalidSource(format!(
+            return Err(Error::from(RegistrationError::InvalidSource(format!(
                 "cannot monitor {}: neither it nor its parent directory {} exists",
                 path.display(),
                 parent.display()
-            )));
+            ))));
         }
         if self.inotify.is_none() {
             let ino =
@@ -117,10 +121,12 @@ impl Monitors {
         let Some(ino) = self.inotify.as_ref() else {
             return Ok(());
         };
-        let wd = ino
-            .watches()
-            .add(dir, mask())
-            .map_err(|e| Error::InvalidSource(format!("cannot watch {}: {e}", dir.display())))?;
+        let wd = ino.watches().add(dir, mask()).map_err(|e| {
+            Error::from(RegistrationError::InvalidSource(format!(
+                "cannot watch {}: {e}",
+                dir.display()
+            )))
+        })?;
         let w = self
             .watches
             .entry(wd.get_watch_descriptor_id())

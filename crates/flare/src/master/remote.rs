@@ -17,13 +17,15 @@ use mio::{Registry, Token};
 use super::listener::{
     Bounded, Conns, EdgeCounts, Gate, Limits, Listener, Peer, Stream, out_of_fds, suppressed,
 };
-use super::summary::Counters;
+use crate::counters::Counters;
 use crate::error::{Error, Result};
 use crate::proto::uwsgi::{Read, RequestReader, signal_reply};
 use crate::ratelog::RateLog;
 
-/// Settings of the remote-signal listener.
+/// Settings of the remote-signal listener: [`RemoteOptions::new`], then
+/// set the fields to change (more may come).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RemoteOptions {
     /// Where to listen: `host:port`, `:port`, a socket path, or `@name`
     /// (see [`RemoteAddr`](crate::RemoteAddr)).

@@ -9,14 +9,14 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
-use serde::{Deserialize, Serialize};
 
 use super::monitor::Monitors;
+use crate::counters::SourceSummary;
 use crate::cron::CronSpec;
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistrationError, Result};
 use crate::origin::Origin;
 use crate::schedule::{CronCursor, TimerSchedule};
-use crate::source::{Source, SourceId, SourceKind};
+use crate::source_spec::{Source, SourceId, SourceKind};
 use crate::table::Owner;
 use crate::topology::Slot;
 
@@ -44,24 +44,6 @@ impl Entry {
             State::Monitor => Origin::FileMonitor(id),
         }
     }
-}
-
-/// A source, as reported in summaries and stats.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceSummary {
-    /// Its id.
-    pub id: u32,
-    /// The signal it raises.
-    pub sig: u8,
-    /// What it is (`timer every 50ms`, `cron `* * * * *``, ...).
-    pub what: String,
-    /// Times it raised its signal.
-    pub fired: u64,
-    /// Firings skipped because it is unique and its last signal was still
-    /// queued or running.
-    pub held: u64,
-    /// When it fires next, in milliseconds from now (timers and crons).
-    pub next_in_ms: Option<u64>,
 }
 
 /// Every source of the master.
@@ -96,11 +78,11 @@ impl Sources {
             .iter()
             .find(|(_, e)| e.sig == sig && same_kind(&e.source.kind, &source.kind))
         {
-            return Err(Error::DuplicateSource {
+            return Err(Error::from(RegistrationError::DuplicateSource {
                 sig,
                 what: e.source.kind.to_string(),
                 id,
-            });
+            }));
         }
         self.next_id += 1;
         let id = self.next_id;
@@ -139,7 +121,7 @@ impl Sources {
         let e = self
             .entries
             .remove(&id.0)
-            .ok_or(Error::NoSuchSource(id.0))?;
+            .ok_or(RegistrationError::NoSuchSource(id.0))?;
         if matches!(e.state, State::Monitor) {
             self.monitors.remove(id.0);
         }
@@ -355,7 +337,7 @@ mod tests {
         let a = s.add(1, t(), Owner::Master).unwrap();
         let e = s.add(1, t(), Owner::Child(0)).unwrap_err();
         assert!(
-            matches!(e, Error::DuplicateSource { sig: 1, id, .. } if id == a.0),
+            matches!(e, Error::Registration(RegistrationError::DuplicateSource { sig: 1, id, .. }) if id == a.0),
             "{e}"
         );
         assert!(
@@ -372,7 +354,10 @@ mod tests {
         s.release(0);
         assert_eq!(s.summaries().len(), 2, "worker 1's timer went with it");
         s.remove(c).unwrap();
-        assert!(matches!(s.remove(c), Err(Error::NoSuchSource(_))));
+        assert!(matches!(
+            s.remove(c),
+            Err(Error::Registration(RegistrationError::NoSuchSource(_)))
+        ));
         assert_eq!(s.summaries().len(), 1);
     }
 

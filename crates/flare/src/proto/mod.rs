@@ -20,7 +20,7 @@ pub mod uwsgi;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{Error, RegistrationError};
 use crate::origin::Origin;
 
 /// Size of every frame.
@@ -263,7 +263,7 @@ pub(crate) enum Request {
     /// Add a source raising `sig`, owned by the asking child.
     AddSource {
         sig: u8,
-        source: crate::source::Source,
+        source: crate::source_spec::Source,
     },
     /// Remove a source.
     RemoveSource { id: u32 },
@@ -282,132 +282,14 @@ pub(crate) enum Reply {
     /// The id of the source added.
     Source(u32),
     /// Refused.
-    Err(WireError),
+    Err(RegistrationError),
 }
 
-/// An [`Error`] the master sends back to a child.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum WireError {
-    InvalidTarget {
-        text: String,
-        reason: String,
-        valid: String,
-    },
-    Unrunnable {
-        num: u8,
-        target: String,
-        process: String,
-    },
-    AlreadyRegistered {
-        num: u8,
-        target: String,
-    },
-    Conflict {
-        num: u8,
-        existing: Option<String>,
-        owner: String,
-        requested: String,
-    },
-    NoSignalAvailable,
-    InvalidSource(String),
-    DuplicateSource {
-        sig: u8,
-        what: String,
-        id: u32,
-    },
-    NoSuchSource(u32),
-    Other(String),
-}
-
-impl From<Error> for WireError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::InvalidTarget {
-                text,
-                reason,
-                valid,
-            } => WireError::InvalidTarget {
-                text,
-                reason,
-                valid,
-            },
-            Error::Unrunnable {
-                num,
-                target,
-                process,
-            } => WireError::Unrunnable {
-                num,
-                target,
-                process,
-            },
-            Error::AlreadyRegistered { num, target } => {
-                WireError::AlreadyRegistered { num, target }
-            }
-            Error::Conflict {
-                num,
-                existing,
-                owner,
-                requested,
-            } => WireError::Conflict {
-                num,
-                existing,
-                owner,
-                requested,
-            },
-            Error::NoSignalAvailable => WireError::NoSignalAvailable,
-            Error::InvalidSource(s) => WireError::InvalidSource(s),
-            Error::DuplicateSource { sig, what, id } => {
-                WireError::DuplicateSource { sig, what, id }
-            }
-            Error::NoSuchSource(id) => WireError::NoSuchSource(id),
-            other => WireError::Other(other.to_string()),
-        }
-    }
-}
-
-impl From<WireError> for Error {
-    fn from(e: WireError) -> Self {
-        match e {
-            WireError::InvalidTarget {
-                text,
-                reason,
-                valid,
-            } => Error::InvalidTarget {
-                text,
-                reason,
-                valid,
-            },
-            WireError::Unrunnable {
-                num,
-                target,
-                process,
-            } => Error::Unrunnable {
-                num,
-                target,
-                process,
-            },
-            WireError::AlreadyRegistered { num, target } => {
-                Error::AlreadyRegistered { num, target }
-            }
-            WireError::Conflict {
-                num,
-                existing,
-                owner,
-                requested,
-            } => Error::Conflict {
-                num,
-                existing,
-                owner,
-                requested,
-            },
-            WireError::NoSignalAvailable => Error::NoSignalAvailable,
-            WireError::InvalidSource(s) => Error::InvalidSource(s),
-            WireError::DuplicateSource { sig, what, id } => {
-                Error::DuplicateSource { sig, what, id }
-            }
-            WireError::NoSuchSource(id) => Error::NoSuchSource(id),
-            WireError::Other(s) => Error::Protocol(s),
-        }
+impl Reply {
+    /// The refusal a child gets for a request the master could not carry
+    /// out.
+    pub(crate) fn refused(e: Error) -> Reply {
+        Reply::Err(RegistrationError::for_child(e))
     }
 }
 
@@ -480,7 +362,7 @@ mod tests {
         encode_with_payload(
             true,
             99,
-            &Reply::Err(WireError::NoSignalAvailable),
+            &Reply::Err(RegistrationError::NoSignalAvailable),
             &mut bytes,
         )
         .unwrap();
@@ -521,7 +403,7 @@ mod tests {
                 body,
             } => {
                 let r: Reply = serde_json::from_slice(body).unwrap();
-                assert_eq!(r, Reply::Err(WireError::NoSignalAvailable));
+                assert_eq!(r, Reply::Err(RegistrationError::NoSignalAvailable));
                 got.push(format!("reply {id}"));
             }
             m => panic!("{m:?}"),

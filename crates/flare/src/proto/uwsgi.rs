@@ -89,6 +89,11 @@ impl fmt::Display for Malformed {
 }
 
 /// Reads a signal request header: the signal number, or what is wrong.
+///
+/// # Errors
+///
+/// [`Malformed`] when the header is not a signal request (another
+/// `modifier1`, or a body announced).
 pub fn parse_request(b: [u8; HEADER_LEN]) -> Result<u8, Malformed> {
     let h = Header::decode(b);
     if h.modifier1 != SIGNAL {
@@ -102,6 +107,10 @@ pub fn parse_request(b: [u8; HEADER_LEN]) -> Result<u8, Malformed> {
 
 /// Reads a signal reply: delivered or not. uWSGI's own client takes any
 /// modifier2 other than 0 as delivered; so does this.
+///
+/// # Errors
+///
+/// [`Malformed`] when the header is not a signal reply.
 pub fn parse_reply(b: [u8; HEADER_LEN]) -> Result<bool, Malformed> {
     let h = Header::decode(b);
     if h.modifier1 != REPLY {

@@ -156,7 +156,7 @@ pub type SpoolHandler = Arc<dyn Fn(&Task) -> SpoolOutcome + Send + Sync + 'stati
 pub(crate) const DEFAULT_FREQUENCY: Duration = Duration::from_secs(30);
 
 /// Spool configuration collected by the builder.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Setup {
     pub(crate) dirs: Vec<PathBuf>,
     pub(crate) processes: Option<u32>,
@@ -245,6 +245,13 @@ pub fn set_spooler_handler(f: impl Fn(&Task) -> SpoolOutcome + Send + Sync + 'st
 /// Spools a job (uWSGI `uwsgi.spool()`): writes it durably into its spool
 /// directory and returns the job file's path. From any process of the
 /// group, the master included.
+///
+/// # Errors
+///
+/// [`Error::InvalidJob`] for a job that cannot be written as given (an
+/// unknown `spooler` directory among them), [`Error::Spool`] when the
+/// directory cannot take it (missing, not writable, full),
+/// [`Error::NoRuntime`] when no spool directory is configured.
 pub fn spool(job: Job) -> Result<PathBuf> {
     let cfg = config()?;
     let dir = match &job.spooler {
@@ -287,6 +294,12 @@ fn find_dir<'a>(cfg: &'a Config, want: &Path) -> Result<&'a PathBuf> {
 
 /// The jobs waiting in a spool directory (the first when `None`), sorted
 /// in the order they run (uWSGI `uwsgi.spooler_jobs()`).
+///
+/// # Errors
+///
+/// [`Error::InvalidJob`] for a directory that is not one of the group's,
+/// [`Error::Spool`] when the directory cannot be read,
+/// [`Error::NoRuntime`] when no spool directory is configured.
 pub fn spooler_jobs(spooler: Option<&Path>) -> Result<Vec<PathBuf>> {
     let cfg = config()?;
     let dir = match spooler {
@@ -310,6 +323,11 @@ pub fn spooler_dirs() -> Vec<PathBuf> {
 /// whose handler said retry, and jobs held by a spooler that died (uWSGI
 /// `set_spooler_frequency`; new jobs never wait for it). For the whole
 /// group, from any of its processes. Default 30 s.
+///
+/// # Errors
+///
+/// [`Error::Config`] for a zero duration, [`Error::NoRuntime`] when no
+/// spool directory is configured.
 pub fn set_spooler_frequency(every: Duration) -> Result<()> {
     if every.is_zero() {
         return Err(Error::Config(
@@ -334,8 +352,22 @@ pub(crate) fn frequency() -> Duration {
 /// For a spooler with a spool directory: serves it for good (jobs here,
 /// signals on the dispatcher thread). Returns when this process has no
 /// directory to serve.
+/// A spooler's default entry: runs its spool directory, then serves
+/// signals until the master ends the process.
+pub(crate) fn serve_spooler_forever() -> ! {
+    serve_if_spooler();
+    loop {
+        std::thread::park();
+    }
+}
+
 pub(crate) fn serve_if_spooler() {
-    let Ok(me) = crate::whoami() else { return };
+    let Some(me) = crate::child::context()
+        .and_then(|c| c.own().ok())
+        .map(|c| c.info)
+    else {
+        return;
+    };
     if me.role != Role::Spooler {
         return;
     }

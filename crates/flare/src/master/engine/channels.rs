@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use super::deliveries::Sender;
 use super::token::Channel;
 use super::{Engine, Phase, READS_PER_TURN};
+use crate::error::RegistrationError;
 use crate::origin::Origin;
-use crate::proto::{Frame, Msg, Reply, Request, WireError, encode_with_payload};
+use crate::proto::{Frame, Msg, Reply, Request, encode_with_payload};
 use crate::table::{Owner, Registration};
 use crate::target::Target;
 use crate::topology::Slot;
@@ -99,7 +100,9 @@ impl Engine {
             } => {
                 let reply = match serde_json::from_slice::<Request>(body) {
                     Ok(req) => self.on_request(slot, req),
-                    Err(e) => Reply::Err(WireError::Other(format!("unreadable request: {e}"))),
+                    Err(e) => Reply::Err(RegistrationError::Master(format!(
+                        "unreadable request: {e}"
+                    ))),
                 };
                 if let Some(c) = self.procs[slot].conn_mut(chan) {
                     if let Err(e) = encode_with_payload(true, id, &reply, c.out()) {
@@ -138,7 +141,7 @@ impl Engine {
                     }
                     Err(e) => {
                         tracing::warn!("{me}: registration refused: {e}");
-                        Reply::Err(e.into())
+                        Reply::refused(e)
                     }
                 }
             }
@@ -147,7 +150,7 @@ impl Engine {
                     self.mirror(num);
                     Reply::Num(num)
                 }
-                Err(e) => Reply::Err(e.into()),
+                Err(e) => Reply::refused(e),
             },
             Request::Stop => {
                 self.begin_shutdown(&format!("stop requested by {me}"));
@@ -160,14 +163,14 @@ impl Engine {
                         Reply::Source(id.get())
                     }
                     Err(e) => {
-                        tracing::warn!("{me}: source refused: {e}");
-                        Reply::Err(e.into())
+                        tracing::warn!("{me}: source refused: {}", e.report());
+                        Reply::refused(e)
                     }
                 }
             }
             Request::RemoveSource { id } => match self.sources.remove(crate::SourceId(id)) {
                 Ok(()) => Reply::Ok,
-                Err(e) => Reply::Err(e.into()),
+                Err(e) => Reply::refused(e),
             },
             // The shared flag is set; the next turn checks deadlines.
             Request::UserHarakiri => Reply::Ok,

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use super::super::Options;
 use super::super::conn::DeliveryQueue;
-use super::super::summary::{Counters, SignalSummary, Tally};
+use crate::counters::{Counters, SignalSummary, Tally};
 use crate::origin::Origin;
 use crate::proto::{Frame, RawFrame};
 use crate::ratelog::RateLog;
-use crate::router::{self, Decision, ProcState, ProcView, Unrouted};
+use crate::router::{self, Decision, ProcView, Unrouted};
 use crate::table::Table;
-use crate::topology::{Slot, Topology};
+use crate::topology::{ProcState, Slot, Topology};
 
 /// Who raised a signal, when the master can make them wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,9 +21,8 @@ use super::token::{Channel, Endpoint};
 use super::{DELIVERY_PIPE, Engine, Phase, WATCH_TICK};
 use crate::child::{ChildSetup, child_main};
 use crate::error::{Error, Result};
-use crate::router::ProcState;
 use crate::sys::{self, Forked};
-use crate::topology::Slot;
+use crate::topology::{ProcState, Slot};
 
 impl Engine {
     /// Derives a child's state from its flags, for the router and for

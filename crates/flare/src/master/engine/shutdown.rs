@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use nix::sys::signal::{Signal, kill};
 
-use super::super::summary::{Summary, Tally};
+use super::super::summary::Summary;
 use super::token::Channel;
 use super::{Engine, Phase};
+use crate::counters::Tally;
 
 impl Engine {
     pub(super) fn begin_shutdown(&mut self, why: &str) {

@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::Instant;
 
 use super::Engine;
-use crate::router::ProcState;
 use crate::shm::monotonic_ns;
-use crate::stats::{CoreStats, FlareStats, ProcStats, SocketStats, StatsDoc};
-use crate::topology::{Role, Slot};
+use crate::stats::{CoreStats, FlareStats, ProcStats, RouteStats, SocketStats, StatsDoc};
+use crate::table::{Owner, Runners, Taken};
+use crate::topology::{ProcState, Role, Slot};
 
 impl Engine {
     /// The document the stats endpoint serves (docs/stats.md).
@@ -58,10 +58,42 @@ impl Engine {
             uptime_ms: Instant::now().duration_since(self.started).as_millis() as u64,
             counters,
             signals: self.d.signal_summaries(),
-            table: self.d.table.snapshot(),
+            table: self.route_stats(),
             sources: self.sources.summaries(),
         };
         doc
+    }
+
+    /// Every registered or reserved number of the signal table.
+    fn route_stats(&self) -> Vec<RouteStats> {
+        let topo = &self.topo;
+        self.d
+            .table
+            .taken()
+            .map(|(num, taken)| match taken {
+                Taken::Reserved(owner) => RouteStats {
+                    num,
+                    owner: owner.describe(topo),
+                    reserved: true,
+                    ..RouteStats::default()
+                },
+                Taken::Registered(r) => RouteStats {
+                    num,
+                    target: r.target.to_string(),
+                    owner: match r.owner {
+                        Owner::Master => "master".into(),
+                        Owner::Child(s) => topo.proc_at(s).to_string(),
+                    },
+                    runners: match &r.runners {
+                        Runners::All => vec!["all".into()],
+                        Runners::Only(set) => {
+                            set.iter().map(|s| topo.proc_at(s).to_string()).collect()
+                        }
+                    },
+                    reserved: false,
+                },
+            })
+            .collect()
     }
 
     fn proc_stats(&mut self, s: Slot, now_ns: u64, page: u64) -> ProcStats {

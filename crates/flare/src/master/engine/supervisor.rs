@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::super::harakiri::Overdue;
-use crate::router::ProcState;
+use crate::topology::ProcState;
 
 /// Why a child is being stopped on purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

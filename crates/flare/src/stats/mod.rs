@@ -5,6 +5,8 @@
 //! `workers[]` entries carry uWSGI's names and units, `mules[]` and
 //! `spoolers[]` use the same entry type, and everything flare adds is in the
 //! entries' extra fields and under `flare`. Schema: docs/stats.md.
+//! [`fetch`] and [`control`] are the client side of the stats and control
+//! endpoints.
 //!
 //! ```no_run
 //! use std::io::Read;
@@ -18,11 +20,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod client;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::master::{Counters, SignalSummary, SourceSummary, Tally};
+use crate::counters::{Counters, SignalSummary, SourceSummary, Tally};
+
+pub use client::{control, fetch};
 
 /// The whole document.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -203,45 +209,4 @@ pub struct RouteStats {
     pub runners: Vec<String>,
     /// Reserved by `Signal::auto()`, not registered yet.
     pub reserved: bool,
-}
-
-/// Fetches the stats document from the stats endpoint at `addr`
-/// (`host:port`, a Unix socket path or `@name`).
-pub fn fetch(addr: &str, timeout: std::time::Duration) -> crate::Result<StatsDoc> {
-    let parsed: crate::RemoteAddr = addr.parse()?;
-    let mut s =
-        crate::remote::Stream::connect(&parsed, timeout).map_err(crate::Error::Unreachable)?;
-    let mut json = Vec::new();
-    s.read_to_end(&mut json)
-        .map_err(crate::Error::Unreachable)?;
-    serde_json::from_slice(&json).map_err(|e| {
-        crate::Error::Protocol(format!("{addr} did not send a flare stats document: {e}"))
-    })
-}
-
-/// Sends one command to the control endpoint at `addr` and returns its
-/// answer: `Ok` with the text after `ok`, or the error it gave.
-///
-/// ```no_run
-/// let answer = flare::stats::control("/run/app-control.sock", "pause worker2",
-///                                     std::time::Duration::from_secs(5))?;
-/// assert_eq!(answer, "worker2 paused");
-/// # Ok::<(), flare::Error>(())
-/// ```
-pub fn control(addr: &str, command: &str, timeout: std::time::Duration) -> crate::Result<String> {
-    let parsed: crate::RemoteAddr = addr.parse()?;
-    let mut s =
-        crate::remote::Stream::connect(&parsed, timeout).map_err(crate::Error::Unreachable)?;
-    let line = s
-        .ask_line(format!("{}\n", command.trim()).as_bytes())
-        .map_err(crate::Error::Unreachable)?;
-    if let Some(ok) = line.strip_prefix("ok") {
-        Ok(ok.trim_start().to_owned())
-    } else if let Some(e) = line.strip_prefix("error:") {
-        Err(crate::Error::Control(e.trim().to_owned()))
-    } else {
-        Err(crate::Error::Protocol(format!(
-            "unexpected answer from {addr}: {line:?}"
-        )))
-    }
 }
