@@ -11,6 +11,7 @@ APPS = Path(__file__).parent / "apps"
 def test_a_uwsgi_ini_starts_the_same_group(run_flare, tmp_path):
     touched = tmp_path / "touched"
     ini = tmp_path / "uwsgi.ini"
+    (tmp_path / "spool").mkdir()  # uWSGI's --spooler wants an existing directory too
     ini.write_text(
         f"""[uwsgi]
 master = true

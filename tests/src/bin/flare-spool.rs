@@ -346,12 +346,27 @@ fn locks(dir: PathBuf) -> flare::Result<Value> {
             let holder = fs::read_to_string(dir.join("holder")).expect("holder pid");
             fact("waiting", 1);
             flare::lock(1).expect("lock 1 in worker 2");
-            let stat = fs::read_to_string(format!("/proc/{holder}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().next());
-            fact("holder_gone", matches!(state, None | Some("Z") | Some("X")));
+            // The lock is released while the holder's exit closes its
+            // files, a moment before it is a zombie: at this point it must
+            // not be sleeping as a live holder would, and it must then end.
+            let state = || {
+                let stat = fs::read_to_string(format!("/proc/{holder}/stat")).unwrap_or_default();
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|s| s.split_whitespace().next())
+                    .map(str::to_owned)
+            };
+            let at_acquire = state();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut ended = false;
+            while std::time::Instant::now() < deadline {
+                if matches!(state().as_deref(), None | Some("Z") | Some("X")) {
+                    ended = true;
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            fact("holder_gone", ended && at_acquire.as_deref() != Some("S"));
             flare::unlock(1).expect("unlock");
             fact("unlock_unheld", flare::unlock(1).is_err());
             flare::stop().expect("stop");

@@ -551,17 +551,6 @@ _INSTEAD = {
     "cache_del": "keep shared state in your own store (Redis, a database, files)",
     "cache_exists": "keep shared state in your own store (Redis, a database, files)",
     "cache_clear": "keep shared state in your own store (Redis, a database, files)",
-    "lock": "use multiprocessing locks or fcntl.flock",
-    "unlock": "use multiprocessing locks or fcntl.flock",
-    "spool": "raise a signal for target `spooler` instead",
-    "send_to_spooler": "raise a signal for target `spooler` instead",
-    "register_rpc": "raise a signal for the target process instead (flare.runtime.signals.Signal)",
-    "rpc": "raise a signal for the target process instead (flare.runtime.signals.Signal)",
-    "mule_msg": "raise a signal for the mule (target muleN or farm_NAME) and pass data through your own store",
-    "mule_get_msg": "register a signal handler on the mule instead",
-    "farm_msg": "raise a signal for farm_NAME instead",
-    "farm_get_msg": "register a signal handler on the farm's mules instead",
-    "set_user_harakiri": "set a handler time limit: python -m flare --harakiri SECS",
     "metric_inc": "read flare's counters from its stats endpoint (--stats)",
     "metric_dec": "read flare's counters from its stats endpoint (--stats)",
     "metric_get": "read flare's counters from its stats endpoint (--stats)",
@@ -602,4 +591,6 @@ _INSTEAD = {
 }
 
 for _name, _instead in _INSTEAD.items():
-    globals()[_name] = _missing(_name, _instead)
+    # What this module implements above always wins over a placeholder.
+    if _name not in globals():
+        globals()[_name] = _missing(_name, _instead)
