@@ -412,10 +412,14 @@ fn remote(a: &NodeArgs) -> flare::Result<Summary> {
 }
 
 /// Resources: workers that only serve signals, until the harness kills
-/// the group.
+/// the group. Every endpoint is on (stats, control, remote signals), so
+/// the idle figure includes what they cost when nobody uses them.
 fn resources(a: &NodeArgs) -> flare::Result<Summary> {
     let master = builder(a)
         .workers(a.workers)
+        .stats(a.out.join("stats.sock").display().to_string())
+        .control(a.out.join("control.sock").display().to_string())
+        .remote(a.out.join("remote.sock").display().to_string())
         .worker_entry(|me| {
             println!("READY worker {}", me.id);
             flare::serve_forever()

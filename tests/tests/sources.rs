@@ -45,11 +45,9 @@ fn an_rb_timer_with_repeat_3_runs_exactly_3_times() {
     let r = run(&["rb-timer"]);
     assert_eq!(r.fact("runs"), "3");
     assert_eq!(r.handled("mule", 1, 2), 3);
-    assert_eq!(
-        r.summary["sources"].as_array().unwrap().len(),
-        0,
-        "gone after its last"
-    );
+    let sources = r.summary["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 1, "gone after its last: {sources:?}");
+    assert_eq!(sources[0]["sig"], 3, "only the plain timer is left");
 }
 
 #[test]
@@ -61,20 +59,30 @@ fn file_monitors_fire_for_new_files_deep_writes_and_coalesce_bursts() {
         "true",
         "a file that did not exist at first"
     );
-    assert_eq!(r.fact("late_by"), "file-monitor#1");
+    // One write is several inotify events (create, modify, close): a
+    // leading signal, and a trailing one when they came in two reads.
+    let late = r.facts("late_by");
+    assert!(
+        (1..=2).contains(&late.len()) && late.iter().all(|o| o == "file-monitor#1"),
+        "{late:?}"
+    );
     assert_eq!(
         r.fact("deep_write"),
         "true",
         "recursive watch on an existing tree"
     );
-    assert_eq!(r.handled("mule", 1, 3), 1);
+    assert_eq!(r.handled("mule", 1, 3), late.len() as u64);
     let burst = r.handled("mule", 1, 5);
-    // 1000 writes in a row: a leading signal and at most one per 100 ms.
+    // 1000 writes in a row: a leading signal and at most one per 100 ms
+    // while they last (a loaded machine makes them last longer), plus the
+    // trailing one.
+    let burst_ms: u64 = r.fact("burst_ms").parse().unwrap();
     assert!(
-        (1..=12).contains(&burst),
-        "{burst} signals for a burst of 1000 writes"
+        (1..=burst_ms / 100 + 3).contains(&burst) && burst < 500,
+        "{burst} signals for a burst of 1000 writes in {burst_ms} ms"
     );
     assert_eq!(source(&r, 3)["fired"], burst);
+    assert_eq!(r.fact("after_burst"), "true", "the later timer came back");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

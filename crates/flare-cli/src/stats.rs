@@ -51,7 +51,7 @@ pub fn render(doc: &StatsDoc) -> String {
     let _ = writeln!(
         s,
         "raised {} | routed {} | unrouted {} | delivered {} | handled {} | dropped {} | \
-         redelivered {} | dead-lettered {} | timeouts {}",
+         redelivered {} | dead-lettered {} | timeouts {} | stalls {}",
         c.raised,
         c.routed,
         c.unrouted,
@@ -60,23 +60,34 @@ pub fn render(doc: &StatsDoc) -> String {
         c.dropped,
         c.redelivered,
         c.dead_lettered,
-        c.timeouts
+        c.timeouts,
+        c.stalls
     );
     let _ = writeln!(
         s,
-        "\n{:<10} {:>7} {:<10} {:<10} {:>9} {:>7} {:>8} {:>5} {:>9}",
-        "process", "pid", "state", "status", "handled", "queued", "respawns", "last", "busy ms"
+        "\n{:<10} {:>7} {:<10} {:<10} {:>9} {:>7} {:>9} {:>8} {:>5} {:>9}",
+        "process",
+        "pid",
+        "state",
+        "status",
+        "handled",
+        "queued",
+        "stuck ms",
+        "respawns",
+        "last",
+        "busy ms"
     );
     for p in processes(doc) {
         let _ = writeln!(
             s,
-            "{:<10} {:>7} {:<10} {:<10} {:>9} {:>7} {:>8} {:>5} {:>9}",
+            "{:<10} {:>7} {:<10} {:<10} {:>9} {:>7} {:>9} {:>8} {:>5} {:>9}",
             format!("{}{}", p.role, p.id),
             p.pid,
             p.state,
             p.status,
             p.signals,
             p.signal_queue,
+            p.stalled_ms,
             p.respawn_count,
             p.last_signal.map_or("-".into(), |n| n.to_string()),
             p.current_ms.map_or("-".into(), |n| n.to_string())

@@ -166,7 +166,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new(), spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new(), spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true, stall=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -190,6 +190,7 @@ impl Group {
         spooler_frequency: Option<f64>,
         locks: u32,
         spooler_fsync: bool,
+        stall: Option<f64>,
     ) -> PyResult<Group> {
         install_log()?;
         let mut b = Master::builder()
@@ -230,6 +231,16 @@ impl Group {
                 .harakiri(Role::Worker, d)
                 .harakiri(Role::Mule, d)
                 .harakiri(Role::Spooler, d);
+        }
+        if let Some(secs) = stall {
+            // 0 turns the stall check off.
+            let d = Duration::try_from_secs_f64(secs)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let d = (!d.is_zero()).then_some(d);
+            b = b
+                .stall_limit(Role::Worker, d)
+                .stall_limit(Role::Mule, d)
+                .stall_limit(Role::Spooler, d);
         }
         if let Some(secs) = drain_timeout {
             let d = Duration::try_from_secs_f64(secs)

@@ -61,6 +61,10 @@ pub struct Counters {
     pub pending_at_exit: u64,
     /// Children killed because a handler ran past its time limit.
     pub timeouts: u64,
+    /// Children killed because they made no progress for their stall limit
+    /// while deliveries waited for them (stopped, deadlocked).
+    #[serde(default)]
+    pub stalls: u64,
     /// Remote signal requests answered "delivered".
     pub remote_accepted: u64,
     /// Remote signal requests answered "rejected" (not allowed, unrouted,

@@ -92,8 +92,8 @@ pub use mailbox::{
     try_farm_msg, try_mule_get_msg, try_mule_msg,
 };
 pub use master::{
-    AdminOptions, ForkHooks, Harakiri, Master, MasterBuilder, Options, ProcessSummary,
-    RemoteOptions, Summary,
+    AdminOptions, DEFAULT_STALL_LIMIT, ForkHooks, Harakiri, Master, MasterBuilder, Options,
+    ProcessSummary, RemoteOptions, RoleLimits, Summary,
 };
 pub use origin::{Origin, Received};
 pub use proto::uwsgi;

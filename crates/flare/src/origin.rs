@@ -41,11 +41,6 @@ impl Origin {
         }
     }
 
-    /// The source id in an encoded origin word, if it names a source.
-    pub(crate) fn source_of(word: u32) -> Option<u32> {
-        matches!(word >> 24, 5..=7).then_some(word & 0x00ff_ffff)
-    }
-
     /// Packs into 32 bits: kind in the top byte, process or source id below.
     pub(crate) fn encode(self) -> u32 {
         let (kind, id): (u32, u32) = match self {
@@ -129,7 +124,6 @@ mod tests {
         ];
         for o in all {
             assert_eq!(Origin::decode(o.encode()), o);
-            assert_eq!(Origin::source_of(o.encode()), o.source().map(SourceId::get));
         }
         assert_eq!(Origin::Timer(SourceId(3)).to_string(), "timer#3");
     }

@@ -599,21 +599,34 @@ fn timer() -> flare::Result<flare::Summary> {
 }
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
+/// Firings of a second timer: positive events that must come after.
+static TICKS: AtomicU64 = AtomicU64::new(0);
+/// Marker signals handled.
+static MARKS: AtomicU64 = AtomicU64::new(0);
 
-/// An rb timer firing 3 times for mule 1; the mule watches six more periods
-/// for a fourth that must not come, then stops the group.
+/// Waits (deadline 10 s per firing) until `counter` reaches `n`, `num`
+/// being the signal whose handler counts it.
+fn wait_count(num: u8, counter: &AtomicU64, n: u64) {
+    while counter.load(SeqCst) < n {
+        Signal::new(num)
+            .wait_timeout(Duration::from_secs(10))
+            .expect("wait")
+            .expect("a firing within 10 s");
+    }
+}
+
+/// An rb timer firing 3 times for mule 1, beside a plain timer of the same
+/// period; once the plain one has fired six more times, a fourth rb firing
+/// (due with the plain one's next) would have been handled first: then the
+/// mule stops the group.
 fn rb_timer() -> flare::Result<flare::Summary> {
     let master = Master::builder()
         .workers(1)
         .mules(1)
         .mule_entry(|_| {
-            while RUNS.load(SeqCst) < 3 {
-                Signal::new(2)
-                    .wait_timeout(Duration::from_secs(10))
-                    .expect("wait");
-            }
-            // Observation window: a fourth firing would land in here.
-            std::thread::sleep(Duration::from_millis(300));
+            wait_count(2, &RUNS, 3);
+            let ticks = TICKS.load(SeqCst);
+            wait_count(3, &TICKS, ticks + 6);
             fact("runs", RUNS.load(SeqCst));
             flare::stop().expect("stop");
             flare::serve_forever();
@@ -622,7 +635,11 @@ fn rb_timer() -> flare::Result<flare::Summary> {
     Signal::new(2).register_handler("mule1", |_| {
         RUNS.fetch_add(1, SeqCst);
     })?;
+    Signal::new(3).register_handler("mule1", |_| {
+        TICKS.fetch_add(1, SeqCst);
+    })?;
     Source::rb_timer(Duration::from_millis(50), Some(3)).raise(2)?;
+    Source::timer(Duration::from_millis(50)).raise(3)?;
     master.run()
 }
 
@@ -649,11 +666,19 @@ fn file_monitor(dir: PathBuf) -> flare::Result<flare::Summary> {
                 step("deep_write", &|| {
                     std::fs::write(d.join("tree/sub/deeper/f"), b"x").expect("write");
                 });
+                let t = std::time::Instant::now();
                 for i in 0..1000 {
                     std::fs::write(d.join("burst.txt"), format!("{i}")).expect("write");
                 }
-                // Let the coalescing window close and its trailing signal land.
-                std::thread::sleep(Duration::from_millis(500));
+                fact("burst_ms", t.elapsed().as_millis());
+                // A one-shot timer three coalescing windows later: by the
+                // time its signal (through mule 1) is back, the burst's
+                // trailing signal was handled by mule 1 before it.
+                Source::rb_timer(Duration::from_millis(300), Some(1))
+                    .raise(6)
+                    .expect("timer");
+                let got = Signal::new(13).wait_timeout(Duration::from_secs(20));
+                fact("after_burst", got.is_ok_and(|r| r.is_some()));
                 flare::stop().expect("stop");
             }
             flare::serve_forever();
@@ -667,7 +692,11 @@ fn file_monitor(dir: PathBuf) -> flare::Result<flare::Summary> {
         Signal::new(10).send().expect("send");
     })?;
     Signal::new(5).register_handler("mule1", |_| {})?;
+    Signal::new(6).register_handler("mule1", |_| {
+        Signal::new(13).send().expect("send");
+    })?;
     Signal::new(10).register_handler("worker1", |_| {})?;
+    Signal::new(13).register_handler("worker1", |_| {})?;
     flare::add_file_monitor(3, dir.join("late.txt"))?;
     Source::file_monitor(dir.join("tree"))
         .recursive()
@@ -703,10 +732,17 @@ fn source_rules(dir: PathBuf) -> flare::Result<flare::Summary> {
                     .wait_timeout(Duration::from_secs(10))
                     .expect("wait");
             }
+            // A second 20 ms timer: its firings are the events that must
+            // come after any of the removed one's.
+            flare::add_timer_ms(9, 20).expect("second timer");
             flare::remove_source(id).expect("remove");
+            // Raised after the removal: handled after every signal 8
+            // raised before it.
+            Signal::new(14).send().expect("marker");
+            wait_count(14, &MARKS, 1);
             let at_removal = RUNS.load(SeqCst);
-            // Observation window: ten more periods.
-            std::thread::sleep(Duration::from_millis(200));
+            let ticks = TICKS.load(SeqCst);
+            wait_count(9, &TICKS, ticks + 10);
             fact("after_removal", RUNS.load(SeqCst) - at_removal);
             fact("removed_twice", err_text(flare::remove_source(id)));
             flare::stop().expect("stop");
@@ -715,6 +751,12 @@ fn source_rules(dir: PathBuf) -> flare::Result<flare::Summary> {
         .build()?;
     Signal::new(8).register_handler("worker1", |_| {
         RUNS.fetch_add(1, SeqCst);
+    })?;
+    Signal::new(9).register_handler("worker1", |_| {
+        TICKS.fetch_add(1, SeqCst);
+    })?;
+    Signal::new(14).register_handler("worker1", |_| {
+        MARKS.fetch_add(1, SeqCst);
     })?;
     fact(
         "master_missing",
@@ -732,21 +774,20 @@ fn source_rules(dir: PathBuf) -> flare::Result<flare::Summary> {
 }
 
 /// Two 10 ms timers into a handler that takes 100 ms: the unique one does
-/// not pile signals up, the other does. Mule 1 stops the group after 1 s.
+/// not pile signals up, the other does. The unique one's tenth run (about
+/// 1 s in) stops the group.
 fn unique() -> flare::Result<flare::Summary> {
     let master = Master::builder()
         .workers(2)
-        .mules(1)
         .drain_timeout(Duration::from_millis(200))
-        .mule_entry(|_| {
-            // The measurement window.
-            std::thread::sleep(Duration::from_secs(1));
-            flare::stop().expect("stop");
-            flare::serve_forever();
-        })
         .build()?;
     let slow = |_| std::thread::sleep(Duration::from_millis(100));
-    Signal::new(9).register_handler("worker1", slow)?;
+    Signal::new(9).register_handler("worker1", move |rx| {
+        slow(rx);
+        if RUNS.fetch_add(1, SeqCst) + 1 == 10 {
+            flare::stop().expect("stop");
+        }
+    })?;
     Signal::new(11).register_handler("worker2", slow)?;
     let u = Source::timer(Duration::from_millis(10)).unique().raise(9)?;
     let p = Source::timer(Duration::from_millis(10)).raise(11)?;

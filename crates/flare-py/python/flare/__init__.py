@@ -95,7 +95,10 @@ class Group:
     this process and in every child. ``harakiri`` (every role),
     ``drain_timeout`` and ``busy_poll`` are in seconds (``busy_poll``: after
     activity, how long processes look for more work before they sleep;
-    default 50 µs, 0 turns it off). ``allow_uids``: users who may use the
+    default 50 µs, 0 turns it off). ``stall`` (seconds, every role, default
+    30, 0 turns it off): a process that makes no progress that long while
+    work waits for it is killed and respawned with its queue.
+    ``allow_uids``: users who may use the
     Unix-socket endpoints (remote, stats, control) besides root and the
     master's own user. ``metrics``: serve Prometheus metrics at
     ``GET /metrics`` on this address (docs/stats.md).
@@ -134,6 +137,7 @@ class Group:
         spooler_frequency: Optional[float] = None,
         locks: int = 0,
         spooler_fsync: bool = True,
+        stall: Optional[float] = None,
     ) -> None:
         farm_list = _farm_list(farms)
         dirs = [os.fspath(d) for d in spooler_dirs]
@@ -161,6 +165,7 @@ class Group:
             spooler_frequency=spooler_frequency,
             locks=locks,
             spooler_fsync=spooler_fsync,
+            stall=stall,
         )
         from . import uwsgi as compat
 

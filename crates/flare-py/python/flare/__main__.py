@@ -59,6 +59,7 @@ def main(argv=None) -> int:
         help="users who may use the Unix-socket endpoints besides root and this user",
     )
     p.add_argument("--harakiri", type=float, metavar="SECS", help="handler time limit")
+    p.add_argument("--stall", type=float, metavar="SECS", help="no-progress limit with work waiting (default 30; 0: off)")
     p.add_argument(
         "--busy-poll-us",
         type=int,
@@ -95,6 +96,7 @@ def main(argv=None) -> int:
         control=a.control,
         metrics=a.metrics,
         harakiri=a.harakiri,
+        stall=a.stall,
         busy_poll=None if a.busy_poll_us is None else a.busy_poll_us / 1e6,
         allow_uids=[int(u) for arg in a.allow_uid for u in arg.split(",")],
         mule_scripts=a.mule,

@@ -23,6 +23,7 @@ class Group:
         spooler_frequency: Optional[float] = None,
         locks: int = 0,
         spooler_fsync: bool = True,
+        stall: Optional[float] = None,
     ) -> None: ...
     def set_entries(
         self,

@@ -4,7 +4,6 @@
 //! non-blocking: what the pipe cannot take stays queued, and one `writev`
 //! moves as many frames as the pipe accepts.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -14,8 +13,25 @@ use mio::{Interest, Registry, Token};
 use crate::proto::{Decoder, FRAME_LEN, RawFrame};
 use crate::sys::Duplex;
 
-/// Most frames handed to one `writev`.
-const MAX_WRITE_FRAMES: usize = 16 * 1024;
+/// Most deliveries encoded for one `writev` (64 KiB): a write the pipe
+/// cuts short wastes at most this much encoding.
+const MAX_WRITE_FRAMES: usize = 4 * 1024;
+
+/// A child's queue of deliveries, kept as values: the channel encodes them
+/// only when it writes them.
+pub(super) trait DeliveryQueue {
+    /// Deliveries not (fully) written yet.
+    fn unwritten(&self) -> usize;
+    /// Bytes of the front delivery already written (a short write cut it).
+    fn partial(&self) -> usize;
+    /// Records how much of the front delivery is written.
+    fn set_partial(&mut self, bytes: usize);
+    /// Encodes up to `max` deliveries from the front into `out` (cleared
+    /// first).
+    fn encode_front(&self, max: usize, out: &mut Vec<RawFrame>);
+    /// The front `n` deliveries were written whole: they are in flight.
+    fn written(&mut self, n: usize);
+}
 
 /// One end of a child channel.
 pub(super) struct Conn {
@@ -30,6 +46,8 @@ pub(super) struct Conn {
     /// Bytes other than deliveries waiting to go out (replies).
     out: Vec<u8>,
     out_at: usize,
+    /// Deliveries encoded for the write under way.
+    encoded: Vec<RawFrame>,
 }
 
 impl Conn {
@@ -46,6 +64,7 @@ impl Conn {
             writable: true,
             out: Vec::new(),
             out_at: 0,
+            encoded: Vec::new(),
         })
     }
 
@@ -103,53 +122,55 @@ impl Conn {
     /// Writes pending replies, then queued deliveries (unless `deliver` is
     /// false: a paused child gets replies, and the rest of a frame already
     /// begun, but no new deliveries); a delivery that is fully written
-    /// moves to `inflight`. Stops at `WouldBlock`.
+    /// moves to the queue's in-flight list. Stops at `WouldBlock`.
     pub(super) fn flush(
         &mut self,
-        outbox: &mut Outbox,
-        inflight: &mut VecDeque<RawFrame>,
+        queue: &mut impl DeliveryQueue,
         deliver: bool,
     ) -> io::Result<()> {
         while self.writable {
-            let result = if outbox.partial > 0 {
+            let partial = queue.partial();
+            if partial > 0 {
                 // Finish the frame a short write cut: the stream is framed.
-                let rest = outbox
-                    .frames
-                    .front()
-                    .map_or(&[][..], |f| &f[outbox.partial..]);
-                write_once(&self.tx, &mut self.writable, &[IoSlice::new(rest)]).map(|n| {
-                    outbox.partial += n;
-                    if outbox.partial == FRAME_LEN {
-                        outbox.partial = 0;
-                        inflight.extend(outbox.frames.pop_front());
-                    }
-                })
+                queue.encode_front(1, &mut self.encoded);
+                let rest = self.encoded.first().map_or(&[][..], |f| &f[partial..]);
+                let n = write_once(&self.tx, &mut self.writable, &[IoSlice::new(rest)])?;
+                if partial + n == FRAME_LEN {
+                    queue.set_partial(0);
+                    queue.written(1);
+                } else {
+                    queue.set_partial(partial + n);
+                }
             } else if self.has_output() {
-                let rest = &self.out[self.out_at..];
-                write_once(&self.tx, &mut self.writable, &[IoSlice::new(rest)]).map(|n| {
-                    self.out_at += n;
-                    if self.out_at == self.out.len() {
-                        self.out.clear();
-                        self.out_at = 0;
-                    }
-                })
-            } else if deliver && !outbox.frames.is_empty() {
-                let (a, b) = outbox.frames.as_slices();
-                let a = &a[..a.len().min(MAX_WRITE_FRAMES)];
-                let b = &b[..b.len().min(MAX_WRITE_FRAMES - a.len())];
-                let slices = [
-                    IoSlice::new(a.as_flattened()),
-                    IoSlice::new(b.as_flattened()),
-                ];
-                write_once(&self.tx, &mut self.writable, &slices).map(|n| {
-                    let whole = n / FRAME_LEN;
-                    inflight.extend(outbox.frames.drain(..whole));
-                    outbox.partial = n % FRAME_LEN;
-                })
+                self.write_replies()?;
+            } else if deliver && queue.unwritten() > 0 {
+                queue.encode_front(MAX_WRITE_FRAMES, &mut self.encoded);
+                let slices = [IoSlice::new(self.encoded.as_flattened())];
+                let n = write_once(&self.tx, &mut self.writable, &slices)?;
+                queue.written(n / FRAME_LEN);
+                queue.set_partial(n % FRAME_LEN);
             } else {
                 return Ok(());
-            };
-            result?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes pending replies only (a channel that carries no deliveries).
+    pub(super) fn flush_replies(&mut self) -> io::Result<()> {
+        while self.writable && self.has_output() {
+            self.write_replies()?;
+        }
+        Ok(())
+    }
+
+    fn write_replies(&mut self) -> io::Result<()> {
+        let rest = &self.out[self.out_at..];
+        let n = write_once(&self.tx, &mut self.writable, &[IoSlice::new(rest)])?;
+        self.out_at += n;
+        if self.out_at == self.out.len() {
+            self.out.clear();
+            self.out_at = 0;
         }
         Ok(())
     }
@@ -171,25 +192,40 @@ fn write_once(mut stream: &Sender, writable: &mut bool, bufs: &[IoSlice<'_>]) ->
     }
 }
 
-/// Deliveries queued for one child, not yet (fully) written.
-#[derive(Default)]
-pub(super) struct Outbox {
-    pub(super) frames: VecDeque<RawFrame>,
-    /// Bytes of the front frame already written.
-    pub(super) partial: usize,
-}
-
-impl Outbox {
-    pub(super) fn len(&self) -> usize {
-        self.frames.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
     use crate::origin::Origin;
     use crate::proto::{Frame, Msg};
+
+    /// Frames already encoded, for the test.
+    #[derive(Default)]
+    struct Frames {
+        outbox: VecDeque<RawFrame>,
+        partial: usize,
+        inflight: VecDeque<RawFrame>,
+    }
+
+    impl DeliveryQueue for Frames {
+        fn unwritten(&self) -> usize {
+            self.outbox.len()
+        }
+        fn partial(&self) -> usize {
+            self.partial
+        }
+        fn set_partial(&mut self, bytes: usize) {
+            self.partial = bytes;
+        }
+        fn encode_front(&self, max: usize, out: &mut Vec<RawFrame>) {
+            out.clear();
+            out.extend(self.outbox.iter().take(max));
+        }
+        fn written(&mut self, n: usize) {
+            self.inflight.extend(self.outbox.drain(..n));
+        }
+    }
 
     fn deliver(seq: u64) -> RawFrame {
         Frame::Deliver {
@@ -207,16 +243,15 @@ mod tests {
         let (master, child) = crate::sys::duplex(64 * 1024).unwrap();
         let mut conn = Conn::new(master).unwrap();
         let b = std::fs::File::from(child.rx);
-        let mut outbox = Outbox::default();
-        let mut inflight = VecDeque::new();
+        let mut q = Frames::default();
         // Far more than a socket buffer holds.
         for seq in 0..200_000 {
-            outbox.frames.push_back(deliver(seq));
+            q.outbox.push_back(deliver(seq));
         }
         crate::proto::encode_with_payload(true, 7, &crate::proto::Reply::Ok, conn.out()).unwrap();
-        conn.flush(&mut outbox, &mut inflight, true).unwrap();
+        conn.flush(&mut q, true).unwrap();
         assert!(!conn.writable, "stopped at WouldBlock");
-        assert!(!inflight.is_empty() && !outbox.frames.is_empty());
+        assert!(!q.inflight.is_empty() && !q.outbox.is_empty());
 
         // Read everything the other side can see while flushing the rest.
         crate::sys::set_nonblocking(&b.try_clone().unwrap().into()).unwrap();
@@ -239,7 +274,7 @@ mod tests {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.writable = true;
-                    conn.flush(&mut outbox, &mut inflight, true).unwrap();
+                    conn.flush(&mut q, true).unwrap();
                 }
                 Err(e) => panic!("{e}"),
             }
@@ -249,7 +284,7 @@ mod tests {
             seen.iter().copied().eq(0..200_000),
             "every frame once, in order"
         );
-        assert_eq!(inflight.len(), 200_000);
-        assert!(outbox.frames.is_empty() && outbox.partial == 0);
+        assert_eq!(q.inflight.len(), 200_000);
+        assert!(q.outbox.is_empty() && q.partial == 0);
     }
 }

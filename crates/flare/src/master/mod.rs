@@ -74,6 +74,14 @@ pub struct Options {
     /// current handler has run longer is killed and respawned, and what it
     /// was handling is given again. None by default.
     pub harakiri: Harakiri,
+    /// Stall limits per role: a child that makes no progress for this long
+    /// while deliveries wait for it (stopped with SIGSTOP, deadlocked, or
+    /// in one handler longer than this while more work queues behind it)
+    /// is killed with SIGKILL and respawned; its queue goes to its
+    /// successor, nothing is lost, and the stall is counted (`stalls`).
+    /// This bounds how long a sender held back by its full queue waits.
+    /// Default 30 s for every role; `None` turns it off for a role.
+    pub stall: RoleLimits,
     /// How long a process that just had work keeps looking for more
     /// before it sleeps (busy polling, yielding the CPU between looks):
     /// the master after each turn of its loop, a child's dispatcher after
@@ -91,9 +99,9 @@ pub struct Options {
     pub harakiri_stack_dump: Option<(i32, Duration)>,
 }
 
-/// Handler time limits per role; `None` means no limit.
+/// A time limit per role (handler time, stall time); `None` means no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Harakiri {
+pub struct RoleLimits {
     /// For workers (uWSGI `--harakiri`).
     pub worker: Option<Duration>,
     /// For mules (uWSGI `--mule-harakiri`).
@@ -102,7 +110,19 @@ pub struct Harakiri {
     pub spooler: Option<Duration>,
 }
 
-impl Harakiri {
+/// Handler time limits per role (uWSGI's harakiri).
+pub type Harakiri = RoleLimits;
+
+impl RoleLimits {
+    /// The same limit for every role.
+    pub fn all(limit: Option<Duration>) -> Self {
+        RoleLimits {
+            worker: limit,
+            mule: limit,
+            spooler: limit,
+        }
+    }
+
     /// The limit for a role.
     pub fn for_role(&self, role: Role) -> Option<Duration> {
         match role {
@@ -113,10 +133,23 @@ impl Harakiri {
         }
     }
 
+    /// Sets the limit for a role.
+    pub fn set(&mut self, role: Role, limit: Option<Duration>) {
+        match role {
+            Role::Worker => self.worker = limit,
+            Role::Mule => self.mule = limit,
+            Role::Spooler => self.spooler = limit,
+            Role::Master => {}
+        }
+    }
+
     pub(crate) fn any(&self) -> bool {
         self.worker.or(self.mule).or(self.spooler).is_some()
     }
 }
+
+/// Default [`Options::stall`] limit.
+pub const DEFAULT_STALL_LIMIT: Duration = Duration::from_secs(30);
 
 impl Default for Options {
     fn default() -> Self {
@@ -131,6 +164,7 @@ impl Default for Options {
             min_lifetime: Duration::from_secs(1),
             max_backoff: Duration::from_secs(10),
             harakiri: Harakiri::default(),
+            stall: RoleLimits::all(Some(DEFAULT_STALL_LIMIT)),
             busy_poll: Duration::from_micros(50),
             harakiri_stack_dump: None,
         }
@@ -371,12 +405,15 @@ impl MasterBuilder {
     /// harakiri): past it, the child is killed and respawned, the timeout
     /// counted, and the delivery given again (up to `max_attempts`).
     pub fn harakiri(mut self, role: Role, limit: Duration) -> Self {
-        match role {
-            Role::Worker => self.opts.harakiri.worker = Some(limit),
-            Role::Mule => self.opts.harakiri.mule = Some(limit),
-            Role::Spooler => self.opts.harakiri.spooler = Some(limit),
-            Role::Master => {}
-        }
+        self.opts.harakiri.set(role, Some(limit));
+        self
+    }
+
+    /// Sets how long a process of `role` may make no progress while
+    /// deliveries wait for it before it is killed (SIGKILL) and respawned
+    /// with its queue ([`Options::stall`]); `None` turns the check off.
+    pub fn stall_limit(mut self, role: Role, limit: Option<Duration>) -> Self {
+        self.opts.stall.set(role, limit);
         self
     }
 

@@ -127,7 +127,7 @@ impl Summary {
             s,
             "master: raised {} | routed {} | unrouted {} | delivered {} | handled {} | \
              dropped {} | redelivered {} | dead-lettered {} | pending at exit {} | \
-             timeouts {}",
+             timeouts {} | stalls {}",
             c.raised,
             c.routed,
             c.unrouted,
@@ -137,7 +137,8 @@ impl Summary {
             c.redelivered,
             c.dead_lettered,
             c.pending_at_exit,
-            c.timeouts
+            c.timeouts,
+            c.stalls
         );
         let remote = [
             c.remote_accepted,

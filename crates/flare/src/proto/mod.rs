@@ -125,16 +125,6 @@ impl Frame {
             k => return Err(Error::Protocol(format!("unknown frame kind {k}"))),
         })
     }
-
-    /// The origin word of an encoded deliver frame.
-    pub(crate) fn origin_word(b: &RawFrame) -> u32 {
-        u32::from_le_bytes([b[4], b[5], b[6], b[7]])
-    }
-
-    /// The sequence number of an encoded deliver frame.
-    pub(crate) fn seq_of(b: &RawFrame) -> u64 {
-        u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
-    }
 }
 
 /// Encodes a request or reply frame with its payload.

@@ -145,6 +145,14 @@ pub struct ProcStats {
     pub handled_by_num: BTreeMap<u8, u64>,
     /// The master's side of its deliveries.
     pub tally: Tally,
+    /// For how long it has made no progress while deliveries wait for it,
+    /// milliseconds (0 when nothing waits or it is moving). Its queue
+    /// depth is `signal_queue`.
+    #[serde(default)]
+    pub stalled_ms: u64,
+    /// Times it was killed for a stall (no progress past its stall limit).
+    #[serde(default)]
+    pub stalls: u64,
 }
 
 /// A core (uWSGI's per-thread request slots); flare has one, the

@@ -6,6 +6,7 @@ use std::time::Instant;
 use nix::sys::signal::{Signal, kill};
 
 use super::super::admin::Kind;
+use super::supervisor::{Stop, StopStep, Uncheap};
 use super::{Engine, Phase};
 use crate::control::{Command, USAGE};
 use crate::origin::Origin;
@@ -17,7 +18,7 @@ impl Engine {
             return;
         };
         admin.accept(kind, Instant::now(), &mut |k| self.admin_doc(k));
-        admin.take_counts().add_admin(&mut self.counters);
+        admin.take_counts().add_admin(&mut self.d.counters);
         self.admin = Some(admin);
     }
 
@@ -36,7 +37,7 @@ impl Engine {
                 &mut |line| engine.borrow_mut().control(line),
             );
         }
-        admin.take_counts().add_admin(&mut self.counters);
+        admin.take_counts().add_admin(&mut self.d.counters);
         self.admin = Some(admin);
     }
 
@@ -100,13 +101,11 @@ impl Engine {
 
     fn pause(&mut self, p: ProcId, pause: bool) -> Result<String, String> {
         let s = self.worker_slot(p)?;
-        if self.procs[s].cheaped {
+        let Ok(was) = self.procs[s].life.pause(pause) else {
             return Err(format!("{p} is cheaped; uncheap it first"));
-        }
-        let was = std::mem::replace(&mut self.procs[s].paused, pause);
+        };
         self.refresh_state(s);
-        self.mark_dirty(s);
-        self.credit_freed = true;
+        self.d.mark_dirty(s);
         Ok(match (was, pause) {
             (false, true) => format!("{p} paused"),
             (true, false) => format!("{p} resumed"),
@@ -117,18 +116,14 @@ impl Engine {
 
     fn cheap(&mut self, p: ProcId) -> Result<String, String> {
         let s = self.worker_slot(p)?;
-        if self.procs[s].cheaped {
+        if self.procs[s].life.cheaped() {
             return Ok(format!("{p} was already cheaped"));
         }
-        if self.procs[s].reloading || self.reload_queue.contains(&s) {
+        if self.reload_queue.contains(&s) || self.procs[s].life.cheap(Instant::now()).is_err() {
             return Err(format!(
                 "{p} is being reloaded; try again when the reload is done"
             ));
         }
-        let proc = &mut self.procs[s];
-        proc.cheaped = true;
-        proc.paused = false;
-        proc.stop_asked = Some(Instant::now());
         self.refresh_state(s);
         Ok(format!(
             "{p} cheaped: it handles what it holds, then stops (not respawned)"
@@ -137,21 +132,19 @@ impl Engine {
 
     fn uncheap(&mut self, p: ProcId) -> Result<String, String> {
         let s = self.worker_slot(p)?;
-        let proc = &mut self.procs[s];
-        if !proc.cheaped {
-            return Ok(format!("{p} was not cheaped"));
+        match self.procs[s].life.uncheap() {
+            Uncheap::NotCheaped => Ok(format!("{p} was not cheaped")),
+            Uncheap::Kept => {
+                // Still finishing before it stopped: keep it.
+                self.refresh_state(s);
+                Ok(format!("{p} uncheaped (it had not stopped yet)"))
+            }
+            Uncheap::Start => {
+                self.refresh_state(s);
+                self.respawns.push(std::cmp::Reverse((Instant::now(), s)));
+                Ok(format!("{p} uncheaped: starting it"))
+            }
         }
-        proc.cheaped = false;
-        if proc.pid.is_some() {
-            // Still finishing before it stopped: keep it.
-            proc.term_sent = None;
-            proc.stop_asked = None;
-            self.refresh_state(s);
-            return Ok(format!("{p} uncheaped (it had not stopped yet)"));
-        }
-        self.refresh_state(s);
-        self.respawns.push(std::cmp::Reverse((Instant::now(), s)));
-        Ok(format!("{p} uncheaped: starting it"))
     }
 
     /// Restarts every running child, one at a time (SIGHUP, `reload`).
@@ -167,7 +160,7 @@ impl Engine {
             ));
         }
         self.reload_queue = (0..self.procs.len())
-            .filter(|&s| self.procs[s].pid.is_some() && !self.procs[s].cheaped)
+            .filter(|&s| self.procs[s].life.running())
             .collect();
         let n = self.reload_queue.len();
         self.notify
@@ -179,18 +172,14 @@ impl Engine {
     fn next_reload(&mut self) {
         self.reload_current = None;
         while let Some(s) = self.reload_queue.pop_front() {
-            let p = &mut self.procs[s];
-            if p.pid.is_none() || p.cheaped {
-                continue;
-            }
             // Paused for the router: it gets nothing new, finishes what it
             // has, then is stopped and forked again; signals sent to it by
             // name wait for its successor.
-            p.reloading = true;
-            p.stop_asked = Some(Instant::now());
+            if !self.procs[s].life.reload(Instant::now()) {
+                continue;
+            }
             self.reload_current = Some(s);
             self.refresh_state(s);
-            self.credit_freed = true;
             return;
         }
         self.notify.reloaded("reload done");
@@ -201,41 +190,33 @@ impl Engine {
     pub(super) fn advance_control(&mut self) {
         let now = Instant::now();
         for s in 0..self.procs.len() {
+            let d = &self.d;
             let p = &mut self.procs[s];
             let Some(pid) = p.pid else { continue };
-            let stopping = p.cheaped || p.reloading;
-            if !stopping {
-                continue;
-            }
-            match p.term_sent {
-                None => {
-                    // Cheaped: drain everything; reloading: what it was
-                    // given (its queue waits for the successor). A child
-                    // that takes longer than drain_timeout is stopped anyway.
-                    let idle = if p.cheaped {
-                        p.load() == 0
-                    } else {
-                        p.inflight.is_empty()
-                    };
-                    let late = p
-                        .stop_asked
-                        .is_some_and(|t| now.duration_since(t) >= self.opts.drain_timeout);
-                    if idle || late {
-                        let _ = kill(pid, Signal::SIGTERM);
-                        p.term_sent = Some(now);
-                    }
+            // Cheaped: drain everything; reloading: what it was given (its
+            // queue waits for the successor). A child that takes longer
+            // than drain_timeout is stopped anyway.
+            let idle = |why| match why {
+                Stop::Cheap => d.load(s) == 0,
+                Stop::Reload => d.inflight(s) == 0,
+            };
+            match p
+                .life
+                .stop_step(now, idle, self.opts.drain_timeout, self.opts.kill_timeout)
+            {
+                Some(StopStep::Term) => {
+                    let _ = kill(pid, Signal::SIGTERM);
                 }
-                Some(t) if now.duration_since(t) >= self.opts.kill_timeout => {
+                Some(StopStep::Kill) => {
                     tracing::warn!("{} did not stop after SIGTERM: SIGKILL", p.id);
                     let _ = kill(pid, Signal::SIGKILL);
-                    p.term_sent = Some(now);
                 }
-                Some(_) => {}
+                None => {}
             }
         }
         if let Some(s) = self.reload_current {
             let p = &self.procs[s];
-            if !p.reloading && p.pid.is_some() {
+            if !p.life.reloading() && p.life.alive() {
                 // Its successor runs: on to the next.
                 self.next_reload();
             }

@@ -1,130 +1,70 @@
-//! The running master: one thread, one `epoll` loop.
+//! The running master: one thread, one `epoll` loop, and the parts it
+//! calls into.
 //!
-//! It reads every child channel in batches, asks the router where each
-//! raised signal goes, queues deliveries per child and writes them in
-//! batches; it forks, reaps and respawns children, and shuts the group down
-//! gracefully. All I/O is non-blocking: no child can stall the master.
+//! - [`deliveries`]: routes, queues, credit, requeue and every counter,
+//!   with no I/O (where to change routing and delivery rules);
+//! - [`supervisor`]: one life state per slot and the supervision rules
+//!   (stop steps, harakiri and stall verdicts, backoff);
+//! - [`token`]: what each event is about ([`Endpoint`]);
+//! - [`channels`]: reading and writing the child channels;
+//! - [`processes`]: fork, reap, respawn, kills, requeue after a death;
+//! - [`control`] and [`stats`]: the control commands and the stats
+//!   document; [`shutdown`]: drain, terminate, the summary.
+//!
+//! This file holds the loop itself: wait for events, hand each to its
+//! endpoint, then move every part along once per turn. All I/O is
+//! non-blocking: no child can stall the master.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
-use nix::errno::Errno;
-use nix::sys::signal::{SigSet, Signal, kill};
+use mio::{Events, Interest, Poll};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+mod channels;
 mod control;
+mod deliveries;
+mod processes;
+mod shutdown;
 mod stats;
+mod supervisor;
+mod token;
 
 use super::admin::{Admin, Kind};
-use super::conn::{Conn, Outbox};
+use super::conn::Conn;
 use super::remote::Remote;
 use super::sources::{Sources, unix_now};
 use super::strays::Strays;
 use super::summary::Summary;
 use super::{Entries, Options, Setup};
 use crate::busy::{BusyPoll, Episode, Idle};
-use crate::child::{ChildSetup, child_main};
-use crate::counters::{Counters, SignalSummary, Tally};
-use crate::error::{Error, RegistrationError, Result};
+use crate::error::{Error, Result};
 use crate::origin::Origin;
-use crate::proto::{Frame, Msg, RawFrame, Reply, Request, encode_with_payload};
 use crate::ratelog::RateLog;
-use crate::router::{self, Decision, ProcView, Unrouted};
 use crate::shm::Shm;
-use crate::sys::{self, Forked};
-use crate::table::{Owner, Registration, Table};
-use crate::target::Target;
-use crate::topology::{ProcId, ProcState, Slot, Topology};
+use crate::topology::{ProcId, Slot, Topology};
+use deliveries::{Deliveries, Outcome, Sender};
+use supervisor::Life;
+pub(super) use token::{ADMIN_BASE, REMOTE_BASE};
+use token::{Channel, Endpoint};
 
-// Tokens: 0 signals, 1 the remote listener, 2 inotify, 3 stats, 4 control,
-// 5 metrics,
-// ADMIN_BASE + n their connections, CHILD_BASE + 2 * slot + chan
-// the child channels, REMOTE_BASE + n the remote connections.
-const SIGNALS: Token = Token(0);
-const REMOTE_LISTENER: Token = Token(1);
-const INOTIFY: Token = Token(2);
-const STATS_LISTENER: Token = Token(3);
-const CONTROL_LISTENER: Token = Token(4);
-const METRICS_LISTENER: Token = Token(5);
-const CHILD_BASE: usize = 16;
-pub(super) const REMOTE_BASE: usize = 1 << 24;
-pub(super) const ADMIN_BASE: usize = 2 << 24;
 /// Reads of one channel per loop turn, so one busy child cannot starve the
 /// others.
-const READS_PER_TURN: usize = 8;
-const READ_BUF: usize = 64 * 1024;
+pub(super) const READS_PER_TURN: usize = 8;
+/// Size of the read buffer shared by every channel and connection.
+pub(super) const READ_BUF: usize = 64 * 1024;
 /// Buffer asked for each child's delivery pipe.
-const DELIVERY_PIPE: usize = 256 * 1024;
-/// How often handler run times are checked when a harakiri is set.
-const HARAKIRI_TICK: Duration = Duration::from_millis(50);
-
-/// Which of a child's two channels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chan {
-    /// The dispatcher's channel: always read.
-    A,
-    /// Every other thread's channel: paused while the sender floods a queue.
-    B,
-}
-
-fn token(slot: Slot, chan: Chan) -> Token {
-    Token(CHILD_BASE + slot * 2 + usize::from(chan == Chan::B))
-}
-
-fn from_token(t: Token) -> Option<(Slot, Chan)> {
-    if !(CHILD_BASE..REMOTE_BASE).contains(&t.0) {
-        return None;
-    }
-    let i = t.0 - CHILD_BASE;
-    Some((i / 2, if i % 2 == 0 { Chan::A } else { Chan::B }))
-}
-
-/// Records `sender` as waiting on a queue; true when it must now wait.
-fn wait_on(waiters: &mut Vec<Sender>, sender: Option<Sender>) -> bool {
-    let Some(s) = sender else { return false };
-    if !waiters.contains(&s) {
-        waiters.push(s);
-    }
-    true
-}
-
-/// Who raised a signal, when the master can make them wait.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sender {
-    /// A child's channel B.
-    Child(Slot),
-    /// A remote connection.
-    Remote(usize),
-}
-
-/// What became of one raised signal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Outcome {
-    /// Routed, and no delivery of it dropped.
-    accepted: bool,
-    /// A queue it went to is above high water: stop reading the sender.
-    throttle: bool,
-    /// Deliveries queued for it (0 when unrouted or dropped).
-    queued: u64,
-}
-
-/// A signal waiting for a pool member.
-#[derive(Clone, Copy, Debug)]
-struct Pooled {
-    origin: Origin,
-    attempt: u8,
-    /// Given back after the member that had it died: already counted as
-    /// delivered.
-    again: bool,
-}
+pub(super) const DELIVERY_PIPE: usize = 256 * 1024;
+/// How often the children's shared-memory progress is looked at (handler
+/// run times for harakiri, done counts for stalls) while some child holds
+/// work; an idle group is never ticked.
+pub(super) const WATCH_TICK: Duration = Duration::from_millis(50);
 
 /// One child slot.
 struct Proc {
@@ -133,35 +73,19 @@ struct Proc {
     last_pid: u32,
     a: Option<Conn>,
     b: Option<Conn>,
-    outbox: Outbox,
-    /// Written, not yet acknowledged, oldest first.
-    inflight: VecDeque<RawFrame>,
-    next_seq: u64,
     /// Channel B is not read until the queue it flooded drains.
     b_paused: bool,
-    /// Senders paused because this child's queue passed the high-water mark.
-    waiters: Vec<Sender>,
     spawned_at: Instant,
     quick_deaths: u32,
-    /// Kill it: it broke the channel protocol.
-    doomed: bool,
-    /// Deliveries to this slot and what became of them.
-    tally: Tally,
+    /// Its life: running, stopping, killed, dead, cheaped; paused or not.
+    life: Life,
     /// Handler timeouts.
     timeouts: u64,
-    /// Killed for a handler timeout; not reaped yet.
-    harakiri_sent: bool,
-    /// Paused by the control endpoint.
-    paused: bool,
-    /// Cheaped: stopped on purpose (or stopping), not respawned.
-    cheaped: bool,
-    /// Being restarted by a reload.
-    reloading: bool,
-    /// When it was asked to stop (cheap, reload): SIGTERM once it has
-    /// handled what it holds, or after drain_timeout.
-    stop_asked: Option<Instant>,
-    /// When it got SIGTERM for that: SIGKILL after kill_timeout.
-    term_sent: Option<Instant>,
+    /// Stalls: killed for making no progress with work waiting.
+    stalls: u64,
+    /// Its last progress seen: the done count and since when it has not
+    /// moved while work waited (see [`Engine::observe_progress`]).
+    progress: (u64, Instant),
     /// When it was last forked, Unix seconds.
     spawned_unix: u64,
     /// Handled count at the last stats document (for delta_requests).
@@ -169,24 +93,20 @@ struct Proc {
 }
 
 impl Proc {
-    fn conn_mut(&mut self, chan: Chan) -> Option<&mut Conn> {
+    fn conn_mut(&mut self, chan: Channel) -> Option<&mut Conn> {
         match chan {
-            Chan::A => self.a.as_mut(),
-            Chan::B => self.b.as_mut(),
+            Channel::Dispatcher => self.a.as_mut(),
+            Channel::Threads => self.b.as_mut(),
         }
-    }
-
-    fn load(&self) -> usize {
-        self.outbox.len() + self.inflight.len()
     }
 
     /// Whether the master should read this channel now: it has unread
     /// bytes or held-back messages, and (for B) the sender is not paused.
-    fn has_input(&self, chan: Chan) -> bool {
+    fn has_input(&self, chan: Channel) -> bool {
         let conn = match chan {
-            Chan::A => self.a.as_ref(),
-            Chan::B if self.b_paused => None,
-            Chan::B => self.b.as_ref(),
+            Channel::Dispatcher => self.a.as_ref(),
+            Channel::Threads if self.b_paused => None,
+            Channel::Threads => self.b.as_ref(),
         };
         conn.is_some_and(|c| c.readable || c.decoder.has_message().unwrap_or(true))
     }
@@ -213,42 +133,34 @@ pub(super) struct Engine {
     strays: Strays,
     sigfd: SignalFd,
     topo: Arc<Topology>,
-    table: Table,
+    /// Routes, queues, credit and counters.
+    d: Deliveries,
     shm: Shm,
     opts: Options,
     entries: Entries,
     procs: Vec<Proc>,
-    views: Vec<ProcView>,
-    /// Pooled signals by number, waiting for a member with credit.
-    pools: Vec<VecDeque<Pooled>>,
-    pool_cursor: Vec<Slot>,
-    pool_waiters: Vec<Vec<Sender>>,
     /// Respawn times, earliest first.
     respawns: BinaryHeap<Reverse<(Instant, Slot)>>,
-    counters: Counters,
     phase: Phase,
     master_pid: u32,
-    /// Raised by the master before `run()`.
-    early: Vec<u8>,
-    scratch: Vec<Slot>,
-    cands: Vec<Slot>,
+    /// Raised by the master before `run()`, raised once the children run.
+    raised_before_run: Vec<u8>,
     buf: Vec<u8>,
-    dirty: Vec<Slot>,
-    is_dirty: Vec<bool>,
-    credit_freed: bool,
-    unrouted_log: RateLog,
-    dropped_log: RateLog,
+    /// Slots to write, reused.
+    to_write: Vec<Slot>,
     remote_log: RateLog,
     remote: Option<Remote>,
     sources: Sources,
     inotify_watched: bool,
     /// The caller's signal mask, put back when `run()` returns.
     old_mask: SigSet,
-    /// Raised and unrouted counts and delivery outcomes, by signal number.
-    by_num: Vec<(u64, u64, Tally)>,
-    last_harakiri_check: Instant,
+    /// When this loop turn's events came in: the time for everything that
+    /// needs no finer clock (rate-limited logs), read once per turn.
+    turn_started: Instant,
     /// Stack dump signals sent before harakiri kills.
     stack_dumps: super::harakiri::StackDumps,
+    /// When the children's progress was last looked at ([`WATCH_TICK`]).
+    last_watch: Instant,
     /// Busy polling: whether to look before sleeping ([`Options::busy_poll`]).
     busy: BusyPoll,
     /// The current stretch without events.
@@ -266,21 +178,6 @@ pub(super) struct Engine {
     notify: super::notify::Notifier,
 }
 
-/// An outcome of one delivery, for [`Engine::note`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome1 {
-    Delivered,
-    /// A pool delivery given to another member: delivered for that
-    /// process, not a new delivery in the totals.
-    Reassigned,
-    /// A pool delivery taken from a dead member (that member's tally only).
-    Moved,
-    Handled,
-    Dropped,
-    Redelivered,
-    DeadLettered,
-}
-
 impl Engine {
     pub(super) fn new(
         topo: Arc<Topology>,
@@ -291,7 +188,6 @@ impl Engine {
         remote: Option<Remote>,
         admin: Option<Admin>,
     ) -> Result<Engine> {
-        let stack_dump = opts.harakiri_stack_dump;
         let mut mask = SigSet::empty();
         for s in [
             Signal::SIGCHLD,
@@ -314,21 +210,21 @@ impl Engine {
         poll.registry()
             .register(
                 &mut mio::unix::SourceFd(&sigfd.as_raw_fd()),
-                SIGNALS,
+                Endpoint::Signals.token(),
                 Interest::READABLE,
             )
             .map_err(|e| Error::io("watching signals", e))?;
         let mut remote = remote;
         if let Some(r) = remote.as_mut() {
-            r.register(poll.registry(), REMOTE_LISTENER)?;
+            r.register(poll.registry(), Endpoint::RemoteListener.token())?;
         }
         let mut admin = admin;
         if let Some(a) = admin.as_mut() {
             a.register(
                 poll.registry(),
-                STATS_LISTENER,
-                CONTROL_LISTENER,
-                METRICS_LISTENER,
+                Endpoint::StatsListener.token(),
+                Endpoint::ControlListener.token(),
+                Endpoint::MetricsListener.token(),
             )?;
         }
         let n = topo.slots();
@@ -340,67 +236,42 @@ impl Engine {
                 last_pid: 0,
                 a: None,
                 b: None,
-                outbox: Outbox::default(),
-                inflight: VecDeque::new(),
-                next_seq: 1,
                 b_paused: false,
-                waiters: Vec::new(),
                 spawned_at: now,
                 quick_deaths: 0,
-                doomed: false,
-                tally: Tally::default(),
+                life: Life::default(),
                 timeouts: 0,
-                harakiri_sent: false,
-                paused: false,
-                cheaped: false,
-                reloading: false,
-                stop_asked: None,
-                term_sent: None,
+                stalls: 0,
+                progress: (0, now),
                 spawned_unix: 0,
                 last_requests: 0,
             })
             .collect();
         let busy = BusyPoll::new(opts.busy_poll);
+        let stack_dump = opts.harakiri_stack_dump;
         Ok(Engine {
             poll,
             strays: Strays::new(),
             sigfd,
-            table: setup.table,
+            d: Deliveries::new(setup.table, topo.clone(), opts.clone()),
             shm,
             opts,
             entries,
             procs,
-            views: vec![
-                ProcView {
-                    state: ProcState::Respawning,
-                    load: 0,
-                };
-                n
-            ],
-            pools: vec![VecDeque::new(); 256],
-            pool_cursor: vec![usize::MAX; 256],
-            pool_waiters: vec![Vec::new(); 256],
             respawns: BinaryHeap::new(),
-            counters: Counters::default(),
             phase: Phase::Running,
             master_pid: std::process::id(),
-            early: setup.raised,
-            scratch: Vec::new(),
-            cands: Vec::new(),
+            raised_before_run: setup.raised,
             buf: vec![0; READ_BUF],
-            dirty: Vec::new(),
-            is_dirty: vec![false; n],
-            credit_freed: false,
-            unrouted_log: RateLog::new(10, Duration::from_secs(1)),
-            dropped_log: RateLog::new(10, Duration::from_secs(1)),
+            to_write: Vec::new(),
             remote_log: RateLog::new(10, Duration::from_secs(1)),
             remote,
             sources: setup.sources,
             inotify_watched: false,
             old_mask,
-            by_num: vec![(0, 0, Tally::default()); 256],
-            last_harakiri_check: now,
             stack_dumps: super::harakiri::StackDumps::new(stack_dump, topo.slots()),
+            last_watch: now,
+            turn_started: now,
             busy,
             idle: Episode::default(),
             admin_sockets: admin.as_ref().map(Admin::sockets).unwrap_or_default(),
@@ -408,8 +279,8 @@ impl Engine {
             reload_queue: VecDeque::new(),
             reload_current: None,
             started: now,
-            notify: super::notify::Notifier::from_env(now),
             started_unix: super::sources::unix_now() as u64,
+            notify: super::notify::Notifier::from_env(now),
             topo,
         })
     }
@@ -432,14 +303,15 @@ impl Engine {
         let n = self.procs.len();
         let what = if n == 1 { "process" } else { "processes" };
         self.notify.ready(&format!("{n} {what} up"));
-        for num in std::mem::take(&mut self.early) {
+        for num in std::mem::take(&mut self.raised_before_run) {
             self.raise(num, Origin::Process(ProcId::MASTER), None);
         }
         let mut events = Events::with_capacity(1024);
         loop {
             // Just before sleeping: what was handled meanwhile may be all a
-            // shutdown or reload waits for.
+            // shutdown, reload or cheap waits for.
             self.settle_done();
+            self.advance_control();
             if self.advance_phase() {
                 break;
             }
@@ -458,64 +330,14 @@ impl Engine {
             if !events.is_empty() {
                 self.busy.found(&mut self.idle);
             }
-            self.notify.tick(Instant::now());
+            self.turn_started = Instant::now();
+            self.notify.tick(self.turn_started);
             self.settle_done();
             for ev in events.iter() {
                 let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                 let writable = ev.is_writable() || ev.is_error();
-                match ev.token() {
-                    SIGNALS => {
-                        self.on_signals();
-                        continue;
-                    }
-                    REMOTE_LISTENER => {
-                        self.accept_remote();
-                        continue;
-                    }
-                    STATS_LISTENER => {
-                        self.accept_admin(Kind::Stats);
-                        continue;
-                    }
-                    CONTROL_LISTENER => {
-                        self.accept_admin(Kind::Control);
-                        continue;
-                    }
-                    METRICS_LISTENER => {
-                        self.accept_admin(Kind::Metrics);
-                        continue;
-                    }
-                    INOTIFY => {
-                        let due = self.sources.on_file_events(Instant::now());
-                        if self.phase == Phase::Running {
-                            self.raise_sourced(due);
-                        }
-                        continue;
-                    }
-                    _ => {}
-                }
-                if let Some(r) = self.remote.as_mut() {
-                    if let Some(idx) = r.index_of(ev.token()) {
-                        r.ready(idx, readable, writable);
-                        continue;
-                    }
-                }
-                if let Some(a) = self.admin.as_mut() {
-                    if let Some(idx) = a.index_of(ev.token()) {
-                        a.ready(idx, readable, writable);
-                        continue;
-                    }
-                }
-                let Some((slot, chan)) = from_token(ev.token()) else {
-                    continue;
-                };
-                if let Some(c) = self.procs.get_mut(slot).and_then(|p| p.conn_mut(chan)) {
-                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                        c.readable = true;
-                    }
-                    if ev.is_writable() || ev.is_error() {
-                        c.writable = true;
-                        self.mark_dirty(slot);
-                    }
+                if let Some(endpoint) = Endpoint::of(ev.token()) {
+                    self.on_event(endpoint, readable, writable);
                 }
             }
             self.read_all();
@@ -523,19 +345,61 @@ impl Engine {
             self.serve_admin();
             self.advance_control();
             if self.phase == Phase::Running {
+                self.settle_sources();
                 let due = self.sources.due(Instant::now(), unix_now());
                 self.raise_sourced(due);
             }
             self.fire_respawns();
-            self.check_harakiri();
-            if std::mem::take(&mut self.credit_freed) {
-                self.dispatch_pools();
-            }
+            self.watch();
+            self.d.dispatch_pools(Instant::now());
             self.wake_senders();
+            self.settle_sources();
             self.flush_dirty();
             self.kill_doomed();
         }
         Ok(self.finish())
+    }
+
+    /// One readiness event: listeners accept, the signalfd and inotify are
+    /// read now; connections and channels are marked and served after
+    /// every event of the turn is in.
+    fn on_event(&mut self, endpoint: Endpoint, readable: bool, writable: bool) {
+        match endpoint {
+            Endpoint::Signals => self.on_signals(),
+            Endpoint::RemoteListener => self.accept_remote(),
+            Endpoint::StatsListener => self.accept_admin(Kind::Stats),
+            Endpoint::ControlListener => self.accept_admin(Kind::Control),
+            Endpoint::MetricsListener => self.accept_admin(Kind::Metrics),
+            Endpoint::Inotify => {
+                let due = self.sources.on_file_events(Instant::now());
+                if self.phase == Phase::Running {
+                    self.raise_sourced(due);
+                }
+            }
+            Endpoint::RemoteConn(t) => {
+                if let Some(r) = self.remote.as_mut() {
+                    if let Some(idx) = r.index_of(t) {
+                        r.ready(idx, readable, writable);
+                    }
+                }
+            }
+            Endpoint::AdminConn(t) => {
+                if let Some(a) = self.admin.as_mut() {
+                    if let Some(idx) = a.index_of(t) {
+                        a.ready(idx, readable, writable);
+                    }
+                }
+            }
+            Endpoint::Child(slot, chan) => {
+                if let Some(c) = self.procs.get_mut(slot).and_then(|p| p.conn_mut(chan)) {
+                    c.readable |= readable;
+                    if writable {
+                        c.writable = true;
+                        self.d.mark_dirty(slot);
+                    }
+                }
+            }
+        }
     }
 
     /// How long the next poll may sleep.
@@ -543,7 +407,7 @@ impl Engine {
         let busy = self
             .procs
             .iter()
-            .any(|p| p.has_input(Chan::A) || p.has_input(Chan::B));
+            .any(|p| p.has_input(Channel::Dispatcher) || p.has_input(Channel::Threads));
         if busy
             || self.remote.as_ref().is_some_and(Remote::any_input)
             || self.admin.as_ref().is_some_and(Admin::any_input)
@@ -552,11 +416,7 @@ impl Engine {
         }
         let now = Instant::now();
         let mut next = self.respawns.peek().map(|Reverse((t, _))| *t);
-        let sweeps = [
-            self.remote.as_ref().and_then(Remote::next_sweep),
-            self.admin.as_ref().and_then(Admin::next_sweep),
-        ];
-        for t in sweeps.into_iter().flatten() {
+        if let Some(t) = self.remote.as_ref().and_then(Remote::next_sweep) {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         if self.phase == Phase::Running {
@@ -564,17 +424,33 @@ impl Engine {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         }
-        let ticking = self.opts.harakiri.any()
-            || self.shm.user_harakiri_used().load(Relaxed) != 0
-            || self.reload_current.is_some()
-            || self.procs.iter().any(|p| p.cheaped && p.pid.is_some())
-            || self.admin.is_some();
-        if ticking {
-            let t = self.last_harakiri_check + HARAKIRI_TICK;
-            next = Some(next.map_or(t, |n| n.min(t)));
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        // A handler can only run, and a child only stall, while it holds
+        // work: only then is shared memory watched.
+        let watched = self.opts.harakiri.any() || self.opts.stall.any();
+        let holding =
+            (0..self.procs.len()).any(|s| self.procs[s].pid.is_some() && self.d.load(s) > 0);
+        // A deadline set with set_user_harakiri runs out with or without
+        // work: once a process used one, the watch ticks.
+        let user_deadlines = self.shm.user_harakiri_used().load(Relaxed) != 0;
+        if (watched && holding) || user_deadlines {
+            at(self.last_watch + WATCH_TICK);
+        }
+        // Cheaping and reloading move on acks (events) and on these
+        // deadlines.
+        for p in &self.procs {
+            if let Some(t) = p
+                .life
+                .stop_deadline(self.opts.drain_timeout, self.opts.kill_timeout)
+            {
+                at(t);
+            }
+        }
+        if let Some(t) = self.admin.as_ref().and_then(Admin::next_sweep) {
+            at(t);
         }
         if let Some(t) = self.notify.deadline() {
-            next = Some(next.map_or(t, |n| n.min(t)));
+            at(t);
         }
         match self.phase {
             Phase::Draining { deadline } | Phase::Terminating { deadline } => {
@@ -585,249 +461,17 @@ impl Engine {
         next.map(|t| t.saturating_duration_since(now))
     }
 
-    // ---- reading ---------------------------------------------------------
-
-    fn read_all(&mut self) {
-        for slot in 0..self.procs.len() {
-            self.read_chan(slot, Chan::A);
-            self.read_chan(slot, Chan::B);
-        }
-    }
-
-    fn read_chan(&mut self, slot: Slot, chan: Chan) {
-        for _ in 0..READS_PER_TURN {
-            let p = &mut self.procs[slot];
-            if p.doomed || !p.has_input(chan) {
-                return;
-            }
-            let Some(conn) = p.conn_mut(chan) else { return };
-            let mut buf = std::mem::take(&mut self.buf);
-            // Messages held back while the sender was paused go first.
-            let n = if conn.decoder.has_message().unwrap_or(true) {
-                0
-            } else {
-                match conn.read(&mut buf) {
-                    Ok(Some(0)) => {
-                        // The child closed its end: it is exiting; reaping
-                        // does the rest.
-                        self.buf = buf;
-                        self.drop_conns(slot);
-                        return;
-                    }
-                    Ok(Some(n)) => n,
-                    Ok(None) => {
-                        self.buf = buf;
-                        return;
-                    }
-                    Err(e) => {
-                        self.buf = buf;
-                        // A reset is a child dying with unread input: the
-                        // reaper reports it.
-                        if e.kind() == std::io::ErrorKind::ConnectionReset {
-                            tracing::debug!("{}: channel reset", self.procs[slot].id);
-                        } else {
-                            tracing::warn!("{}: channel read failed: {e}", self.procs[slot].id);
-                        }
-                        self.drop_conns(slot);
-                        return;
-                    }
-                }
-            };
-            let mut decoder = std::mem::take(&mut conn.decoder);
-            let fed = decoder.feed(&buf[..n], &mut |m| {
-                if self.on_msg(slot, chan, m) {
-                    self.procs[slot].b_paused = true;
-                }
-                // A paused sender's next raises wait in the decoder.
-                !self.procs[slot].b_paused
-            });
-            self.buf = buf;
-            if let Some(c) = self.procs[slot].conn_mut(chan) {
-                c.decoder = decoder;
-            }
-            if let Err(e) = fed {
-                tracing::error!("{}: {e}; killing it", self.procs[slot].id);
-                self.procs[slot].doomed = true;
-                return;
-            }
-        }
-    }
-
-    /// Handles one message from a child; true when its sender must now
-    /// wait (back-pressure).
-    fn on_msg(&mut self, slot: Slot, chan: Chan, m: Msg<'_>) -> bool {
-        let me = self.procs[slot].id;
-        match m {
-            Msg::Frame(Frame::Raise { num }) => {
-                // Channel A (handlers) is never made to wait.
-                let sender = (chan == Chan::B).then_some(Sender::Child(slot));
-                return self.raise(num, Origin::Process(me), sender).throttle;
-            }
-            Msg::Frame(Frame::Ack { seq }) => self.on_ack(slot, seq),
-            Msg::Payload {
-                frame: Frame::Request { id, .. },
-                body,
-            } => {
-                let reply = match serde_json::from_slice::<Request>(body) {
-                    Ok(req) => self.on_request(slot, req),
-                    Err(e) => Reply::Err(RegistrationError::Master(format!(
-                        "unreadable request: {e}"
-                    ))),
-                };
-                if let Some(c) = self.procs[slot].conn_mut(chan) {
-                    if let Err(e) = encode_with_payload(true, id, &reply, c.out()) {
-                        tracing::error!("{me}: cannot encode a reply: {e}");
-                    }
-                    self.mark_dirty(slot);
-                }
-            }
-            other => {
-                tracing::error!("{me}: sent a message only the master may send: {other:?}");
-                self.procs[slot].doomed = true;
-            }
-        }
-        false
-    }
-
-    fn on_request(&mut self, slot: Slot, req: Request) -> Reply {
-        let me = self.procs[slot].id;
-        match req {
-            Request::Register { num, target } => {
-                let done = target
-                    .parse::<Target>()
-                    .and_then(|t| self.table.register(num, &t, Owner::Child(slot)));
-                match done {
-                    Ok(how) => {
-                        self.mirror(num);
-                        let how = match how {
-                            Registration::New => "runs only there",
-                            Registration::Joined => "joined as a runner",
-                            Registration::Replaced => "handler replaced",
-                        };
-                        tracing::info!("signal {num} registered by {me} (target {target}): {how}");
-                        // A pool may have a new member able to run it.
-                        self.credit_freed = true;
-                        Reply::Ok
-                    }
-                    Err(e) => {
-                        tracing::warn!("{me}: registration refused: {e}");
-                        Reply::refused(e)
-                    }
-                }
-            }
-            Request::Reserve => match self.table.reserve(Owner::Child(slot)) {
-                Ok(num) => {
-                    self.mirror(num);
-                    Reply::Num(num)
-                }
-                Err(e) => Reply::refused(e),
-            },
-            Request::Stop => {
-                self.begin_shutdown(&format!("stop requested by {me}"));
-                Reply::Ok
-            }
-            Request::AddSource { sig, source } => {
-                match self.sources.add(sig, source, Owner::Child(slot)) {
-                    Ok(id) => {
-                        self.watch_inotify();
-                        Reply::Source(id.get())
-                    }
-                    Err(e) => {
-                        tracing::warn!("{me}: source refused: {}", e.report());
-                        Reply::refused(e)
-                    }
-                }
-            }
-            Request::RemoveSource { id } => match self.sources.remove(crate::SourceId(id)) {
-                Ok(()) => Reply::Ok,
-                Err(e) => Reply::refused(e),
-            },
-            // The shared flag is set; the next turn checks deadlines.
-            Request::UserHarakiri => Reply::Ok,
-        }
-    }
-
-    fn mirror(&self, num: u8) {
-        self.shm.table()[num as usize].store(self.table.mirror_word(num), Release);
-    }
-
     // ---- routing ---------------------------------------------------------
 
-    /// Routes one raised signal. `sender`, when it can be made to wait, is
-    /// recorded on any queue the signal pushed past high water.
+    /// Routes one raised signal (see [`Deliveries::raise`]).
     fn raise(&mut self, num: u8, origin: Origin, sender: Option<Sender>) -> Outcome {
-        self.counters.raised += 1;
-        self.by_num[num as usize].0 += 1;
-        let dropped_before = self.counters.dropped;
-        let mut throttle = false;
-        let mut queued = 0;
-        let decision = router::decide(
-            self.table.route(num),
-            &self.topo,
-            &self.views,
-            &mut self.scratch,
-        );
-        match decision {
-            Decision::Each => {
-                self.counters.routed += 1;
-                for i in 0..self.scratch.len() {
-                    let s = self.scratch[i];
-                    queued += u64::from(self.enqueue(s, num, origin, 1, false, true));
-                    if self.procs[s].outbox.len() > self.opts.high_water {
-                        throttle |= wait_on(&mut self.procs[s].waiters, sender);
-                    }
-                }
-            }
-            Decision::Pool => {
-                self.counters.routed += 1;
-                let n = num as usize;
-                if self.pools[n].len() >= self.opts.outbox_limit {
-                    self.drop_one(num, None, "its pool's queue is full");
-                } else {
-                    self.pools[n].push_back(Pooled {
-                        origin,
-                        attempt: 1,
-                        again: false,
-                    });
-                    queued = 1;
-                    self.dispatch_pool(num);
-                    if self.pools[n].len() > self.opts.high_water {
-                        throttle |= wait_on(&mut self.pool_waiters[n], sender);
-                    }
-                }
-            }
-            Decision::Unrouted(why) => {
-                self.counters.unrouted += 1;
-                self.by_num[num as usize].1 += 1;
-                if let Some(held) = self.unrouted_log.allow(Instant::now()) {
-                    let why = match why {
-                        Unrouted::NoProcess => "no process of its target can run it now".into(),
-                        Unrouted::Cheaped(s) => format!("{} is cheaped", self.topo.proc_at(s)),
-                    };
-                    let target = self
-                        .table
-                        .route(num)
-                        .map_or("worker".into(), |r| r.target.to_string());
-                    tracing::warn!(
-                        num,
-                        target = %target,
-                        origin = %origin,
-                        outcome = "unrouted",
-                        "signal {num} (target {target}, raised by {origin}) unrouted: {why}{}",
-                        suppressed(held)
-                    );
-                }
-                return Outcome {
-                    accepted: false,
-                    throttle,
-                    queued: 0,
-                };
-            }
-        }
-        Outcome {
-            accepted: self.counters.dropped == dropped_before,
-            throttle,
-            queued,
+        self.d.raise(num, origin, sender, self.turn_started)
+    }
+
+    /// Tells the sources which of their deliveries left the system.
+    fn settle_sources(&mut self) {
+        for id in self.d.take_settled() {
+            self.sources.settled(id);
         }
     }
 
@@ -849,7 +493,7 @@ impl Engine {
         if let Some(fd) = self.sources.fd() {
             let r = self.poll.registry().register(
                 &mut mio::unix::SourceFd(&fd),
-                INOTIFY,
+                Endpoint::Inotify.token(),
                 Interest::READABLE,
             );
             match r {
@@ -862,18 +506,8 @@ impl Engine {
     /// Reads paused senders again once their queue is under the low-water
     /// mark (or gone).
     fn wake_senders(&mut self) {
-        let low = self.opts.low_water;
         let mut woken = Vec::new();
-        for p in &mut self.procs {
-            if !p.waiters.is_empty() && p.outbox.len() <= low {
-                woken.append(&mut p.waiters);
-            }
-        }
-        for (q, w) in self.pools.iter().zip(&mut self.pool_waiters) {
-            if !w.is_empty() && q.len() <= low {
-                woken.append(w);
-            }
-        }
+        self.d.wake_senders(&mut woken);
         for sender in woken {
             match sender {
                 Sender::Child(s) => self.procs[s].b_paused = false,
@@ -896,7 +530,7 @@ impl Engine {
             let out = self.raise_remote(num, idx, allowed);
             (out.accepted, out.throttle)
         });
-        remote.take_counts().add_to(&mut self.counters);
+        remote.take_counts().add_to(&mut self.d.counters);
         self.remote = Some(remote);
     }
 
@@ -910,7 +544,7 @@ impl Engine {
             let out = self.raise_remote(num, idx, allowed);
             (out.accepted, out.throttle)
         });
-        remote.take_counts().add_to(&mut self.counters);
+        remote.take_counts().add_to(&mut self.d.counters);
         self.remote = Some(remote);
     }
 
@@ -920,16 +554,12 @@ impl Engine {
         let out = if allowed {
             self.raise(num, Origin::Remote, Some(Sender::Remote(idx)))
         } else {
-            Outcome {
-                accepted: false,
-                throttle: false,
-                queued: 0,
-            }
+            Outcome::REFUSED
         };
         if out.accepted {
-            self.counters.remote_accepted += 1;
+            self.d.counters.remote_accepted += 1;
         } else {
-            self.counters.remote_rejected += 1;
+            self.d.counters.remote_rejected += 1;
             if !allowed {
                 if let Some(held) = self.remote_log.allow(Instant::now()) {
                     tracing::warn!(
@@ -941,771 +571,6 @@ impl Engine {
         }
         out
     }
-
-    /// Queues one delivery; false when the child's queue is full and it
-    /// was dropped. `fresh` is false for a pool delivery given again, which
-    /// was counted as delivered the first time.
-    fn enqueue(
-        &mut self,
-        s: Slot,
-        num: u8,
-        origin: Origin,
-        attempt: u8,
-        pooled: bool,
-        fresh: bool,
-    ) -> bool {
-        let p = &mut self.procs[s];
-        if p.outbox.len() >= self.opts.outbox_limit {
-            let why = format!("the queue of {} is full ({})", p.id, self.opts.outbox_limit);
-            self.drop_one(num, Some(s), &why);
-            return false;
-        }
-        let seq = p.next_seq;
-        p.next_seq += 1;
-        p.outbox.frames.push_back(
-            Frame::Deliver {
-                num,
-                attempt,
-                origin,
-                seq,
-                pooled,
-            }
-            .encode(),
-        );
-        self.views[s].load += 1;
-        let what = if fresh {
-            Outcome1::Delivered
-        } else {
-            Outcome1::Reassigned
-        };
-        self.note(what, num, Some(s));
-        self.mark_dirty(s);
-        true
-    }
-
-    /// A delivery raised by a source left the system (dropped or given up).
-    fn settle(&mut self, origin_word: u32) {
-        if let Some(id) = Origin::source_of(origin_word) {
-            self.sources.settled(id);
-        }
-    }
-
-    /// Counts one delivery outcome everywhere it is counted: the totals,
-    /// the signal number's, and the process's.
-    fn note(&mut self, what: Outcome1, num: u8, slot: Option<Slot>) {
-        fn bump(what: Outcome1, t: &mut Tally) {
-            match what {
-                Outcome1::Delivered | Outcome1::Reassigned => t.delivered += 1,
-                Outcome1::Moved => t.moved += 1,
-                Outcome1::Handled => t.handled += 1,
-                Outcome1::Dropped => t.dropped += 1,
-                Outcome1::Redelivered => t.redelivered += 1,
-                Outcome1::DeadLettered => t.dead_lettered += 1,
-            }
-        }
-        if let Some(s) = slot {
-            bump(what, &mut self.procs[s].tally);
-        }
-        if matches!(what, Outcome1::Reassigned | Outcome1::Moved) {
-            return; // the same delivery, changing hands
-        }
-        let c = &mut self.counters;
-        match what {
-            Outcome1::Reassigned | Outcome1::Moved => {}
-            Outcome1::Delivered => c.delivered += 1,
-            Outcome1::Handled => c.handled += 1,
-            Outcome1::Dropped => c.dropped += 1,
-            Outcome1::Redelivered => c.redelivered += 1,
-            Outcome1::DeadLettered => c.dead_lettered += 1,
-        }
-        bump(what, &mut self.by_num[num as usize].2);
-    }
-
-    fn drop_one(&mut self, num: u8, slot: Option<Slot>, why: &str) {
-        self.note(Outcome1::Dropped, num, slot);
-        if let Some(held) = self.dropped_log.allow(Instant::now()) {
-            tracing::warn!(
-                num,
-                outcome = "dropped",
-                "signal {num} dropped: {why}{}",
-                suppressed(held)
-            );
-        }
-    }
-
-    /// Gives queued pool signals of `num` to members with free credit.
-    fn dispatch_pool(&mut self, num: u8) {
-        let n = num as usize;
-        if self.pools[n].is_empty() {
-            return;
-        }
-        router::pool_candidates(self.table.route(num), &self.topo, &mut self.cands);
-        while let Some(&item) = self.pools[n].front() {
-            let picked = router::pick(
-                &self.cands,
-                &self.views,
-                self.opts.prefetch,
-                &mut self.pool_cursor[n],
-            );
-            let Some(s) = picked else { break };
-            self.pools[n].pop_front();
-            if !self.enqueue(s, num, item.origin, item.attempt, true, !item.again) {
-                self.settle(item.origin.encode());
-            }
-        }
-    }
-
-    fn dispatch_pools(&mut self) {
-        for num in 0..=255u8 {
-            self.dispatch_pool(num);
-        }
-    }
-
-    /// Settles what children have handled without acking it: everything
-    /// up to each slot's `done_seq` (children ack only pooled deliveries,
-    /// and everything while the master waits for them; see
-    /// `SlotStatus::acks_wanted`).
-    fn settle_done(&mut self) {
-        for s in 0..self.procs.len() {
-            let p = &self.procs[s];
-            // Waiting for this child to get through what it holds (a
-            // shutdown, a reload or cheap, paused senders): it acks at once.
-            let waiting = u32::from(
-                self.phase != Phase::Running || p.stop_asked.is_some() || !p.waiters.is_empty(),
-            );
-            let st = self.shm.slot(s);
-            if st.acks_wanted.load(Relaxed) != waiting {
-                st.acks_wanted.store(waiting, SeqCst);
-            }
-            let Some(&front) = p.inflight.front() else {
-                continue;
-            };
-            // SeqCst: pairs with the child's fence before it reads
-            // `acks_wanted` (either it acks, or we see its progress here).
-            let done = self.shm.slot(s).done_seq.load(SeqCst);
-            if Frame::seq_of(&front) <= done {
-                self.on_ack(s, done);
-            }
-        }
-    }
-
-    fn on_ack(&mut self, slot: Slot, seq: u64) {
-        let mut done = 0;
-        while let Some(&f) = self.procs[slot].inflight.front() {
-            if Frame::seq_of(&f) > seq {
-                break;
-            }
-            self.procs[slot].inflight.pop_front();
-            if let Some(id) = Origin::source_of(Frame::origin_word(&f)) {
-                self.sources.settled(id);
-            }
-            self.note(Outcome1::Handled, f[1], Some(slot));
-            done += 1;
-        }
-        if done > 0 {
-            self.views[slot].load -= done;
-            self.credit_freed = true;
-        }
-    }
-
-    // ---- writing ---------------------------------------------------------
-
-    fn mark_dirty(&mut self, s: Slot) {
-        if !self.is_dirty[s] {
-            self.is_dirty[s] = true;
-            self.dirty.push(s);
-        }
-    }
-
-    fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for &s in &dirty {
-            self.is_dirty[s] = false;
-            let p = &mut self.procs[s];
-            let deliver = !(p.paused || p.reloading);
-            let mut failed = None;
-            if let Some(a) = p.a.as_mut() {
-                if let Err(e) = a.flush(&mut p.outbox, &mut p.inflight, deliver) {
-                    failed = Some(e);
-                }
-            }
-            if let Some(b) = p.b.as_mut() {
-                if let Err(e) = b.flush(&mut Outbox::default(), &mut VecDeque::new(), false) {
-                    failed = Some(e);
-                }
-            }
-            if let Some(e) = failed {
-                tracing::debug!("{}: channel write failed: {e}", p.id);
-                self.drop_conns(s);
-            }
-        }
-        dirty.clear();
-        self.dirty = dirty;
-    }
-
-    // ---- processes -------------------------------------------------------
-
-    /// Derives a child's state from its flags, for the router and for
-    /// shared memory: the one place that decides it.
-    fn refresh_state(&mut self, s: Slot) {
-        let p = &self.procs[s];
-        let state = if p.pid.is_none() && self.phase != Phase::Running {
-            ProcState::Stopped
-        } else if p.cheaped {
-            ProcState::Cheaped
-        } else if p.pid.is_none() {
-            ProcState::Respawning
-        } else if p.paused || p.reloading {
-            ProcState::Paused
-        } else {
-            ProcState::Running
-        };
-        self.views[s].state = state;
-        self.shm.slot(s).set_state(state);
-    }
-
-    /// Descriptors a new child must close.
-    fn master_fds(&self) -> Vec<RawFd> {
-        let mut fds = vec![self.poll.as_raw_fd(), self.sigfd.as_raw_fd()];
-        for p in &self.procs {
-            fds.extend(p.a.iter().chain(&p.b).flat_map(Conn::raw_fds));
-        }
-        if let Some(r) = &self.remote {
-            fds.extend(r.fds());
-        }
-        if let Some(a) = &self.admin {
-            fds.extend(a.fds());
-        }
-        fds.extend(self.sources.fd());
-        fds
-    }
-
-    fn spawn(&mut self, slot: Slot) -> Result<()> {
-        // Deliveries get a large pipe (fewer, larger writes in a burst);
-        // the other directions keep the default 64 KiB, which is also what
-        // a flooding sender may have in flight before send() waits.
-        let (a_master, a_child) = sys::duplex(DELIVERY_PIPE)?;
-        let (b_master, b_child) = sys::duplex(0)?;
-        let mut inherited = self.master_fds();
-        for d in [&a_master, &b_master] {
-            inherited.extend([d.rx.as_raw_fd(), d.tx.as_raw_fd()]);
-        }
-        let id = self.procs[slot].id;
-        // What is buffered now would be written twice: by us and the child.
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        let hooks = self.entries.fork_hooks;
-        if let Some(h) = hooks {
-            (h.before)();
-        }
-        // A new process starts without its predecessor's time limit.
-        self.shm.slot(slot).user_harakiri_ns.store(0, Relaxed);
-        let forked = sys::fork();
-        if let (Some(h), false) = (hooks, matches!(forked, Ok(Forked::Child))) {
-            (h.parent)();
-        }
-        match forked? {
-            Forked::Child => child_main(ChildSetup {
-                me: id,
-                slot,
-                topo: self.topo.clone(),
-                shm: self.shm,
-                chan_a: a_child,
-                chan_b: b_child,
-                inherited,
-                entry: self.entries.for_role(id.role),
-                // Runs inside child_main, where a panic stops.
-                hook: hooks.map(|h| h.child),
-                master_pid: self.master_pid,
-                busy_poll: self.opts.busy_poll,
-            }),
-            Forked::Parent(pid) => {
-                drop((a_child, b_child));
-                let mut a = Conn::new(a_master).map_err(|e| Error::io("channel setup", e))?;
-                let mut b = Conn::new(b_master).map_err(|e| Error::io("channel setup", e))?;
-                let reg = self.poll.registry();
-                a.register(reg, token(slot, Chan::A))
-                    .and_then(|()| b.register(reg, token(slot, Chan::B)))
-                    .map_err(|e| Error::io("watching a child channel", e))?;
-                let p = &mut self.procs[slot];
-                p.a = Some(a);
-                p.b = Some(b);
-                p.pid = Some(pid);
-                p.last_pid = pid.as_raw() as u32;
-                p.spawned_at = Instant::now();
-                p.b_paused = false;
-                p.doomed = false;
-                p.term_sent = None;
-                p.stop_asked = None;
-                p.spawned_unix = super::sources::unix_now() as u64;
-                self.shm.slot(slot).pid.store(pid.as_raw() as u32, Relaxed);
-                self.refresh_state(slot);
-                self.mark_dirty(slot);
-                self.credit_freed = true;
-                tracing::debug!("{id} started (pid {pid})");
-                Ok(())
-            }
-        }
-    }
-
-    fn drop_conns(&mut self, slot: Slot) {
-        let p = &mut self.procs[slot];
-        for mut c in [p.a.take(), p.b.take()].into_iter().flatten() {
-            c.deregister(self.poll.registry());
-        }
-    }
-
-    fn kill_doomed(&mut self) {
-        for p in &mut self.procs {
-            if p.doomed {
-                if let Some(pid) = p.pid {
-                    let _ = kill(pid, Signal::SIGKILL);
-                }
-                p.doomed = false;
-                // Reading stops with the channel; reaping does the rest.
-                for mut c in [p.a.take(), p.b.take()].into_iter().flatten() {
-                    c.deregister(self.poll.registry());
-                }
-            }
-        }
-    }
-
-    fn on_signals(&mut self) {
-        loop {
-            match self.sigfd.read_signal() {
-                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => self.reap(),
-                    Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
-                        self.begin_shutdown(&format!("{s}"));
-                    }
-                    Ok(Signal::SIGHUP) => {
-                        let r = self.start_reload();
-                        tracing::info!("SIGHUP: {}", r.unwrap_or_else(|e| e));
-                    }
-                    Ok(s) => tracing::info!("master: {s} ignored"),
-                    Err(_) => {}
-                },
-                Ok(None) => return,
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    tracing::error!("master: reading signals failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn reap(&mut self) {
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    let how = match crate::child::exit_meaning(code) {
-                        Some(why) => format!("exited with status {code} ({why})"),
-                        None => format!("exited with status {code}"),
-                    };
-                    self.on_exit(pid, &how);
-                }
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    self.on_exit(pid, &format!("killed by {sig}"));
-                }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    tracing::error!("master: waitpid failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn on_exit(&mut self, pid: Pid, how: &str) {
-        let Some(slot) = self.procs.iter().position(|p| p.pid == Some(pid)) else {
-            // Not a child's death: a process a child left behind (the
-            // master is a subreaper) that ended.
-            tracing::debug!("process {pid}, left behind by a child, {how}");
-            return;
-        };
-        self.drop_conns(slot);
-        let now = Instant::now();
-        let p = &mut self.procs[slot];
-        p.pid = None;
-        p.harakiri_sent = false;
-        let lived = now.duration_since(p.spawned_at);
-        let id = p.id;
-        self.shm.slot(slot).pid.store(0, Relaxed);
-        if matches!(self.phase, Phase::Running | Phase::Draining { .. }) {
-            self.requeue(slot);
-        }
-        for num in self.table.release_child(slot) {
-            self.mirror(num);
-        }
-        self.sources.release(slot);
-        if self.phase != Phase::Running {
-            tracing::debug!("{id} (pid {pid}) {how}");
-            self.refresh_state(slot);
-            return;
-        }
-        let p = &mut self.procs[slot];
-        if p.cheaped {
-            tracing::info!("{id} (pid {pid}) {how}: cheaped, not respawned");
-            self.refresh_state(slot);
-            self.credit_freed = true;
-            return;
-        }
-        if std::mem::take(&mut p.reloading) {
-            tracing::info!("{id} (pid {pid}) {how}: reloading it now");
-            self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
-            self.refresh_state(slot);
-            self.respawns.push(Reverse((now, slot)));
-            self.credit_freed = true;
-            return;
-        }
-        p.quick_deaths = if lived < self.opts.min_lifetime {
-            p.quick_deaths + 1
-        } else {
-            0
-        };
-        let delay = backoff(p.quick_deaths, self.opts.max_backoff);
-        tracing::warn!(
-            "{id} (pid {pid}) {how} after {:.1}s; respawning in {}ms",
-            lived.as_secs_f64(),
-            delay.as_millis()
-        );
-        self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
-        self.refresh_state(slot);
-        self.respawns.push(Reverse((now + delay, slot)));
-        // Its pool signals went back to the pools: others may take them.
-        self.credit_freed = true;
-    }
-
-    /// After a death, what the child had been given but not acknowledged:
-    /// a delivery its handler finished is counted as handled (the child
-    /// said so in shared memory); the one whose handler was running goes
-    /// again with one more attempt, and is dead-lettered past
-    /// `max_attempts`; the ones it never started go again as they were.
-    /// They go to the respawned child, or (pool signals) back to the pool.
-    fn requeue(&mut self, slot: Slot) {
-        let st = self.shm.slot(slot);
-        let running = st.current.swap(0, std::sync::atomic::Ordering::AcqRel) != 0;
-        let running_seq = st.current_seq.load(Relaxed);
-        let done = st.done_seq.load(std::sync::atomic::Ordering::Acquire);
-        let p = &mut self.procs[slot];
-        p.outbox.partial = 0;
-        let inflight = std::mem::take(&mut p.inflight);
-        let queued = std::mem::take(&mut p.outbox.frames);
-        let mut keep = VecDeque::with_capacity(inflight.len() + queued.len());
-        let mut to_pools: Vec<(u8, Pooled)> = Vec::new();
-        let sent = inflight.len();
-        for (i, raw) in inflight.into_iter().chain(queued).enumerate() {
-            let Ok(Frame::Deliver {
-                num,
-                attempt,
-                origin,
-                seq,
-                pooled,
-            }) = Frame::decode(&raw)
-            else {
-                continue;
-            };
-            if i < sent && seq <= done {
-                // Handled, only not acknowledged yet.
-                self.note(Outcome1::Handled, num, Some(slot));
-                self.settle(origin.encode());
-                continue;
-            }
-            let started = i < sent && running && seq == running_seq;
-            let attempt = if started {
-                attempt.saturating_add(1)
-            } else {
-                attempt
-            };
-            if attempt > self.opts.max_attempts {
-                self.note(Outcome1::DeadLettered, num, Some(slot));
-                self.settle(origin.encode());
-                let target = self
-                    .table
-                    .route(num)
-                    .map_or("worker (unregistered)".into(), |r| r.target.to_string());
-                tracing::error!(
-                    num,
-                    target = %target,
-                    origin = %origin,
-                    proc = %self.procs[slot].id,
-                    outcome = "dead_lettered",
-                    "signal {num} (target {target}, raised by {origin}) dead-lettered after {} \
-                     attempts; last given to {}",
-                    attempt - 1,
-                    self.procs[slot].id
-                );
-                continue;
-            }
-            if i < sent {
-                self.note(Outcome1::Redelivered, num, Some(slot));
-            }
-            if pooled {
-                self.note(Outcome1::Moved, num, Some(slot));
-                to_pools.push((
-                    num,
-                    Pooled {
-                        origin,
-                        attempt,
-                        again: true,
-                    },
-                ));
-            } else {
-                keep.push_back(
-                    Frame::Deliver {
-                        num,
-                        attempt,
-                        origin,
-                        seq,
-                        pooled,
-                    }
-                    .encode(),
-                );
-            }
-        }
-        for (num, item) in to_pools.into_iter().rev() {
-            self.pools[num as usize].push_front(item);
-        }
-        let p = &mut self.procs[slot];
-        p.outbox.frames = keep;
-        self.views[slot].load = p.load();
-    }
-
-    /// Kills children past their time: a handler past the role's limit,
-    /// or a deadline set with `set_user_harakiri` (checked every
-    /// [`HARAKIRI_TICK`]); with a stack dump signal, that goes first and
-    /// the kill a grace period later.
-    fn check_harakiri(&mut self) {
-        let now = Instant::now();
-        let user = self.shm.user_harakiri_used().load(Relaxed) != 0;
-        if !(self.opts.harakiri.any() || user) || now < self.last_harakiri_check + HARAKIRI_TICK {
-            return;
-        }
-        self.last_harakiri_check = now;
-        let now_ns = crate::shm::monotonic_ns();
-        for s in 0..self.procs.len() {
-            let p = &mut self.procs[s];
-            let Some(pid) = p.pid else {
-                continue;
-            };
-            if p.harakiri_sent {
-                continue;
-            }
-            let limit = self.opts.harakiri.for_role(p.id.role);
-            let Some(why) = super::harakiri::overdue(self.shm.slot(s), limit, now_ns) else {
-                self.stack_dumps.reset(s);
-                continue;
-            };
-            if !self.stack_dumps.kill_now(s, pid, now) {
-                tracing::warn!(
-                    "{} (pid {pid}): {why}: asked for its stack before the kill",
-                    p.id
-                );
-                continue;
-            }
-            self.stack_dumps.reset(s);
-            let _ = kill(pid, Signal::SIGKILL);
-            p.harakiri_sent = true;
-            p.timeouts += 1;
-            self.counters.timeouts += 1;
-            tracing::error!(
-                "{} (pid {pid}): {why}: killed (harakiri); it will be respawned and what it was \
-                 handling given again",
-                p.id
-            );
-        }
-    }
-
-    fn fire_respawns(&mut self) {
-        let now = Instant::now();
-        while let Some(&Reverse((t, slot))) = self.respawns.peek() {
-            if t > now {
-                break;
-            }
-            self.respawns.pop();
-            if self.phase != Phase::Running || self.procs[slot].pid.is_some() {
-                continue;
-            }
-            if let Err(e) = self.spawn(slot) {
-                let delay = self.opts.max_backoff;
-                tracing::error!(
-                    "{}: respawn failed: {e}; trying again in {}ms",
-                    self.procs[slot].id,
-                    delay.as_millis()
-                );
-                self.respawns.push(Reverse((now + delay, slot)));
-            }
-        }
-    }
-
-    // ---- shutdown --------------------------------------------------------
-
-    fn begin_shutdown(&mut self, why: &str) {
-        let now = Instant::now();
-        match self.phase {
-            Phase::Running => {
-                let queued: usize = self.procs.iter().map(Proc::load).sum::<usize>()
-                    + self.pools.iter().map(VecDeque::len).sum::<usize>();
-                tracing::info!("shutting down ({why}): draining {queued} queued signals");
-                self.notify.stopping(&format!("shutting down ({why})"));
-                // Sources stop first: no new work from outside.
-                if let Some(r) = self.remote.as_mut() {
-                    r.shut(self.poll.registry());
-                }
-                self.phase = Phase::Draining {
-                    deadline: now + self.opts.drain_timeout,
-                };
-                if let Some(a) = self.admin.as_mut() {
-                    a.shut(self.poll.registry());
-                }
-                self.reload_queue.clear();
-                self.reload_current = None;
-                for s in 0..self.procs.len() {
-                    self.refresh_state(s);
-                }
-            }
-            Phase::Draining { .. } => {
-                tracing::info!("shutting down ({why}) again: stopping the children now");
-                self.terminate(now);
-            }
-            Phase::Terminating { .. } | Phase::Killing => {
-                tracing::info!("shutting down ({why}) again: killing the children");
-                self.kill_all(Signal::SIGKILL);
-                self.phase = Phase::Killing;
-            }
-        }
-    }
-
-    fn terminate(&mut self, now: Instant) {
-        self.kill_all(Signal::SIGTERM);
-        self.phase = Phase::Terminating {
-            deadline: now + self.opts.kill_timeout,
-        };
-    }
-
-    fn kill_all(&mut self, sig: Signal) {
-        for p in &self.procs {
-            if let Some(pid) = p.pid {
-                let _ = kill(pid, sig);
-            }
-        }
-        self.end_strays(sig);
-    }
-
-    /// Sends `sig` to the processes children left behind that have not
-    /// had it yet; true when any is left.
-    fn end_strays(&mut self, sig: Signal) -> bool {
-        let procs = &self.procs;
-        self.strays
-            .end(sig, |pid| procs.iter().any(|p| p.pid == Some(pid)))
-    }
-
-    /// Moves the shutdown along; true when every child is gone.
-    fn advance_phase(&mut self) -> bool {
-        let now = Instant::now();
-        let alive = self.procs.iter().any(|p| p.pid.is_some());
-        match self.phase {
-            Phase::Running => false,
-            Phase::Draining { deadline } => {
-                let drained = self.procs.iter().all(|p| {
-                    p.pid.is_none()
-                        || (p.load() == 0 && !p.has_input(Chan::A) && !p.has_input(Chan::B))
-                }) && self.pools.iter().all(VecDeque::is_empty);
-                if drained || now >= deadline {
-                    if !drained {
-                        tracing::warn!("drain timeout: stopping with signals still queued");
-                    }
-                    self.terminate(now);
-                }
-                false
-            }
-            Phase::Terminating { deadline } => {
-                // Those re-parented since the SIGTERM (their parent died).
-                let strays = self.end_strays(Signal::SIGTERM);
-                if (alive || strays) && now >= deadline {
-                    tracing::warn!("processes still alive after SIGTERM: sending SIGKILL");
-                    self.kill_all(Signal::SIGKILL);
-                    self.phase = Phase::Killing;
-                }
-                !alive && !strays
-            }
-            Phase::Killing => {
-                let strays = self.end_strays(Signal::SIGKILL);
-                !alive && !strays
-            }
-        }
-    }
-
-    /// Per-number summaries of every number raised or delivered.
-    fn signal_summaries(&self) -> Vec<SignalSummary> {
-        self.by_num
-            .iter()
-            .enumerate()
-            .filter(|(_, (raised, _, t))| *raised > 0 || t.delivered > 0)
-            .map(|(n, &(raised, unrouted, tally))| SignalSummary {
-                num: n as u8,
-                raised,
-                unrouted,
-                tally,
-            })
-            .collect()
-    }
-
-    fn finish(mut self) -> Summary {
-        // What is still queued, by number and by process.
-        for s in 0..self.procs.len() {
-            let p = &self.procs[s];
-            let nums: Vec<u8> = p
-                .inflight
-                .iter()
-                .chain(&p.outbox.frames)
-                .map(|f| f[1])
-                .collect();
-            self.procs[s].tally.pending_at_exit = nums.len() as u64;
-            for n in nums {
-                self.by_num[n as usize].2.pending_at_exit += 1;
-            }
-        }
-        for (n, q) in self.pools.iter().enumerate() {
-            self.by_num[n].2.pending_at_exit += q.len() as u64;
-        }
-        let mut counters = self.counters.clone();
-        counters.pending_at_exit = self.by_num.iter().map(|b| b.2.pending_at_exit).sum();
-        let signals = self.signal_summaries();
-        let tallies: Vec<(Tally, u64)> = self.procs.iter().map(|p| (p.tally, p.timeouts)).collect();
-        // Signals raised while they were blocked stay pending in the
-        // signalfd's queue; drop them so they do not fire on unblocking.
-        while let Ok(Some(_)) = self.sigfd.read_signal() {}
-        let _ = self.old_mask.thread_set_mask();
-        let pids: Vec<u32> = self.procs.iter().map(|p| p.last_pid).collect();
-        tracing::info!(
-            "master {} exiting: {} raised, {} handled",
-            self.master_pid,
-            counters.raised,
-            counters.handled
-        );
-        Summary::collect(
-            counters,
-            &self.topo,
-            &self.shm,
-            &pids,
-            self.sources.summaries(),
-            &tallies,
-            signals,
-        )
-    }
-}
-
-/// Wait before respawning after `quick` consecutive quick deaths: none for
-/// a child that lived long enough, then 100 ms doubling up to `max`.
-fn backoff(quick: u32, max: Duration) -> Duration {
-    if quick == 0 {
-        return Duration::ZERO;
-    }
-    let ms = 100u64.saturating_mul(1u64 << (quick - 1).min(30));
-    Duration::from_millis(ms).min(max)
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -1721,32 +586,5 @@ fn suppressed(held: u64) -> String {
         String::new()
     } else {
         format!(" ({held} similar lines suppressed)")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_bounded() {
-        let max = Duration::from_secs(10);
-        let got: Vec<u128> = (0..10).map(|q| backoff(q, max).as_millis()).collect();
-        assert_eq!(got, [0, 100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
-        assert_eq!(backoff(u32::MAX, max), max);
-    }
-
-    #[test]
-    fn tokens_round_trip() {
-        for slot in [0, 1, 4095] {
-            for chan in [Chan::A, Chan::B] {
-                let t = token(slot, chan);
-                assert!(t != SIGNALS && t != REMOTE_LISTENER && t.0 < REMOTE_BASE);
-                assert_eq!(from_token(t), Some((slot, chan)));
-            }
-        }
-        assert_eq!(from_token(SIGNALS), None);
-        assert_eq!(from_token(REMOTE_LISTENER), None);
-        assert_eq!(from_token(Token(REMOTE_BASE)), None);
     }
 }

@@ -36,9 +36,7 @@ impl Engine {
                 _ => doc.spoolers.push(ps),
             }
         }
-        let queued: u64 = self.procs.iter().map(|p| p.load() as u64).sum::<u64>()
-            + self.pools.iter().map(|q| q.len() as u64).sum::<u64>();
-        doc.signal_queue = queued;
+        doc.signal_queue = self.d.queued() as u64;
         if let Some(r) = &self.remote {
             doc.sockets.push(SocketStats {
                 name: r.local_addr().unwrap_or_default(),
@@ -53,13 +51,13 @@ impl Engine {
                 ..SocketStats::default()
             });
         }
-        let mut counters = self.counters.clone();
+        let mut counters = self.d.counters.clone();
         counters.pending_at_exit = 0;
         doc.flare = FlareStats {
             started_at: self.started_unix,
             uptime_ms: Instant::now().duration_since(self.started).as_millis() as u64,
             counters,
-            signals: self.signal_summaries(),
+            signals: self.d.signal_summaries(),
             table: self.route_stats(),
             sources: self.sources.summaries(),
         };
@@ -69,7 +67,8 @@ impl Engine {
     /// Every registered or reserved number of the signal table.
     fn route_stats(&self) -> Vec<RouteStats> {
         let topo = &self.topo;
-        self.table
+        self.d
+            .table
             .taken()
             .map(|(num, taken)| match taken {
                 Taken::Reserved(owner) => RouteStats {
@@ -99,7 +98,7 @@ impl Engine {
 
     fn proc_stats(&mut self, s: Slot, now_ns: u64, page: u64) -> ProcStats {
         let st = self.shm.slot(s);
-        let state = self.views[s].state;
+        let state = self.d.state(s);
         let current = st.current.load(Acquire);
         let (current_signal, current_ms) = if current != 0 {
             let started = st.handler_started_ns.load(Relaxed);
@@ -120,6 +119,7 @@ impl Engine {
                 None => "idle".to_owned(),
             },
         };
+        let stalled = self.observe_progress(s, Instant::now());
         let p = &mut self.procs[s];
         let (rss, vsz) = p.pid.map_or((0, 0), |pid| memory(pid.as_raw(), page));
         let handled = st.handled.load(Relaxed);
@@ -137,7 +137,7 @@ impl Engine {
             exceptions: st.panics.load(Relaxed) + st.exceptions.load(Relaxed),
             harakiri_count: p.timeouts,
             signals: handled,
-            signal_queue: p.load() as u64,
+            signal_queue: self.d.load(s) as u64,
             status,
             rss,
             vsz,
@@ -160,7 +160,9 @@ impl Engine {
             last_signal: (last != 0).then(|| (last - 1) as u8),
             raised: st.raised.load(Relaxed),
             handled_by_num,
-            tally: p.tally,
+            tally: self.d.tally(s),
+            stalled_ms: stalled.map_or(0, |d| d.as_millis() as u64),
+            stalls: p.stalls,
             ..ProcStats::default()
         }
     }
