@@ -119,6 +119,6 @@ mod tests {
         tokens.sort_unstable();
         tokens.dedup();
         assert_eq!(tokens.len(), all.len(), "no two endpoints share a token");
-        assert_eq!(Endpoint::of(Token(5)), None);
+        assert_eq!(Endpoint::of(Token(6)), None);
     }
 }
