@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::Duration;
 
 use flare::{ForkHooks, Master, Signal};
+use flare_tests::{finish, init_log};
 use nix::sys::signal::{SigSet, Signal as Sig};
 
 fn fact(key: &str, value: impl std::fmt::Display) {
@@ -16,13 +17,7 @@ fn fact(key: &str, value: impl std::fmt::Display) {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    init_log();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| PathBuf::from(args.get(i).map(String::as_str).unwrap_or("."));
     let result = match args.first().map(String::as_str).unwrap_or("") {
@@ -38,13 +33,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match result {
-        Ok(summary) => println!("SUMMARY {summary}"),
-        Err(e) => {
-            eprintln!("scenario failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    finish(result);
 }
 
 type Outcome = Result<serde_json::Value, flare::Error>;

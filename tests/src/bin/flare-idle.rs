@@ -14,19 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flare::{Master, Role, Signal};
-
-fn fact(key: &str, value: impl std::fmt::Display) {
-    println!("FACT {key}={value}");
-}
+use flare_tests::{fact, finish, init_log};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    init_log();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     let result = match arg(0).as_str() {
@@ -41,16 +32,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match result {
-        Ok(summary) => println!(
-            "SUMMARY {}",
-            serde_json::to_string(&summary).expect("serialize")
-        ),
-        Err(e) => {
-            eprintln!("scenario failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    finish(result);
 }
 
 /// Waits (deadline 60 s) until `path` exists, then removes it.

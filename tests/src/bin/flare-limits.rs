@@ -6,10 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flare::{Master, Signal};
-
-fn fact(key: &str, value: impl std::fmt::Display) {
-    println!("FACT {key}={value}");
-}
+use flare_tests::{fact, finish};
 
 /// The stack dump signal's handler: one async-signal-safe write.
 extern "C" fn on_dump(_: nix::libc::c_int) {
@@ -29,16 +26,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match result {
-        Ok(summary) => println!(
-            "SUMMARY {}",
-            serde_json::to_string(&summary).expect("serialize")
-        ),
-        Err(e) => {
-            eprintln!("scenario failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    finish(result);
 }
 
 /// Mule 1 sets a 200 ms limit for itself and hangs (the first time, told

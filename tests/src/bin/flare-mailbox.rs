@@ -8,6 +8,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use flare::{Error, GetMsg, Inbox, Master, Mule, Signal};
+use flare_tests::{fact, finish, init_log};
 
 /// Mule 1 of `full`: set by signal 1's handler.
 static RELEASED: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
@@ -17,18 +18,8 @@ static IN_CALL: AtomicBool = AtomicBool::new(false);
 static DONE: AtomicBool = AtomicBool::new(false);
 static HANDLED2: AtomicU64 = AtomicU64::new(0);
 
-fn fact(key: &str, value: impl std::fmt::Display) {
-    println!("FACT {key}={value}");
-}
-
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    init_log();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n = |i: usize, default: u32| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let result = match args.first().map(String::as_str).unwrap_or("") {
@@ -39,16 +30,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match result {
-        Ok(summary) => println!(
-            "SUMMARY {}",
-            serde_json::to_string(&summary).expect("serialize")
-        ),
-        Err(e) => {
-            eprintln!("scenario failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    finish(result);
 }
 
 /// Reads messages for good, reporting each as `got=TEXT@MULE`.

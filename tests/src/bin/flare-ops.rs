@@ -6,10 +6,7 @@
 //! logs follow `FLARE_LOG` and `FLARE_LOG_FORMAT` (flare::logging).
 
 use flare::{Master, Signal};
-
-fn fact(key: &str, value: impl std::fmt::Display) {
-    println!("FACT {key}={value}");
-}
+use flare_tests::{fact, finish};
 
 fn main() {
     if let Err(e) = flare::logging::init() {
@@ -28,16 +25,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match result {
-        Ok(summary) => println!(
-            "SUMMARY {}",
-            serde_json::to_string(&summary).expect("serialize")
-        ),
-        Err(e) => {
-            eprintln!("scenario failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    finish(result);
 }
 
 /// Two workers and a mule, under systemd's notify protocol as a service

@@ -11,19 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use flare::{Error, Master, Mule, RegistrationError, Signal, Source, Target, TrySendError};
-
-fn fact(key: &str, value: impl std::fmt::Display) {
-    println!("FACT {key}={value}");
-}
+use flare_tests::{fact, init_log};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    init_log();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().map(String::as_str).unwrap_or("");
     let result = match name {

@@ -14,11 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, SystemTime};
 
 use flare::{Job, Master, Options, Signal, SpoolOutcome, Task};
+use flare_tests::{fact, finish, init_log};
 use serde_json::{Value, json};
-
-fn fact(key: &str, value: impl std::fmt::Display) {
-    println!("FACT {key}={value}");
-}
 
 fn append(path: &Path, line: &str) {
     let mut f = OpenOptions::new()
@@ -37,13 +34,7 @@ fn arg<'a>(task: &'a Task, key: &str) -> &'a str {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    init_log();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let path = |i: usize| PathBuf::from(args.get(i).map_or("", String::as_str));
     let num = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
@@ -67,13 +58,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match result {
-        Ok(summary) => println!("SUMMARY {summary}"),
-        Err(e) => {
-            eprintln!("scenario failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    finish(result);
 }
 
 /// Counts per id in a run log.
