@@ -289,6 +289,11 @@ fn flare_group(o: &mut Out, doc: &StatsDoc) {
             "Children killed because a handler ran past its time limit.",
             c.timeouts,
         ),
+        (
+            "flare_stalls_total",
+            "Children killed because they made no progress for their stall limit while work waited.",
+            c.stalls,
+        ),
     ];
     for (name, help, v) in totals {
         o.single(name, Type::Counter, help, v);
@@ -390,7 +395,20 @@ fn flare_processes(o: &mut Out, doc: &StatsDoc) {
             o.sample(&name, &[("role", &p.role), ("id", &id)], f(p));
         }
     }
-    let counters: [(&str, &str, Field); 10] = [
+    let name = "flare_process_stalled_seconds";
+    o.family(
+        name,
+        Type::Gauge,
+        "How long it has made no progress while deliveries wait for it (0: moving or idle).",
+    );
+    for (id, p) in processes(doc) {
+        o.sample(
+            name,
+            &[("role", &p.role), ("id", &id)],
+            p.stalled_ms as f64 / 1e3,
+        );
+    }
+    let counters: [(&str, &str, Field); 11] = [
         ("raised_total", "Signals the process raised.", |p| p.raised),
         ("handled_total", "Handler runs.", |p| p.signals),
         (
@@ -408,6 +426,9 @@ fn flare_processes(o: &mut Out, doc: &StatsDoc) {
             "Times it was forked again after dying.",
             |p| p.respawn_count,
         ),
+        ("stalls_total", "Times it was killed for a stall.", |p| {
+            p.stalls
+        }),
         ("deliveries_total", "Deliveries queued to it.", |p| {
             p.tally.delivered
         }),
@@ -634,6 +655,8 @@ mod tests {
             ..ProcStats::default()
         };
         let mut mule = worker(1, 3);
+        mule.stalled_ms = 2500;
+        mule.stalls = 1;
         mule.role = "mule".into();
         mule.state = "paused".into();
         mule.accepting = 0;
@@ -651,6 +674,7 @@ mod tests {
                     dead_lettered: 1,
                     remote_accepted: 4,
                     remote_malformed: 1,
+                    stalls: 1,
                     ..Default::default()
                 },
                 signals: vec![SignalSummary {
@@ -723,6 +747,23 @@ mod tests {
     #[test]
     fn flare_names_cover_totals_processes_signals_and_sources() {
         let t = render(&doc());
+        assert_eq!(value(&t, "flare_stalls_total").as_deref(), Some("1"));
+        assert_eq!(
+            value(&t, "flare_process_stalled_seconds{role=\"mule\",id=\"1\"}").as_deref(),
+            Some("2.5")
+        );
+        assert_eq!(
+            value(&t, "flare_process_stalls_total{role=\"mule\",id=\"1\"}").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(
+                &t,
+                "flare_process_stalled_seconds{role=\"worker\",id=\"1\"}"
+            )
+            .as_deref(),
+            Some("0")
+        );
         assert_eq!(
             value(&t, "flare_signals_raised_total").as_deref(),
             Some("33")
