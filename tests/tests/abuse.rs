@@ -5,17 +5,19 @@
 //! The group runs in its own process (`flare-abuse group`); the attackers
 //! are threads here.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use flare::{send_remote, uwsgi};
 use serde_json::Value;
+
+mod common;
 
 const T: Duration = Duration::from_secs(10);
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -40,15 +42,7 @@ impl Group {
             .spawn()
             .expect("start flare-abuse");
         let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = common::lines_of(out);
         let mut g = Group {
             child,
             lines: rx,

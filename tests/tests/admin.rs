@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flare::stats::{ProcStats, StatsDoc, control, fetch};
 
@@ -22,15 +22,7 @@ fn handled(doc: &StatsDoc, id: u32, num: u8) -> u64 {
 
 /// Polls the stats until `ok` holds (deadline 30 s).
 fn until(addr: &str, what: &str, ok: impl Fn(&StatsDoc) -> bool) -> StatsDoc {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let doc = fetch(addr, T).expect("stats");
-        if ok(&doc) {
-            return doc;
-        }
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::until_stats(addr, what, Duration::from_secs(30), ok)
 }
 
 #[test]

@@ -52,15 +52,7 @@ fn cpu_share(pid: u32) -> f64 {
 
 /// Polls the stats until `ok` holds (deadline 60 s).
 fn until(addr: &str, what: &str, ok: impl Fn(&StatsDoc) -> bool) -> StatsDoc {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let doc = fetch(addr, T).expect("stats");
-        if ok(&doc) {
-            return doc;
-        }
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::until_stats(addr, what, Duration::from_secs(60), ok)
 }
 
 fn release(dir: &Path) {

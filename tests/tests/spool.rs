@@ -1,14 +1,15 @@
 //! The spooler and the locks, with real processes: each scenario runs in
 //! its own process (`flare-spool`), never forked from this harness.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -44,15 +45,7 @@ fn start(prefix: &[&str], args: &[&str]) -> Scenario {
         .spawn()
         .expect("start flare-spool");
     let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = common::lines_of(out);
     Scenario {
         child,
         lines: rx,

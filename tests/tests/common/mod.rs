@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
@@ -76,18 +76,9 @@ fn launch_exe(exe: &str, args: &[&str], own_group: bool) -> Running {
     }
     let mut child = cmd.spawn().expect("start the scenario binary");
     let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     Running {
         child,
-        lines: rx,
+        lines: lines_of(stdout),
         seen: Vec::new(),
         taken: Vec::new(),
         started: Instant::now(),
@@ -232,5 +223,39 @@ impl Run {
                 (name, n)
             })
             .collect()
+    }
+}
+
+/// The lines a child writes to `stdout`, as they come, read on a thread of
+/// the test (the child's pipe never fills while the test waits).
+pub fn lines_of(stdout: ChildStdout) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Polls the stats endpoint at `addr` every 20 ms until `ok` holds; fails
+/// the test with `what` after `deadline`.
+pub fn until_stats(
+    addr: &str,
+    what: &str,
+    deadline: Duration,
+    ok: impl Fn(&flare::stats::StatsDoc) -> bool,
+) -> flare::stats::StatsDoc {
+    let end = Instant::now() + deadline;
+    loop {
+        let doc = flare::stats::fetch(addr, Duration::from_secs(10)).expect("stats");
+        if ok(&doc) {
+            return doc;
+        }
+        assert!(Instant::now() < end, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
