@@ -25,7 +25,7 @@ use crate::busy::{BusyPoll, Episode, Idle};
 use crate::error::{Error, Result};
 use crate::handlers;
 use crate::origin::{Origin, Received};
-use crate::proto::{Decoder, FRAME_LEN, Frame, Msg, Reply, Request, encode_with_payload};
+use crate::proto::{Decoder, FRAME_LEN, Frame, Msg, Notice, Reply, Request, encode_with_payload};
 use crate::shm::{Shm, bump, monotonic_ns};
 use crate::sys::{self, Duplex};
 use crate::topology::{ProcId, Role, Slot, Topology};
@@ -347,6 +347,41 @@ fn dispatcher(ctx: &'static ChildCtx) {
     }
 }
 
+/// Where the master's notices go (the fleet bridge sets it); what
+/// arrives before it is set waits here.
+type NoticeSink = Box<dyn Fn(Notice) + Send + Sync>;
+static NOTICE_SINK: OnceLock<NoticeSink> = OnceLock::new();
+static EARLY_NOTICES: Mutex<Vec<Notice>> = Mutex::new(Vec::new());
+
+/// Sets where this child's notices from the master go (once), and hands
+/// it what came before.
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+pub(crate) fn set_notice_sink(f: impl Fn(Notice) + Send + Sync + 'static) {
+    let mut early = EARLY_NOTICES.lock().unwrap_or_else(PoisonError::into_inner);
+    if NOTICE_SINK.set(Box::new(f)).is_ok() {
+        if let Some(sink) = NOTICE_SINK.get() {
+            for n in early.drain(..) {
+                sink(n);
+            }
+        }
+    }
+}
+
+fn notice(n: Notice) {
+    match NOTICE_SINK.get() {
+        Some(sink) => sink(n),
+        None => {
+            let mut early = EARLY_NOTICES.lock().unwrap_or_else(PoisonError::into_inner);
+            // Set meanwhile: the drain has run, hand it over directly.
+            match NOTICE_SINK.get() {
+                Some(sink) => sink(n),
+                None if early.len() < 1024 => early.push(n),
+                None => tracing::warn!("notice from the master dropped: nobody takes them"),
+            }
+        }
+    }
+}
+
 /// Ends the process when the master has gone away: there is nobody left to
 /// route signals, and the master's successor will fork a fresh group.
 fn master_gone(ctx: &ChildCtx, e: &Error) -> ! {
@@ -477,6 +512,13 @@ impl ChildCtx {
                     } => match serde_json::from_slice(body) {
                         Ok(r) => replies.push((id, r)),
                         Err(e) => tracing::error!("{me}: unreadable reply from the master: {e}"),
+                    },
+                    Msg::Payload {
+                        frame: Frame::Notice { .. },
+                        body,
+                    } => match serde_json::from_slice(body) {
+                        Ok(n) => notice(n),
+                        Err(e) => tracing::error!("{me}: unreadable notice from the master: {e}"),
                     },
                     other => tracing::error!("{me}: unexpected message from the master: {other:?}"),
                 }

@@ -115,6 +115,11 @@ pub enum Error {
     #[error("protocol error on the master channel: {0}")]
     Protocol(String),
 
+    /// A fleet signal could not be sent: no fleet configured, the bridge
+    /// or NATS unreachable, a bad fleet target; the text says which.
+    #[error("fleet: {0}")]
+    Fleet(String),
+
     // ---- mule and farm messages ----
     /// A mule or farm message larger than the mailboxes take.
     #[error(

@@ -52,6 +52,7 @@ mod control;
 mod counters;
 mod cron;
 mod error;
+pub mod fleet;
 mod handler_done;
 mod handlers;
 mod lock;

@@ -50,6 +50,7 @@ impl Origin {
                     Role::Worker => 1,
                     Role::Mule => 2,
                     Role::Spooler => 3,
+                    Role::Bridge => 9,
                 },
                 p.id,
             ),
@@ -75,6 +76,7 @@ impl Origin {
             6 => Origin::Cron(SourceId(id)),
             7 => Origin::FileMonitor(SourceId(id)),
             8 => Origin::Control,
+            9 => proc(Role::Bridge),
             _ => Origin::Process(ProcId::MASTER),
         }
     }

@@ -177,6 +177,7 @@ mod tests {
                 name: "reports".into(),
                 mules: vec![3, 1],
             }],
+            bridges: 0,
         })
     }
 
@@ -300,6 +301,7 @@ mod tests {
             mules: 1,
             spoolers: 0,
             farms: vec![],
+            bridges: 0,
         }));
         let mut out = vec![];
         assert_eq!(

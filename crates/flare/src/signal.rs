@@ -185,11 +185,20 @@ impl Signal {
     /// when it cannot be reached or does not answer within 4 s. Works in any
     /// process, flare or not.
     ///
+    /// A fleet target (`fleet:workers`, `node:b:worker1`, `any-node:worker`)
+    /// instead of an address sends through the group's fleet
+    /// ([`crate::fleet::send`]): `Ok` when every live node it went to
+    /// accepted it.
+    ///
     /// # Errors
     ///
     /// [`Error::Rejected`], [`Error::Unreachable`], and [`Error::Config`]
-    /// when `addr` is not an address.
+    /// when `addr` is not an address; for a fleet target [`Error::Fleet`],
+    /// whose text says which nodes refused or did not answer.
     pub fn send_remote(self, addr: &str) -> Result<()> {
+        if crate::fleet::FleetTarget::looks_like(addr) {
+            return crate::fleet::send_strict(addr, self.num);
+        }
         crate::remote::send_remote(addr, self.num, crate::remote::DEFAULT_TIMEOUT)
     }
 

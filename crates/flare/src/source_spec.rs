@@ -104,6 +104,10 @@ fn ms(d: Duration) -> String {
 pub struct Source {
     pub(crate) kind: SourceKind,
     pub(crate) unique: bool,
+    /// Once per fleet (see [`Source::fleet_unique`]); absent in what older
+    /// clients send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) fleet: Option<crate::fleet::FleetUnique>,
 }
 
 impl Source {
@@ -115,6 +119,7 @@ impl Source {
                 repeat: None,
             },
             unique: false,
+            fleet: None,
         }
     }
 
@@ -123,6 +128,7 @@ impl Source {
         Source {
             kind: SourceKind::Timer { period, repeat },
             unique: false,
+            fleet: None,
         }
     }
 
@@ -136,6 +142,7 @@ impl Source {
         Ok(Source {
             kind: SourceKind::Cron(spec.into_cron()?.to_string()),
             unique: false,
+            fleet: None,
         })
     }
 
@@ -149,6 +156,7 @@ impl Source {
                 recursive: false,
             },
             unique: false,
+            fleet: None,
         }
     }
 
@@ -171,8 +179,45 @@ impl Source {
         self
     }
 
+    /// Once per fleet: every node of the group's fleet schedules this
+    /// timer or cron entry, and exactly one node runs each firing (the
+    /// first to claim it in the fleet's key-value bucket). A timer's
+    /// firings fall on multiples of its period since the Unix epoch, so
+    /// that every node agrees on them. When NATS is unreachable at a
+    /// firing it is skipped (counted, logged); see
+    /// [`Source::fleet_unique_or_local`]. Needs a master in a fleet
+    /// ([`crate::MasterBuilder::fleet`]); file monitors cannot be.
+    #[must_use]
+    pub fn fleet_unique(mut self) -> Source {
+        self.fleet = Some(crate::fleet::FleetUnique::default());
+        self
+    }
+
+    /// Like [`Source::fleet_unique`], but a firing NATS cannot be asked
+    /// about runs on this node (counted, logged): never missed, maybe run
+    /// by several nodes while NATS is away.
+    #[must_use]
+    pub fn fleet_unique_or_local(mut self) -> Source {
+        self.fleet = Some(crate::fleet::FleetUnique {
+            on_unreachable: crate::fleet::Unreachable::RunLocally,
+        });
+        self
+    }
+
+    /// Whether this source runs once per fleet.
+    pub fn is_fleet_unique(&self) -> bool {
+        self.fleet.is_some()
+    }
+
     /// Checks what can be checked without the file system.
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.fleet.is_some() && matches!(self.kind, SourceKind::FileMonitor { .. }) {
+            return Err(Error::from(RegistrationError::InvalidSource(
+                "a file monitor cannot be fleet-unique: each node watches its own files; only \
+                 timers and cron entries can"
+                    .into(),
+            )));
+        }
         match &self.kind {
             SourceKind::Timer { period, repeat } => {
                 if period.is_zero() {
@@ -252,6 +297,18 @@ mod tests {
         assert!(Source::cron("nope").is_err());
         assert!(Source::cron([0, 25, -1, -1, -1]).is_err());
         assert!(Source::file_monitor("").validate().is_err());
+        assert!(
+            Source::file_monitor("/tmp/x")
+                .fleet_unique()
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("cannot be fleet-unique")
+        );
+        // What older clients send still reads.
+        let old: Source =
+            serde_json::from_str(r#"{"kind":{"Cron":"* * * * *"},"unique":false}"#).unwrap();
+        assert!(!old.is_fleet_unique());
         assert!(
             Source::cron([-1, -1, -1, -1, -1])
                 .unwrap()

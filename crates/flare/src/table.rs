@@ -361,6 +361,7 @@ mod tests {
                 name: "reports".into(),
                 mules: vec![1, 2],
             }],
+            bridges: 0,
         }))
     }
 

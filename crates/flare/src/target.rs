@@ -431,6 +431,7 @@ mod tests {
                     mules: vec![2],
                 },
             ],
+            bridges: 0,
         }
     }
 
@@ -533,6 +534,7 @@ mod tests {
             mules: 0,
             spoolers: 0,
             farms: vec![],
+            bridges: 0,
         };
         for text in ["mule", "mules", "mule1", "spooler", "farm1", "farm_x"] {
             let e = text.parse::<Target>().unwrap().resolve(&bare).unwrap_err();

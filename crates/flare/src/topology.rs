@@ -63,6 +63,9 @@ pub enum Role {
     Mule,
     /// A spooler (uWSGI `spooler`).
     Spooler,
+    /// The fleet bridge: the group's one NATS connection (docs/fleet.md).
+    /// No target names it; it never runs handlers.
+    Bridge,
 }
 
 impl Role {
@@ -73,6 +76,7 @@ impl Role {
             Role::Worker => "worker",
             Role::Mule => "mule",
             Role::Spooler => "spooler",
+            Role::Bridge => "bridge",
         }
     }
 }
@@ -147,6 +151,9 @@ pub struct Topology {
     pub spoolers: u32,
     /// Farms, numbered 1.. in declaration order.
     pub farms: Vec<FarmSpec>,
+    /// Fleet bridges: 1 when the group is in a fleet, else 0. The bridge's
+    /// slot comes after the spoolers'.
+    pub bridges: u32,
 }
 
 /// The most children one master may run; keeps slot numbers small and the
@@ -165,6 +172,12 @@ impl Topology {
         if total > MAX_PROCESSES as u64 {
             return Err(Error::Config(format!(
                 "{total} processes requested; at most {MAX_PROCESSES} are supported"
+            )));
+        }
+        if self.bridges > 1 {
+            return Err(Error::Config(format!(
+                "{} fleet bridges requested; a group has at most one",
+                self.bridges
             )));
         }
         if self.farms.len() > MAX_PROCESSES as usize {
@@ -222,7 +235,7 @@ impl Topology {
 
     /// Total number of child processes (slots).
     pub(crate) fn slots(&self) -> usize {
-        (self.workers + self.mules + self.spoolers) as usize
+        (self.workers + self.mules + self.spoolers + self.bridges) as usize
     }
 
     /// Slot of a child process, if it exists in this topology.
@@ -232,6 +245,7 @@ impl Topology {
             Role::Worker => (0, self.workers),
             Role::Mule => (self.workers, self.mules),
             Role::Spooler => (self.workers + self.mules, self.spoolers),
+            Role::Bridge => (self.workers + self.mules + self.spoolers, self.bridges),
         };
         (p.id >= 1 && p.id <= count).then(|| (base + p.id - 1) as Slot)
     }
@@ -243,8 +257,13 @@ impl Topology {
             ProcId::new(Role::Worker, s + 1)
         } else if s < self.workers + self.mules {
             ProcId::new(Role::Mule, s - self.workers + 1)
-        } else {
+        } else if s < self.workers + self.mules + self.spoolers {
             ProcId::new(Role::Spooler, s - self.workers - self.mules + 1)
+        } else {
+            ProcId::new(
+                Role::Bridge,
+                s - self.workers - self.mules - self.spoolers + 1,
+            )
         }
     }
 
@@ -342,6 +361,7 @@ mod tests {
                 name: "reports".into(),
                 mules: vec![2, 1],
             }],
+            bridges: 0,
         }
     }
 
@@ -380,6 +400,7 @@ mod tests {
             mules: 0,
             spoolers: 0,
             farms: vec![],
+            bridges: 0,
         };
         assert!(t.validate().is_err());
         assert!(topo().validate().is_ok());

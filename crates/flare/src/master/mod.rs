@@ -129,7 +129,7 @@ impl RoleLimits {
             Role::Worker => self.worker,
             Role::Mule => self.mule,
             Role::Spooler => self.spooler,
-            Role::Master => None,
+            Role::Master | Role::Bridge => None,
         }
     }
 
@@ -139,7 +139,7 @@ impl RoleLimits {
             Role::Worker => self.worker = limit,
             Role::Mule => self.mule = limit,
             Role::Spooler => self.spooler = limit,
-            Role::Master => {}
+            Role::Master | Role::Bridge => {}
         }
     }
 
@@ -193,6 +193,10 @@ pub(crate) struct Entries {
     pub(crate) worker: Option<Entry>,
     pub(crate) mule: Option<Entry>,
     pub(crate) spooler: Option<Entry>,
+    /// The fleet bridge's life (set by [`MasterBuilder::fleet`]).
+    pub(crate) bridge: Option<Entry>,
+    /// The fleet's and this node's names, for the stats document.
+    pub(crate) fleet_names: Option<(String, String)>,
     pub(crate) fork_hooks: Option<ForkHooks>,
 }
 
@@ -203,6 +207,7 @@ impl fmt::Debug for Entries {
             .field("worker", &self.worker.is_some())
             .field("mule", &self.mule.is_some())
             .field("spooler", &self.spooler.is_some())
+            .field("bridge", &self.bridge.is_some())
             .field("fork_hooks", &self.fork_hooks)
             .finish()
     }
@@ -214,6 +219,7 @@ impl Entries {
             Role::Worker => self.worker.as_ref(),
             Role::Mule => self.mule.as_ref(),
             Role::Spooler => self.spooler.as_ref(),
+            Role::Bridge => self.bridge.as_ref(),
             Role::Master => None,
         }
     }
@@ -255,6 +261,7 @@ pub struct MasterBuilder {
     spool: crate::spool::Setup,
     spool_handler: Option<crate::SpoolHandler>,
     locks: u32,
+    fleet: Option<crate::fleet::FleetOptions>,
 }
 
 impl fmt::Debug for MasterBuilder {
@@ -275,6 +282,7 @@ impl fmt::Debug for MasterBuilder {
                 &self.spool_handler.as_ref().map(|_| "<fn>"),
             )
             .field("locks", &self.locks)
+            .field("fleet", &self.fleet)
             .finish()
     }
 }
@@ -535,6 +543,29 @@ impl MasterBuilder {
         self
     }
 
+    /// Joins the fleet `fleet_name` on the NATS server(s) at `url` as the
+    /// node `node_name` (see [`crate::fleet`] and docs/fleet.md): the group
+    /// gets a bridge process holding the NATS connection, fleet signals
+    /// (`fleet:T`, `node:NAME:T`, `any-node:T`) reach it, and
+    /// [`Source::fleet_unique`] sources run once per fleet. Needs the
+    /// `fleet` feature (build() says so otherwise).
+    pub fn fleet(
+        self,
+        url: impl Into<String>,
+        fleet_name: impl Into<String>,
+        node_name: impl Into<String>,
+    ) -> Self {
+        self.fleet_options(crate::fleet::FleetOptions::new(url, fleet_name, node_name))
+    }
+
+    /// Joins a fleet with every option given (credentials, TLS, this
+    /// node's allow-list, the reply timeout).
+    pub fn fleet_options(mut self, opts: crate::fleet::FleetOptions) -> Self {
+        self.fleet = Some(opts);
+        self.topo.bridges = 1;
+        self
+    }
+
     /// Checks the configuration, maps shared memory and makes this process
     /// the master: from now on `Signal::register_handler` registers in the
     /// master (inherited by every child) until [`Master::run`].
@@ -561,6 +592,11 @@ impl MasterBuilder {
                 crate::spool::set_spooler_handler(move |t| h(t));
             }
             crate::lock::configure(self.locks)?;
+        }
+        if let Some(f) = self.fleet.take() {
+            f.validate()?;
+            self.entries.fleet_names = Some((f.fleet.clone(), f.node.clone()));
+            self.entries.bridge = Some(bridge_entry(f)?);
         }
         self.topo.validate()?;
         let o = &self.opts;
@@ -643,6 +679,21 @@ impl MasterBuilder {
     }
 }
 
+/// The fleet bridge's entry.
+#[cfg(feature = "fleet")]
+fn bridge_entry(f: crate::fleet::FleetOptions) -> Result<Entry> {
+    Ok(Box::new(move |_| crate::fleet::run_bridge(f.clone())))
+}
+
+#[cfg(not(feature = "fleet"))]
+fn bridge_entry(_: crate::fleet::FleetOptions) -> Result<Entry> {
+    Err(Error::Config(
+        "fleet configured, but flare was built without its `fleet` feature \
+         (flare-signals = { features = [\"fleet\"] }; the flare command has it)"
+            .into(),
+    ))
+}
+
 /// The master of a process group (uWSGI's master process).
 ///
 /// Built by [`Master::builder`]; [`Master::run`] forks the children and
@@ -678,6 +729,7 @@ impl Master {
                 mules: 0,
                 spoolers: 0,
                 farms: Vec::new(),
+                bridges: 0,
             },
             entries: Entries::default(),
             opts: Options::default(),
@@ -691,6 +743,7 @@ impl Master {
             spool: crate::spool::Setup::default(),
             spool_handler: None,
             locks: 0,
+            fleet: None,
         }
     }
 

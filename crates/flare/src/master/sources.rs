@@ -89,7 +89,8 @@ impl Sources {
         let now = Instant::now();
         let state = match &mut source.kind {
             SourceKind::Timer { period, repeat } => {
-                let t = TimerSchedule::new(now, *period, *repeat);
+                let start = timer_start(now, *period, source.fleet.is_some());
+                let t = TimerSchedule::new(start, *period, *repeat);
                 self.timers.push(Reverse((t.due(), id)));
                 State::Timer(t)
             }
@@ -152,7 +153,8 @@ impl Sources {
             match &mut e.state {
                 State::Timer(t) => {
                     if let SourceKind::Timer { period, repeat } = e.source.kind {
-                        *t = TimerSchedule::new(now, period, repeat);
+                        let start = timer_start(now, period, e.source.fleet.is_some());
+                        *t = TimerSchedule::new(start, period, repeat);
                         self.timers.push(Reverse((t.due(), id)));
                     }
                 }
@@ -244,6 +246,30 @@ impl Sources {
         }
     }
 
+    /// The firing a fleet-unique source `id` hands to the fleet bridge,
+    /// seen at `now_ms` (Unix ms); `None` for other sources.
+    pub(crate) fn fleet_firing(&self, id: u32, now_ms: u64) -> Option<crate::fleet::Firing> {
+        let e = self.entries.get(&id)?;
+        let f = e.source.fleet?;
+        let due_ms = match &e.source.kind {
+            SourceKind::Timer { period, .. } => crate::fleet::timer_due_ms(*period, now_ms),
+            SourceKind::Cron(_) => now_ms / 60_000 * 60_000,
+            SourceKind::FileMonitor { .. } => return None,
+        };
+        Some(crate::fleet::Firing {
+            source: id,
+            sig: e.sig,
+            key: crate::fleet::firing_key(e.sig, &e.source.kind.to_string(), due_ms),
+            due_ms,
+            on_unreachable: f.on_unreachable,
+        })
+    }
+
+    /// The origin of what source `id` raises, if it still exists.
+    pub(crate) fn origin_of(&self, id: u32) -> Option<Origin> {
+        self.entries.get(&id).map(|e| e.origin(id))
+    }
+
     /// `n` deliveries of a raise by source `id` were queued.
     pub(crate) fn queued(&mut self, id: u32, n: u64) {
         if n > 0 && self.entries.contains_key(&id) {
@@ -295,6 +321,17 @@ impl Sources {
             })
             .collect()
     }
+}
+
+/// Where a timer's schedule starts: now, or for a fleet-unique timer one
+/// period before the next multiple of the period since the Unix epoch, so
+/// that every node's firings fall on the same instants.
+fn timer_start(now: Instant, period: Duration, fleet: bool) -> Instant {
+    if !fleet {
+        return now;
+    }
+    let wait = crate::fleet::until_aligned(period, crate::fleet::unix_ms());
+    (now + wait).checked_sub(period).unwrap_or(now)
 }
 
 /// When a timer or cron fires next, in milliseconds from now.

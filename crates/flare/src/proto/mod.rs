@@ -6,12 +6,12 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 0 | kind: 1 deliver, 2 ack, 3 raise, 4 request, 5 reply |
+//! | 0 | kind: 1 deliver, 2 ack, 3 raise, 4 request, 5 reply, 6 notice |
 //! | 1 | signal number |
 //! | 2 | attempt (deliver) |
 //! | 3 | flags: bit 0 = given to one member of a pool (deliver) |
-//! | 4..8 | u32: origin (deliver), payload length (request, reply) |
-//! | 8..16 | u64: sequence (deliver, ack), request id (request, reply) |
+//! | 4..8 | u32: origin (deliver), payload length (request, reply, notice) |
+//! | 8..16 | u64: sequence (deliver, ack), request id (request, reply); 0 (notice) |
 //!
 //! Pure: no I/O. See docs/wire-formats.md. The uwsgi packet codec for
 //! remote signals is in [`uwsgi`].
@@ -37,6 +37,7 @@ const ACK: u8 = 2;
 const RAISE: u8 = 3;
 const REQUEST: u8 = 4;
 const REPLY: u8 = 5;
+const NOTICE: u8 = 6;
 
 const FLAG_POOLED: u8 = 1;
 
@@ -60,6 +61,9 @@ pub(crate) enum Frame {
     Request { id: u64, len: u32 },
     /// Master to child: the reply to request `id`; `len` payload bytes follow.
     Reply { id: u64, len: u32 },
+    /// Master to child, unasked: a JSON [`Notice`] of `len` bytes follows
+    /// (only the fleet bridge gets them).
+    Notice { len: u32 },
 }
 
 impl Frame {
@@ -81,6 +85,7 @@ impl Frame {
             Frame::Raise { num } => (RAISE, num, 0, 0, 0),
             Frame::Request { id, len } => (REQUEST, 0, 0, len, id),
             Frame::Reply { id, len } => (REPLY, 0, 0, len, id),
+            Frame::Notice { len } => (NOTICE, 0, 0, len, 0),
         };
         b[0] = kind;
         b[1] = num;
@@ -104,7 +109,7 @@ impl Frame {
             },
             ACK => Frame::Ack { seq: long },
             RAISE => Frame::Raise { num: b[1] },
-            REQUEST | REPLY => {
+            REQUEST | REPLY | NOTICE => {
                 if word as usize > MAX_PAYLOAD {
                     return Err(Error::Protocol(format!(
                         "payload of {word} bytes announced; at most {MAX_PAYLOAD} are allowed"
@@ -115,6 +120,8 @@ impl Frame {
                         id: long,
                         len: word,
                     }
+                } else if b[0] == NOTICE {
+                    Frame::Notice { len: word }
                 } else {
                     Frame::Reply {
                         id: long,
@@ -148,6 +155,25 @@ pub(crate) fn encode_with_payload<T: Serialize>(
         Frame::Request { id, len }
     };
     out.extend_from_slice(&frame.encode());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// Encodes a notice frame with its payload.
+pub(crate) fn encode_notice(body: &Notice, out: &mut Vec<u8>) -> Result<(), Error> {
+    let payload = serde_json::to_vec(body).map_err(|e| Error::Protocol(e.to_string()))?;
+    if payload.len() > MAX_PAYLOAD {
+        return Err(Error::Protocol(format!(
+            "payload of {} bytes; at most {MAX_PAYLOAD} are allowed",
+            payload.len()
+        )));
+    }
+    out.extend_from_slice(
+        &Frame::Notice {
+            len: payload.len() as u32,
+        }
+        .encode(),
+    );
     out.extend_from_slice(&payload);
     Ok(())
 }
@@ -235,7 +261,9 @@ fn header(data: &[u8]) -> &RawFrame {
 /// Length of the message a header starts: frame plus payload.
 fn unit_len(h: &RawFrame) -> Result<usize, Error> {
     Ok(match Frame::decode(h)? {
-        Frame::Request { len, .. } | Frame::Reply { len, .. } => FRAME_LEN + len as usize,
+        Frame::Request { len, .. } | Frame::Reply { len, .. } | Frame::Notice { len } => {
+            FRAME_LEN + len as usize
+        }
         _ => FRAME_LEN,
     })
 }
@@ -243,10 +271,12 @@ fn unit_len(h: &RawFrame) -> Result<usize, Error> {
 fn emit(unit: &[u8], on_msg: &mut dyn FnMut(Msg<'_>) -> bool) -> Result<bool, Error> {
     let frame = Frame::decode(header(unit))?;
     Ok(match frame {
-        Frame::Request { .. } | Frame::Reply { .. } => on_msg(Msg::Payload {
-            frame,
-            body: &unit[FRAME_LEN..],
-        }),
+        Frame::Request { .. } | Frame::Reply { .. } | Frame::Notice { .. } => {
+            on_msg(Msg::Payload {
+                frame,
+                body: &unit[FRAME_LEN..],
+            })
+        }
         _ => on_msg(Msg::Frame(frame)),
     })
 }
@@ -270,6 +300,45 @@ pub(crate) enum Request {
     /// A process set a user harakiri for the first time in the group: the
     /// master starts checking deadlines.
     UserHarakiri,
+    /// Send `num` to a fleet target (`fleet:T`, `node:NAME:T`,
+    /// `any-node:T`) through the group's bridge; answered when the bridge
+    /// has the nodes' replies.
+    #[serde(rename = "fleet_send")]
+    FleetSend { target: String, num: u8 },
+    /// From the bridge: the result of a [`Notice::Send`].
+    #[serde(rename = "fleet_sent")]
+    FleetSent {
+        ticket: u64,
+        result: std::result::Result<crate::fleet::SendReport, String>,
+    },
+    /// From the bridge: deliver `num` here, to `target` (the registered
+    /// target when `None`); `source` when it is a fleet-unique firing this
+    /// node won.
+    #[serde(rename = "fleet_raise")]
+    FleetRaise {
+        num: u8,
+        target: Option<String>,
+        source: Option<u32>,
+    },
+    /// From the bridge: its counters, for the stats document.
+    #[serde(rename = "fleet_counts")]
+    FleetCounts(crate::fleet::FleetCounts),
+}
+
+/// Master to the fleet bridge, unasked (a [`Frame::Notice`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Notice {
+    /// A fleet-unique source is due: claim the firing, raise it if won.
+    #[serde(rename = "firing")]
+    Firing(crate::fleet::Firing),
+    /// A child asked to send `num` to a fleet target; answer with
+    /// [`Request::FleetSent`] and this ticket.
+    #[serde(rename = "send")]
+    Send {
+        ticket: u64,
+        target: String,
+        num: u8,
+    },
 }
 
 /// The master's answer to a [`Request`].
@@ -283,6 +352,10 @@ pub(crate) enum Reply {
     Source(u32),
     /// Refused.
     Err(RegistrationError),
+    /// What a fleet send reached.
+    Fleet(crate::fleet::SendReport),
+    /// A fleet arrival: accepted here or not, and why.
+    Raised { accepted: bool, detail: String },
 }
 
 impl Reply {
@@ -326,6 +399,8 @@ mod tests {
         for f in frames() {
             assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
         }
+        let n = Frame::Notice { len: 300 };
+        assert_eq!(Frame::decode(&n.encode()).unwrap(), n);
     }
 
     #[test]
@@ -367,6 +442,13 @@ mod tests {
         )
         .unwrap();
         want.push("reply 99".into());
+        let notice = Notice::Send {
+            ticket: 5,
+            target: "fleet:workers".into(),
+            num: 17,
+        };
+        encode_notice(&notice, &mut bytes).unwrap();
+        want.push(format!("notice {notice:?}"));
         (bytes, want)
     }
 
@@ -405,6 +487,13 @@ mod tests {
                 let r: Reply = serde_json::from_slice(body).unwrap();
                 assert_eq!(r, Reply::Err(RegistrationError::NoSignalAvailable));
                 got.push(format!("reply {id}"));
+            }
+            Msg::Payload {
+                frame: Frame::Notice { .. },
+                body,
+            } => {
+                let n: Notice = serde_json::from_slice(body).unwrap();
+                got.push(format!("notice {n:?}"));
             }
             m => panic!("{m:?}"),
         }

@@ -194,6 +194,9 @@ pub struct FlareStats {
     pub table: Vec<RouteStats>,
     /// Timers, cron entries and file monitors.
     pub sources: Vec<SourceSummary>,
+    /// The fleet's figures, when the group is in a fleet (docs/fleet.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetStats>,
 }
 
 /// One number of the signal table.

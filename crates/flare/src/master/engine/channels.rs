@@ -99,6 +99,11 @@ impl Engine {
                 body,
             } => {
                 let reply = match serde_json::from_slice::<Request>(body) {
+                    // Answered when the bridge has the nodes' answers.
+                    Ok(Request::FleetSend { target, num }) => {
+                        self.fleet_send(slot, chan, id, target, num);
+                        return false;
+                    }
                     Ok(req) => self.on_request(slot, req),
                     Err(e) => Reply::Err(RegistrationError::Master(format!(
                         "unreadable request: {e}"
@@ -174,6 +179,10 @@ impl Engine {
             },
             // The shared flag is set; the next turn checks deadlines.
             Request::UserHarakiri => Reply::Ok,
+            req @ (Request::FleetSend { .. }
+            | Request::FleetSent { .. }
+            | Request::FleetRaise { .. }
+            | Request::FleetCounts(_)) => self.on_fleet_request(slot, req),
         }
     }
 

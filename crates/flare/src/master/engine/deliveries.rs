@@ -23,7 +23,8 @@ use crate::origin::Origin;
 use crate::proto::{Frame, RawFrame};
 use crate::ratelog::RateLog;
 use crate::router::{self, Decision, ProcView, Unrouted};
-use crate::table::Table;
+use crate::table::{Route, Table};
+use crate::target::{Resolved, Target};
 use crate::topology::{ProcState, Slot, Topology};
 
 /// Who raised a signal, when the master can make them wait.
@@ -347,17 +348,66 @@ impl Deliveries {
         sender: Option<Sender>,
         now: Instant,
     ) -> Outcome {
+        self.raise_via(num, origin, sender, now, None)
+    }
+
+    /// Routes a signal to a target named by the raiser instead of the
+    /// registered one (a fleet arrival: `fleet:worker2` with 17). The
+    /// processes reached are that target's members able to run `num`. A
+    /// pool target must be the registered one (pools are kept per number);
+    /// an unregistered number goes only to `worker`, the pool uWSGI gives
+    /// it. `Err` says why it cannot go there.
+    pub(super) fn raise_to(
+        &mut self,
+        num: u8,
+        target: &Target,
+        origin: Origin,
+        now: Instant,
+    ) -> Result<Outcome, String> {
+        let resolved = target.resolve(&self.topo).map_err(|e| e.to_string())?;
+        let over = match self.table.route(num) {
+            Some(r) if r.resolved == resolved => None,
+            None if resolved == Resolved::WorkerPool => None,
+            None => {
+                return Err(format!(
+                    "signal {num} is not registered here (an unregistered signal goes to `worker`)"
+                ));
+            }
+            Some(r) if resolved.is_pool() => {
+                return Err(format!(
+                    "signal {num} is registered here for `{}`; a pool target (`{target}`) must \
+                     be the registered one",
+                    r.target
+                ));
+            }
+            Some(r) => Some(Route {
+                target: target.clone(),
+                resolved,
+                owner: r.owner,
+                runners: r.runners.clone(),
+            }),
+        };
+        Ok(self.raise_via(num, origin, None, now, over.as_ref()))
+    }
+
+    fn raise_via(
+        &mut self,
+        num: u8,
+        origin: Origin,
+        sender: Option<Sender>,
+        now: Instant,
+        over: Option<&Route>,
+    ) -> Outcome {
         self.counters.raised += 1;
         self.by_num[num as usize].raised += 1;
         let dropped_before = self.counters.dropped;
         let mut throttle = false;
         let mut queued = 0;
-        let decision = router::decide(
-            self.table.route(num),
-            &self.topo,
-            &self.views,
-            &mut self.targets,
-        );
+        let route = match over {
+            Some(r) => Some(r),
+            None => self.table.route(num),
+        };
+        let decision = router::decide(route, &self.topo, &self.views, &mut self.targets);
         match decision {
             Decision::Each => {
                 self.counters.routed += 1;
@@ -705,6 +755,7 @@ mod tests {
             mules: 1,
             spoolers: 0,
             farms: Vec::new(),
+            bridges: 0,
         });
         let mut table = Table::new(topo.clone());
         for (num, target) in [(1, "workers"), (2, "worker"), (3, "worker1"), (4, "mule1")] {

@@ -30,6 +30,7 @@ use nix::unistd::Pid;
 mod channels;
 mod control;
 mod deliveries;
+mod fleet;
 mod processes;
 mod shutdown;
 mod stats;
@@ -176,6 +177,8 @@ pub(super) struct Engine {
     started_unix: u64,
     /// systemd readiness, reload, stop and watchdog messages.
     notify: super::notify::Notifier,
+    /// The fleet bridge's slot, the sends it holds, its figures.
+    fleet: fleet::FleetState,
 }
 
 impl Engine {
@@ -249,6 +252,7 @@ impl Engine {
             .collect();
         let busy = BusyPoll::new(opts.busy_poll);
         let stack_dump = opts.harakiri_stack_dump;
+        let entries_fleet_names = entries.fleet_names.clone();
         Ok(Engine {
             poll,
             strays: Strays::new(),
@@ -281,6 +285,7 @@ impl Engine {
             started: now,
             started_unix: super::sources::unix_now() as u64,
             notify: super::notify::Notifier::from_env(now),
+            fleet: fleet::FleetState::new(&topo, entries_fleet_names),
             topo,
         })
     }
@@ -478,6 +483,14 @@ impl Engine {
     /// Raises what sources asked for, keeping count for `unique`.
     fn raise_sourced(&mut self, due: Vec<(u8, Origin)>) {
         for (sig, origin) in due {
+            // Once per fleet: the bridge claims it (see fleet.rs).
+            let firing = origin
+                .source()
+                .and_then(|id| self.sources.fleet_firing(id.get(), crate::fleet::unix_ms()));
+            if let Some(f) = firing {
+                self.fleet_fire(f, origin);
+                continue;
+            }
             let out = self.raise(sig, origin, None);
             if let Some(id) = origin.source() {
                 self.sources.queued(id.get(), out.queued);

@@ -192,9 +192,10 @@ impl Engine {
             return;
         };
         self.drop_conns(slot);
+        self.procs[slot].pid = None;
+        self.fleet_bridge_gone(slot);
         let now = Instant::now();
         let p = &mut self.procs[slot];
-        p.pid = None;
         let after = p.life.exited();
         let lived = now.duration_since(p.spawned_at);
         let id = p.id;

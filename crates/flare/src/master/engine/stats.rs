@@ -33,6 +33,8 @@ impl Engine {
             match self.procs[s].id.role {
                 Role::Worker => doc.workers.push(ps),
                 Role::Mule => doc.mules.push(ps),
+                // In `flare.fleet`.
+                Role::Bridge => {}
                 _ => doc.spoolers.push(ps),
             }
         }
@@ -60,6 +62,7 @@ impl Engine {
             signals: self.d.signal_summaries(),
             table: self.route_stats(),
             sources: self.sources.summaries(),
+            fleet: self.fleet_stats(),
         };
         doc
     }
