@@ -131,6 +131,15 @@ pub mod fuzzing {
             let c = c.clamp(at, data.len());
             let fed = d.feed(&data[at..c], &mut |m: Msg<'_>| {
                 got.push(format!("{m:?}"));
+                // A notice's payload is read as the bridge reads it.
+                if let Msg::Payload {
+                    frame: crate::proto::Frame::Notice { .. },
+                    body,
+                } = m
+                {
+                    let n = serde_json::from_slice::<crate::proto::Notice>(body);
+                    got.push(format!("{n:?}"));
+                }
                 true
             });
             if let Err(e) = fed {

@@ -699,6 +699,7 @@ mod tests {
                     held: 0,
                     next_in_ms: None,
                 }],
+                fleet: None,
             },
             ..StatsDoc::default()
         }
