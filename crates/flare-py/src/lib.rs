@@ -18,7 +18,7 @@ use flare::{
 };
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PySystemError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 pyo3::create_exception!(
     _flare,
@@ -44,6 +44,9 @@ fn err(e: Error) -> PyErr {
         }
         Error::InvalidJob(_) | Error::BadLock { .. } => PyValueError::new_err(text),
         Error::Spool { .. } => PyOSError::new_err(text),
+        // A fleet send that did not reach every live node, or could not
+        // be sent: "unable to deliver", as for a remote node.
+        Error::Fleet(_) => PyOSError::new_err(text),
         _ => PyRuntimeError::new_err(text),
     }
 }
@@ -60,7 +63,7 @@ static ENTRIES: Mutex<[Option<Py<PyAny>>; 3]> = Mutex::new([None, None, None]);
 
 fn role_index(role: Role) -> usize {
     match role {
-        Role::Worker | Role::Master => 0,
+        Role::Worker | Role::Master | Role::Bridge => 0,
         Role::Mule => 1,
         Role::Spooler => 2,
     }
@@ -166,7 +169,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new(), spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true, stall=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new(), spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true, stall=None, fleet=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -191,6 +194,7 @@ impl Group {
         locks: u32,
         spooler_fsync: bool,
         stall: Option<f64>,
+        fleet: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Group> {
         install_log()?;
         let mut b = Master::builder()
@@ -280,6 +284,9 @@ impl Group {
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
             b = b.busy_poll(d);
         }
+        if let Some(f) = fleet {
+            b = b.fleet_options(fleet_options(f)?);
+        }
         Ok(Group {
             master: Some(b.build().map_err(err)?),
         })
@@ -363,6 +370,12 @@ fn send_remote(py: Python<'_>, addr: &str, n: i64, timeout: f64) -> PyResult<()>
     let t =
         Duration::try_from_secs_f64(timeout).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let addr = addr.to_owned();
+    if flare::fleet::FleetTarget::looks_like(&addr) {
+        // `remote="fleet:workers"`: through the group's fleet.
+        return py
+            .detach(move || flare::Signal::new(n).send_remote(&addr))
+            .map_err(err);
+    }
     py.detach(move || flare::send_remote(&addr, n, t))
         .map_err(err)
 }
@@ -408,6 +421,89 @@ fn stop(py: Python<'_>) -> PyResult<()> {
     py.detach(flare::stop).map_err(err)
 }
 
+/// Fleet options from the Python layer's dict (keys as in `flare.Group`).
+fn fleet_options(d: &Bound<'_, PyDict>) -> PyResult<flare::fleet::FleetOptions> {
+    macro_rules! get {
+        ($k:expr, $t:ty) => {
+            match d.get_item($k)? {
+                Some(v) if !v.is_none() => Some(v.extract::<$t>()?),
+                _ => None,
+            }
+        };
+    }
+    let url = get!("url", String).ok_or_else(|| PyValueError::new_err("fleet: no url"))?;
+    let name = get!("name", String).unwrap_or_else(|| "flare".into());
+    let node = get!("node", String).unwrap_or_else(flare::fleet::host_name);
+    let mut o = flare::fleet::FleetOptions::new(url, name, node);
+    o.allow = get!("allow", Vec<u8>);
+    o.creds = get!("creds", std::path::PathBuf);
+    if let (Some(u), Some(p)) = (get!("user", String), get!("password", String)) {
+        o.user_password = Some((u, p));
+    }
+    o.token = get!("token", String);
+    o.tls_ca = get!("tls_ca", std::path::PathBuf);
+    let cert = get!("tls_cert", std::path::PathBuf);
+    if let (Some(c), Some(k)) = (cert, get!("tls_key", std::path::PathBuf)) {
+        o.tls_cert_key = Some((c, k));
+    }
+    o.tls_required = get!("tls", bool).unwrap_or(false);
+    if let Some(secs) = get!("reply_timeout", f64) {
+        o.reply_timeout = duration(secs)?;
+    }
+    Ok(o)
+}
+
+/// `fleet_unique`: False/None (per node), True (once per fleet, skipped
+/// when NATS is unreachable) or "local" (run here then).
+fn fleet_mode(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<bool>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    if let Ok(text) = v.extract::<String>() {
+        return match text.as_str() {
+            "local" | "run-locally" => Ok(Some(true)),
+            "skip" => Ok(Some(false)),
+            other => Err(PyValueError::new_err(format!(
+                "fleet_unique={other:?}: use True (skip a firing when NATS is unreachable) or \
+                 \"local\" (run it on this node then)"
+            ))),
+        };
+    }
+    Ok(v.is_truthy()?.then_some(false))
+}
+
+fn add_fleet(
+    py: Python<'_>,
+    source: Source,
+    n: i64,
+    unique: bool,
+    fleet: Option<&Bound<'_, PyAny>>,
+) -> PyResult<u32> {
+    let source = match fleet_mode(fleet)? {
+        None => source,
+        Some(false) => source.fleet_unique(),
+        Some(true) => source.fleet_unique_or_local(),
+    };
+    add(py, source, n, unique)
+}
+
+/// Sends `n` to a fleet target from a child; the nodes' answers as a dict.
+#[pyfunction]
+fn fleet_send(py: Python<'_>, target: String, n: i64) -> PyResult<Py<PyAny>> {
+    let n = num(n)?;
+    let report = py
+        .detach(move || flare::fleet::send(&target, n))
+        .map_err(err)?;
+    let d = PyDict::new(py);
+    d.set_item("target", &report.target)?;
+    d.set_item("num", report.num)?;
+    d.set_item("accepted", &report.accepted)?;
+    d.set_item("rejected", &report.rejected)?;
+    d.set_item("missing", &report.missing)?;
+    d.set_item("text", report.to_string())?;
+    Ok(d.into_any().unbind())
+}
+
 fn add(py: Python<'_>, source: Source, n: i64, unique: bool) -> PyResult<u32> {
     let n = num(n)?;
     let source = if unique { source.unique() } else { source };
@@ -422,27 +518,46 @@ fn duration(secs: f64) -> PyResult<Duration> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (n, secs, unique=false))]
-fn add_timer(py: Python<'_>, n: i64, secs: f64, unique: bool) -> PyResult<u32> {
-    add(py, Source::timer(duration(secs)?), n, unique)
+#[pyo3(signature = (n, secs, unique=false, fleet_unique=None))]
+fn add_timer(
+    py: Python<'_>,
+    n: i64,
+    secs: f64,
+    unique: bool,
+    fleet_unique: Option<&Bound<'_, PyAny>>,
+) -> PyResult<u32> {
+    add_fleet(py, Source::timer(duration(secs)?), n, unique, fleet_unique)
 }
 
 #[pyfunction]
-#[pyo3(signature = (n, secs, repeat=None, unique=false))]
+#[pyo3(signature = (n, secs, repeat=None, unique=false, fleet_unique=None))]
 fn add_rb_timer(
     py: Python<'_>,
     n: i64,
     secs: f64,
     repeat: Option<u64>,
     unique: bool,
+    fleet_unique: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<u32> {
-    add(py, Source::rb_timer(duration(secs)?, repeat), n, unique)
+    add_fleet(
+        py,
+        Source::rb_timer(duration(secs)?, repeat),
+        n,
+        unique,
+        fleet_unique,
+    )
 }
 
 /// A cron source: `spec` is crontab text or uWSGI's five integers.
 #[pyfunction]
-#[pyo3(signature = (n, spec, unique=false))]
-fn add_cron(py: Python<'_>, n: i64, spec: &Bound<'_, PyAny>, unique: bool) -> PyResult<u32> {
+#[pyo3(signature = (n, spec, unique=false, fleet_unique=None))]
+fn add_cron(
+    py: Python<'_>,
+    n: i64,
+    spec: &Bound<'_, PyAny>,
+    unique: bool,
+    fleet_unique: Option<&Bound<'_, PyAny>>,
+) -> PyResult<u32> {
     let source = if let Ok(text) = spec.extract::<String>() {
         Source::cron(text.as_str())
     } else {
@@ -455,7 +570,7 @@ fn add_cron(py: Python<'_>, n: i64, spec: &Bound<'_, PyAny>, unique: bool) -> Py
         Source::cron(v)
     }
     .map_err(err)?;
-    add(py, source, n, unique)
+    add_fleet(py, source, n, unique, fleet_unique)
 }
 
 #[pyfunction]
@@ -635,6 +750,7 @@ fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(send, m)?)?;
     m.add_function(wrap_pyfunction!(try_send, m)?)?;
     m.add_function(wrap_pyfunction!(send_remote, m)?)?;
+    m.add_function(wrap_pyfunction!(fleet_send, m)?)?;
     m.add_function(wrap_pyfunction!(wait, m)?)?;
     m.add_function(wrap_pyfunction!(last_received, m)?)?;
     m.add_function(wrap_pyfunction!(whoami, m)?)?;

@@ -138,8 +138,13 @@ class Group:
         locks: int = 0,
         spooler_fsync: bool = True,
         stall: Optional[float] = None,
+        fleet: Union[None, str, Dict[str, Any]] = None,
+        fleet_name: Optional[str] = None,
+        node: Optional[str] = None,
+        fleet_allow: Optional[Iterable[int]] = None,
     ) -> None:
         farm_list = _farm_list(farms)
+        fleet_opts = _fleet_options(fleet, fleet_name, node, fleet_allow)
         dirs = [os.fspath(d) for d in spooler_dirs]
         self._native = _flare.Group(
             workers=workers,
@@ -166,6 +171,7 @@ class Group:
             locks=locks,
             spooler_fsync=spooler_fsync,
             stall=stall,
+            fleet=fleet_opts,
         )
         from . import uwsgi as compat
 
@@ -272,6 +278,41 @@ def _mule_scripts(scripts: List[str], entry: Entry) -> Entry:
         return entry() if entry is not None else _serve()
 
     return mule
+
+
+def _fleet_options(
+    fleet: Union[None, str, Dict[str, Any]],
+    name: Optional[str],
+    node: Optional[str],
+    allow: Optional[Iterable[int]],
+) -> Optional[Dict[str, Any]]:
+    """The fleet settings for the native Group: ``fleet`` is the NATS URL,
+    or a dict with ``url`` and any of ``name``, ``node``, ``allow``,
+    ``creds``, ``user``, ``password``, ``token``, ``tls_ca``, ``tls_cert``,
+    ``tls_key``, ``tls``, ``reply_timeout`` (docs/fleet.md)."""
+    if fleet is None:
+        return None
+    opts: Dict[str, Any] = {"url": fleet} if isinstance(fleet, str) else dict(fleet)
+    if name is not None:
+        opts["name"] = name
+    if node is not None:
+        opts["node"] = node
+    if allow is not None:
+        opts["allow"] = [int(n) for n in allow]
+    for k in ("creds", "tls_ca", "tls_cert", "tls_key"):
+        if opts.get(k) is not None:
+            opts[k] = os.fspath(opts[k])
+    return opts
+
+
+def fleet_send(target: str, num: int) -> Dict[str, Any]:
+    """Sends signal ``num`` to a fleet target (``fleet:workers``,
+    ``node:b:worker1``, ``any-node:worker``) from a child of a group in a
+    fleet; returns what the nodes answered: ``accepted`` (node names),
+    ``rejected`` ((node, reason) pairs), ``missing`` (live nodes that did not
+    answer in time) and ``text``. Raises OSError when it cannot be sent
+    (no fleet, the bridge or NATS down, nobody listening)."""
+    return _flare.fleet_send(target, int(num))
 
 
 def run(

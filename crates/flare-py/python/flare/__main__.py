@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--ini", metavar="FILE", help="read the [uwsgi] section of a uWSGI ini file")
     p.add_argument("--yaml", metavar="FILE", help="read the uwsgi: mapping of a uWSGI YAML file (needs PyYAML)")
     p.add_argument("--mule-msg-size", type=int, metavar="BYTES", help="largest mule message (default 65536)")
+    _fleet_options(p)
     _spooler_options(p)
     a = p.parse_args(argv)
     if a.ini or a.yaml:
@@ -102,10 +103,49 @@ def main(argv=None) -> int:
         mule_scripts=a.mule,
         mule_msg_size=a.mule_msg_size,
         **_spooler_values(a),
+        **_fleet_values(a),
     )
     if a.summary:
         print("SUMMARY " + json.dumps(summary), flush=True)
     return 0
+
+
+def _fleet_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fleet (docs/fleet.md)")
+    g.add_argument("--fleet", metavar="URL", help="join a fleet on this NATS server (nats://host:4222)")
+    g.add_argument("--fleet-name", metavar="NAME", help="the fleet's name (default flare)")
+    g.add_argument("--node", metavar="NAME", help="this node's name (default: the host name)")
+    g.add_argument("--fleet-allow", metavar="N,N", help="signal numbers this node accepts from the fleet (default all)")
+    g.add_argument("--nats-creds", metavar="FILE", help="NATS credentials file")
+    g.add_argument("--nats-user", metavar="USER")
+    g.add_argument("--nats-password", metavar="PASSWORD")
+    g.add_argument("--nats-token", metavar="TOKEN")
+    g.add_argument("--nats-tls-ca", metavar="FILE", help="CA certificates (PEM) for the server")
+    g.add_argument("--nats-tls-cert", metavar="FILE", help="client certificate (PEM)")
+    g.add_argument("--nats-tls-key", metavar="FILE", help="client key (PEM)")
+    g.add_argument("--nats-tls", action="store_true", help="require TLS")
+
+
+def _fleet_values(a) -> dict:
+    if not getattr(a, "fleet", None):
+        return {}
+    opts = {
+        "url": a.fleet,
+        "creds": a.nats_creds,
+        "user": a.nats_user,
+        "password": a.nats_password,
+        "token": a.nats_token,
+        "tls_ca": a.nats_tls_ca,
+        "tls_cert": a.nats_tls_cert,
+        "tls_key": a.nats_tls_key,
+        "tls": a.nats_tls,
+    }
+    return {
+        "fleet": opts,
+        "fleet_name": a.fleet_name,
+        "node": a.node,
+        "fleet_allow": [int(n) for n in a.fleet_allow.split(",")] if a.fleet_allow else None,
+    }
 
 
 def _from_uwsgi_config(a) -> int:

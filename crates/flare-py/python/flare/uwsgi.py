@@ -80,7 +80,10 @@ def register_signal(num: int, target: str, func: Callable[[int], Any]) -> None:
 
 def signal(num: int, remote: Optional[str] = None) -> None:
     """Raises signal ``num`` here, or on the node at ``remote``
-    (``ValueError`` when it rejects it, ``OSError`` when unreachable)."""
+    (``ValueError`` when it rejects it, ``OSError`` when unreachable).
+    flare: ``remote`` may be a fleet target (``fleet:workers``,
+    ``node:b:worker1``, ``any-node:worker``; docs/fleet.md): ``OSError``
+    unless every live node it went to accepted it."""
     if remote:
         _flare.send_remote(remote, num)
     else:
@@ -113,9 +116,10 @@ def signal_registered(num: int) -> bool:
 # ---- sources ---------------------------------------------------------------
 
 
-def add_timer(num: int, secs: float) -> None:
-    """Raises ``num`` every ``secs`` seconds."""
-    _flare.add_timer(num, float(secs))
+def add_timer(num: int, secs: float, fleet_unique: Any = None) -> None:
+    """Raises ``num`` every ``secs`` seconds (flare: ``fleet_unique=True``
+    once per fleet, docs/fleet.md)."""
+    _flare.add_timer(num, float(secs), fleet_unique=fleet_unique or None)
 
 
 def add_ms_timer(num: int, ms: int) -> None:
@@ -128,10 +132,13 @@ def add_rb_timer(num: int, secs: float, iterations: int = 0) -> None:
     _flare.add_rb_timer(num, float(secs), iterations or None)
 
 
-def add_cron(num: int, minute: int, hour: int, day: int, month: int, week: int) -> None:
+def add_cron(
+    num: int, minute: int, hour: int, day: int, month: int, week: int, fleet_unique: Any = None
+) -> None:
     """Raises ``num`` in every local minute matching (``-1`` every, ``-N``
-    every N, weekday 0 or 7 Sunday)."""
-    _flare.add_cron(num, (int(minute), int(hour), int(day), int(month), int(week)))
+    every N, weekday 0 or 7 Sunday); flare: ``fleet_unique=True`` once per
+    fleet."""
+    _flare.add_cron(num, (int(minute), int(hour), int(day), int(month), int(week)), fleet_unique=fleet_unique or None)
 
 
 def add_file_monitor(num: int, path: str) -> None:

@@ -53,7 +53,7 @@ impl Client {
     /// As [`Client::connect`].
     pub fn with_options(opts: FleetOptions) -> Result<Client> {
         opts.validate()?;
-        if crate::master::is_master() {
+        if crate::child::context().is_none() && crate::master::is_master() {
             return Err(Error::Config(
                 "a master must not start a NATS runtime: send from a child with \
                  flare::fleet::send"

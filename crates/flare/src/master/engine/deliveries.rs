@@ -981,6 +981,50 @@ mod tests {
     }
 
     #[test]
+    fn a_target_named_by_the_raiser_narrows_the_registered_one() {
+        let mut d = deliveries(Options::default());
+        let t = |s: &str| s.parse::<Target>().unwrap();
+        // 1 is registered for `workers`: `worker2` reaches worker 2 only.
+        let out = d.raise_to(1, &t("worker2"), Origin::Remote, now()).unwrap();
+        assert!(out.accepted && out.queued == 1);
+        assert_eq!(frames(&d, 1).len(), 1);
+        assert!(frames(&d, 0).is_empty());
+        // The registered target itself: the usual path.
+        assert_eq!(
+            d.raise_to(1, &t("workers"), Origin::Remote, now())
+                .unwrap()
+                .queued,
+            2
+        );
+        // A mule target for a worker's number reaches nobody.
+        assert!(
+            !d.raise_to(1, &t("mule1"), Origin::Remote, now())
+                .unwrap()
+                .accepted
+        );
+        // Pools must be the registered one; unregistered numbers only `worker`.
+        let e = d
+            .raise_to(1, &t("worker"), Origin::Remote, now())
+            .unwrap_err();
+        assert!(e.contains("registered here for `workers`"), "{e}");
+        assert!(d.raise_to(9, &t("workers"), Origin::Remote, now()).is_err());
+        assert!(
+            d.raise_to(9, &t("worker"), Origin::Remote, now())
+                .unwrap()
+                .accepted
+        );
+        assert!(
+            d.raise_to(2, &t("worker"), Origin::Remote, now())
+                .unwrap()
+                .accepted
+        );
+        let e = d
+            .raise_to(1, &t("worker7"), Origin::Remote, now())
+            .unwrap_err();
+        assert!(e.contains("worker7"), "{e}");
+    }
+
+    #[test]
     fn cheaped_and_unregistered_targets() {
         let mut d = deliveries(Options::default());
         d.set_state(0, ProcState::Cheaped);
