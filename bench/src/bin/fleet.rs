@@ -77,10 +77,10 @@ fn node(name: &str, url: &str, rounds: u64) -> i32 {
         }
     };
     for (num, k) in [(17u8, 0), (18, 1)] {
-        let n = n.clone();
+        let who = n.clone();
         let r = Signal::new(num).register_handler("workers", move |_| {
             let id = flare::whoami().map_or(0, |p| p.id);
-            out(format!("H{k} {n} {id} {}", ns()));
+            out(format!("H{k} {who} {id} {}", ns()));
         });
         if let Err(e) = r {
             eprintln!("node {n}: {e}");

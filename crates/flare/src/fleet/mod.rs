@@ -220,6 +220,7 @@ impl FleetTarget {
     }
 
     /// The NATS subject for this target in `fleet`.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     pub(crate) fn subject(&self, fleet: &str) -> String {
         match self {
             FleetTarget::All(_) => subject_all(fleet),
@@ -272,31 +273,37 @@ impl fmt::Display for FleetTarget {
 }
 
 /// Subject every node listens on.
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn subject_all(fleet: &str) -> String {
     format!("flare.{fleet}.all")
 }
 
 /// Subject one node listens on.
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn subject_node(fleet: &str, node: &str) -> String {
     format!("flare.{fleet}.node.{node}")
 }
 
 /// Subject of the queue group (one node of the fleet gets each message).
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn subject_any(fleet: &str) -> String {
     format!("flare.{fleet}.any")
 }
 
 /// The key-value bucket of once-per-fleet firings.
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn firings_bucket(fleet: &str) -> String {
     format!("flare_{fleet}_firings")
 }
 
 /// The key-value bucket of live nodes (each bridge refreshes its key).
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn nodes_bucket(fleet: &str) -> String {
     format!("flare_{fleet}_nodes")
 }
 
 /// A signal on the fleet subjects (JSON).
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Arrival {
     /// [`WIRE_VERSION`].
@@ -309,6 +316,7 @@ pub(crate) struct Arrival {
 }
 
 /// A node's answer to an [`Arrival`] (JSON).
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Answer {
     pub(crate) v: u32,

@@ -996,12 +996,11 @@ mod tests {
                 .queued,
             2
         );
-        // A mule target for a worker's number reaches nobody.
-        assert!(
-            !d.raise_to(1, &t("mule1"), Origin::Remote, now())
-                .unwrap()
-                .accepted
-        );
+        // Registered in the master: every child inherited the handler, so
+        // a mule target reaches the mule.
+        let out = d.raise_to(1, &t("mule1"), Origin::Remote, now()).unwrap();
+        assert!(out.accepted);
+        assert_eq!(frames(&d, 2).len(), 1);
         // Pools must be the registered one; unregistered numbers only `worker`.
         let e = d
             .raise_to(1, &t("worker"), Origin::Remote, now())
