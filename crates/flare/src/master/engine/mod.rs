@@ -27,6 +27,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
+mod attached;
 mod channels;
 mod control;
 mod deliveries;
@@ -38,6 +39,7 @@ mod supervisor;
 mod token;
 
 use super::admin::{Admin, Kind};
+use super::attach::Attach;
 use super::conn::Conn;
 use super::remote::Remote;
 use super::sources::{Sources, unix_now};
@@ -52,7 +54,7 @@ use crate::shm::Shm;
 use crate::topology::{ProcId, Slot, Topology};
 use deliveries::{Deliveries, Outcome, Sender};
 use supervisor::Life;
-pub(super) use token::{ADMIN_BASE, REMOTE_BASE};
+pub(super) use token::{ADMIN_BASE, ATTACH_BASE, REMOTE_BASE};
 use token::{Channel, Endpoint};
 
 /// Reads of one channel per loop turn, so one busy child cannot starve the
@@ -91,6 +93,11 @@ struct Proc {
     spawned_unix: u64,
     /// Handled count at the last stats document (for delta_requests).
     last_requests: u64,
+    /// The process that attached to this slot, while it is there.
+    attached: Option<attached::Joined>,
+    /// When the last attached process left (its deliveries wait for the
+    /// next one until the hold runs out).
+    left_at: Option<Instant>,
 }
 
 impl Proc {
@@ -126,6 +133,13 @@ enum Phase {
     },
     /// SIGKILL sent.
     Killing,
+}
+
+/// The endpoints bound by `build()`, each optional.
+pub(super) struct Endpoints {
+    pub(super) remote: Option<Remote>,
+    pub(super) admin: Option<Admin>,
+    pub(super) attach: Option<Attach>,
 }
 
 pub(super) struct Engine {
@@ -167,7 +181,8 @@ pub(super) struct Engine {
     /// The current stretch without events.
     idle: Episode,
     admin: Option<Admin>,
-    /// The stats and control addresses, for the stats document.
+    /// The stats, control, metrics and attach addresses, for the stats
+    /// document.
     admin_sockets: Vec<(String, &'static str)>,
     /// Children still to restart in the reload under way.
     reload_queue: VecDeque<Slot>,
@@ -179,6 +194,8 @@ pub(super) struct Engine {
     notify: super::notify::Notifier,
     /// The fleet bridge's slot, the sends it holds, its figures.
     fleet: fleet::FleetState,
+    /// The attach socket.
+    attach: Option<Attach>,
 }
 
 impl Engine {
@@ -188,9 +205,13 @@ impl Engine {
         opts: Options,
         shm: Shm,
         setup: Setup,
-        remote: Option<Remote>,
-        admin: Option<Admin>,
+        endpoints: Endpoints,
     ) -> Result<Engine> {
+        let Endpoints {
+            remote,
+            admin,
+            attach,
+        } = endpoints;
         let mut mask = SigSet::empty();
         for s in [
             Signal::SIGCHLD,
@@ -230,6 +251,10 @@ impl Engine {
                 Endpoint::MetricsListener.token(),
             )?;
         }
+        let mut attach = attach;
+        if let Some(a) = attach.as_mut() {
+            a.register(poll.registry(), Endpoint::AttachListener.token())?;
+        }
         let n = topo.slots();
         let now = Instant::now();
         let procs = (0..n)
@@ -242,12 +267,18 @@ impl Engine {
                 b_paused: false,
                 spawned_at: now,
                 quick_deaths: 0,
-                life: Life::default(),
+                life: if topo.is_attach_slot(s) {
+                    Life::vacant()
+                } else {
+                    Life::default()
+                },
                 timeouts: 0,
                 stalls: 0,
                 progress: (0, now),
                 spawned_unix: 0,
                 last_requests: 0,
+                attached: None,
+                left_at: None,
             })
             .collect();
         let busy = BusyPoll::new(opts.busy_poll);
@@ -278,7 +309,13 @@ impl Engine {
             turn_started: now,
             busy,
             idle: Episode::default(),
-            admin_sockets: admin.as_ref().map(Admin::sockets).unwrap_or_default(),
+            admin_sockets: admin
+                .as_ref()
+                .map(Admin::sockets)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(attach.as_ref().map(|a| (a.addr().to_owned(), "attach")))
+                .collect(),
             admin,
             reload_queue: VecDeque::new(),
             reload_current: None,
@@ -286,6 +323,7 @@ impl Engine {
             started_unix: super::sources::unix_now() as u64,
             notify: super::notify::Notifier::from_env(now),
             fleet: fleet::FleetState::new(&topo, entries_fleet_names),
+            attach,
             topo,
         })
     }
@@ -303,10 +341,23 @@ impl Engine {
         self.sources.start(Instant::now());
         self.watch_inotify();
         for s in 0..self.procs.len() {
-            self.spawn(s)?;
+            if self.topo.is_attach_slot(s) {
+                self.refresh_state(s);
+            } else {
+                self.spawn(s)?;
+            }
         }
-        let n = self.procs.len();
+        let n = self.procs.len() - self.topo.attached as usize;
         let what = if n == 1 { "process" } else { "processes" };
+        if let Some(a) = &self.attach {
+            tracing::info!(
+                "attach socket on {}: {} slots (worker{} to worker{})",
+                a.addr(),
+                self.topo.attached,
+                self.topo.attach_slots().start + 1,
+                self.topo.attach_slots().end
+            );
+        }
         self.notify.ready(&format!("{n} {what} up"));
         for num in std::mem::take(&mut self.raised_before_run) {
             self.raise(num, Origin::Process(ProcId::MASTER), None);
@@ -348,6 +399,7 @@ impl Engine {
             self.read_all();
             self.serve_remote();
             self.serve_admin();
+            self.serve_attach();
             self.advance_control();
             if self.phase == Phase::Running {
                 self.settle_sources();
@@ -355,6 +407,9 @@ impl Engine {
                 self.raise_sourced(due);
             }
             self.fire_respawns();
+            if self.topo.attached > 0 {
+                self.expire_holds(Instant::now());
+            }
             self.watch();
             self.d.dispatch_pools(Instant::now());
             self.wake_senders();
@@ -375,6 +430,16 @@ impl Engine {
             Endpoint::StatsListener => self.accept_admin(Kind::Stats),
             Endpoint::ControlListener => self.accept_admin(Kind::Control),
             Endpoint::MetricsListener => self.accept_admin(Kind::Metrics),
+            Endpoint::AttachListener => {
+                if let Some(a) = self.attach.as_mut() {
+                    a.accept(self.poll.registry(), Instant::now());
+                }
+            }
+            Endpoint::AttachConn(t) => {
+                if let Some(a) = self.attach.as_mut() {
+                    a.ready(t);
+                }
+            }
             Endpoint::Inotify => {
                 let due = self.sources.on_file_events(Instant::now());
                 if self.phase == Phase::Running {
@@ -416,6 +481,7 @@ impl Engine {
         if busy
             || self.remote.as_ref().is_some_and(Remote::any_input)
             || self.admin.as_ref().is_some_and(Admin::any_input)
+            || self.attach.as_ref().is_some_and(Attach::any_input)
         {
             return Some(Duration::ZERO);
         }
@@ -452,6 +518,12 @@ impl Engine {
             }
         }
         if let Some(t) = self.admin.as_ref().and_then(Admin::next_sweep) {
+            at(t);
+        }
+        if let Some(t) = self.attach.as_ref().and_then(Attach::next_sweep) {
+            at(t);
+        }
+        if let Some(t) = self.next_hold_expiry() {
             at(t);
         }
         if let Some(t) = self.notify.deadline() {
