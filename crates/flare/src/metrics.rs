@@ -113,6 +113,7 @@ pub fn render(doc: &StatsDoc) -> String {
     flare_processes(&mut o, doc);
     flare_signals(&mut o, doc);
     flare_sources(&mut o, doc);
+    flare_fleet(&mut o, doc);
     o.text
 }
 
@@ -561,6 +562,49 @@ fn flare_sources(o: &mut Out, doc: &StatsDoc) {
     }
 }
 
+/// The fleet's counters (docs/fleet.md), when the group is in a fleet.
+fn flare_fleet(o: &mut Out, doc: &StatsDoc) {
+    let Some(f) = &doc.flare.fleet else { return };
+    let c = &f.counts;
+    let node = [("node", f.node.as_str())];
+    let name = "flare_fleet_signals_total";
+    o.family(
+        name,
+        Type::Counter,
+        "Fleet signals: sent by this node, failed here, and what arrived here.",
+    );
+    for (outcome, v) in [
+        ("sent", c.sent),
+        ("send_failed", c.send_failed + f.no_bridge_sends),
+        ("received", c.received),
+        ("accepted", c.accepted),
+        ("rejected", c.rejected),
+        ("malformed", c.malformed),
+    ] {
+        o.sample(name, &[node[0], ("outcome", outcome)], v);
+    }
+    let name = "flare_fleet_unique_firings_total";
+    o.family(
+        name,
+        Type::Counter,
+        "Once-per-fleet firings seen here: won (run here), lost (another node ran it), skipped or run locally (NATS or the bridge unreachable).",
+    );
+    for (outcome, v) in [
+        ("won", c.unique_won),
+        ("lost", c.unique_lost),
+        ("skipped", c.unique_skipped + f.no_bridge_skipped),
+        ("local", c.unique_local + f.no_bridge_local),
+    ] {
+        o.sample(name, &[node[0], ("outcome", outcome)], v);
+    }
+    o.family(
+        "flare_fleet_connected",
+        Type::Gauge,
+        "Whether the fleet bridge is connected to NATS.",
+    );
+    o.sample("flare_fleet_connected", &node, u8::from(c.connected));
+}
+
 /// What to do with the bytes a metrics connection sent so far.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Request {
@@ -722,6 +766,30 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .map(str::to_owned)
+    }
+
+    #[test]
+    fn fleet_counters_are_published_in_a_fleet_only() {
+        assert!(!render(&doc()).contains("flare_fleet"));
+        let mut d = doc();
+        let mut f = crate::fleet::FleetStats {
+            node: "a".into(),
+            no_bridge_skipped: 1,
+            ..Default::default()
+        };
+        f.counts.sent = 3;
+        f.counts.unique_skipped = 2;
+        f.counts.connected = true;
+        d.flare.fleet = Some(f);
+        let text = render(&d);
+        assert!(
+            text.contains("flare_fleet_signals_total{node=\"a\",outcome=\"sent\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flare_fleet_unique_firings_total{node=\"a\",outcome=\"skipped\"} 3")
+        );
+        assert!(text.contains("flare_fleet_connected{node=\"a\"} 1"));
     }
 
     #[test]

@@ -546,6 +546,7 @@ pub fn send(target: &str, num: u8) -> Result<SendReport> {
     })?;
     match reply {
         Reply::Fleet(report) => Ok(report),
+        Reply::Err(crate::error::RegistrationError::Master(why)) => Err(Error::Fleet(why)),
         Reply::Err(e) => Err(Error::Fleet(e.to_string())),
         other => Err(Error::Protocol(format!(
             "unexpected reply to a fleet send: {other:?}"
