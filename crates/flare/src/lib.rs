@@ -54,6 +54,7 @@ mod counters;
 mod cron;
 mod error;
 pub mod fleet;
+mod fleet_spec;
 mod handler_done;
 mod handlers;
 mod lock;

@@ -107,7 +107,7 @@ pub struct Source {
     /// Once per fleet (see [`Source::fleet_unique`]); absent in what older
     /// clients send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) fleet: Option<crate::fleet::FleetUnique>,
+    pub(crate) fleet: Option<crate::fleet_spec::FleetUnique>,
 }
 
 impl Source {
@@ -189,7 +189,7 @@ impl Source {
     /// ([`crate::MasterBuilder::fleet`]); file monitors cannot be.
     #[must_use]
     pub fn fleet_unique(mut self) -> Source {
-        self.fleet = Some(crate::fleet::FleetUnique::default());
+        self.fleet = Some(crate::fleet_spec::FleetUnique::default());
         self
     }
 
@@ -198,8 +198,8 @@ impl Source {
     /// by several nodes while NATS is away.
     #[must_use]
     pub fn fleet_unique_or_local(mut self) -> Source {
-        self.fleet = Some(crate::fleet::FleetUnique {
-            on_unreachable: crate::fleet::Unreachable::RunLocally,
+        self.fleet = Some(crate::fleet_spec::FleetUnique {
+            on_unreachable: crate::fleet_spec::Unreachable::RunLocally,
         });
         self
     }

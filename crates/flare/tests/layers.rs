@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 const CORE: &[&str] = &[
     "cron",
     "error",
+    "fleet_spec",
     "origin",
     "proto",
     "router",

@@ -448,6 +448,8 @@ impl Bridge {
 
     /// Publishes a child's fleet send; answers the master with the result.
     async fn send(&self, ticket: u64, target: String, num: u8) {
+        // Whatever happens to this task, the child waiting gets an answer.
+        let mut guard = Unanswered(Some(ticket));
         let result = match target.parse::<FleetTarget>() {
             Err(e) => Err(e.to_string()),
             Ok(t) => {
@@ -480,7 +482,23 @@ impl Bridge {
         if let Err(e) = &result {
             tracing::warn!("fleet: signal {num} to {target} not sent: {e}");
         }
+        guard.0 = None;
         master(&Request::FleetSent { ticket, result });
+    }
+}
+
+/// A child's send not answered yet: answered "failed" if the task ends
+/// without answering (it panicked, or the runtime is going away).
+struct Unanswered(Option<u64>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.0.take() {
+            master(&Request::FleetSent {
+                ticket,
+                result: Err("the fleet bridge failed while sending".into()),
+            });
+        }
     }
 }
 

@@ -9,8 +9,9 @@ use crate::error::{Error, Result};
 
 /// A connection to a fleet's NATS server for sending fleet signals.
 ///
-/// Not for a master (it would start a runtime in the process that forks):
-/// inside a group use [`crate::fleet::send`].
+/// Not for a master before `run()`: the client's runtime may start a
+/// thread (for name resolution), and `run()` refuses to fork a process
+/// with more than one. Inside a group use [`crate::fleet::send`].
 ///
 /// ```no_run
 /// let c = flare::fleet::Client::connect("nats://127.0.0.1:4222", "app")?;
@@ -53,13 +54,6 @@ impl Client {
     /// As [`Client::connect`].
     pub fn with_options(opts: FleetOptions) -> Result<Client> {
         opts.validate()?;
-        if crate::child::context().is_none() && crate::master::is_master() {
-            return Err(Error::Config(
-                "a master must not start a NATS runtime: send from a child with \
-                 flare::fleet::send"
-                    .into(),
-            ));
-        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

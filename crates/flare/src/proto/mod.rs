@@ -319,7 +319,7 @@ pub(crate) enum Request {
     #[serde(rename = "fleet_sent")]
     FleetSent {
         ticket: u64,
-        result: std::result::Result<crate::fleet::SendReport, String>,
+        result: std::result::Result<crate::fleet_spec::SendReport, String>,
     },
     /// From the bridge: deliver `num` here, to `target` (the registered
     /// target when `None`); `source` when it is a fleet-unique firing this
@@ -332,7 +332,7 @@ pub(crate) enum Request {
     },
     /// From the bridge: its counters, for the stats document.
     #[serde(rename = "fleet_counts")]
-    FleetCounts(crate::fleet::FleetCounts),
+    FleetCounts(crate::fleet_spec::FleetCounts),
 }
 
 /// Master to the fleet bridge, unasked (a [`Frame::Notice`]).
@@ -340,7 +340,7 @@ pub(crate) enum Request {
 pub(crate) enum Notice {
     /// A fleet-unique source is due: claim the firing, raise it if won.
     #[serde(rename = "firing")]
-    Firing(crate::fleet::Firing),
+    Firing(crate::fleet_spec::Firing),
     /// A child asked to send `num` to a fleet target; answer with
     /// [`Request::FleetSent`] and this ticket.
     #[serde(rename = "send")]
@@ -363,7 +363,7 @@ pub(crate) enum Reply {
     /// Refused.
     Err(RegistrationError),
     /// What a fleet send reached.
-    Fleet(crate::fleet::SendReport),
+    Fleet(crate::fleet_spec::SendReport),
     /// A fleet arrival: accepted here or not, and why.
     Raised { accepted: bool, detail: String },
 }
