@@ -86,6 +86,8 @@ pub(crate) struct ChildCtx {
     /// Joined through the attach socket: when the master goes away the
     /// dispatcher stops, but the process (its server's) goes on.
     attached: bool,
+    /// The master's pid.
+    pub(crate) master_pid: u32,
 }
 
 /// Channel B, used by every thread but the dispatcher, one at a time.
@@ -223,6 +225,8 @@ pub(crate) struct Install {
     pub(crate) busy_poll: Duration,
     /// Joined through the attach socket (not forked by the master).
     pub(crate) attached: bool,
+    /// The master's pid.
+    pub(crate) master_pid: u32,
 }
 
 /// Makes this process a member: its context, and the dispatcher thread
@@ -258,6 +262,7 @@ pub(crate) fn install(i: Install) -> Result<ProcessInfo> {
             ..WaitHub::default()
         },
         attached: i.attached,
+        master_pid: i.master_pid,
     };
     if CHILD.set(ctx).is_err() {
         return Err(Error::Config(match CHILD.get() {

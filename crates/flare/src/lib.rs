@@ -101,8 +101,8 @@ pub use origin::{Origin, Received};
 pub use proto::uwsgi;
 pub use remote::{DEFAULT_TIMEOUT, RemoteAddr, send_remote};
 pub use signal::{
-    Signal, current_signal, get_available_num, get_last_received, last_received, registry_signals,
-    serve_forever, stop, wait_any, wait_any_timeout, whoami,
+    Signal, current_signal, get_available_num, get_last_received, last_received, master_pid,
+    registry_signals, serve_forever, stop, wait_any, wait_any_timeout, whoami,
 };
 pub use source::{
     add_cron, add_file_monitor, add_rb_timer, add_timer, add_timer_ms, remove_source,

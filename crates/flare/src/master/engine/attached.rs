@@ -276,6 +276,13 @@ impl Engine {
             } else {
                 tracing::info!("{id}: attach slot vacant");
             }
+            // Pool signals only the departed ran wait for nobody now.
+            for (num, n) in self.d.dead_letter_stranded() {
+                tracing::error!(
+                    "signal {num}: {n} pooled deliveries dead-lettered: every process that ran \
+                     it has left"
+                );
+            }
         }
     }
 

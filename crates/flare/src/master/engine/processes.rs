@@ -88,6 +88,7 @@ impl Engine {
                     chan_b: b_child,
                     busy_poll: self.opts.busy_poll,
                     attached: false,
+                    master_pid: self.master_pid,
                 },
                 inherited,
                 entry: self.entries.for_role(id.role),
