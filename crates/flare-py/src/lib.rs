@@ -327,6 +327,28 @@ fn register(py: Python<'_>, n: i64, target: &str, func: Py<PyAny>) -> PyResult<(
         .map_err(err)
 }
 
+/// Checks a signal number (0-255): a clear `ValueError` otherwise.
+#[pyfunction]
+fn check_signal(n: i64) -> PyResult<()> {
+    num(n).map(drop)
+}
+
+/// Checks a registration made outside a group (recorded, replayed when
+/// the process attaches) as far as it can be checked without the group: the
+/// number, the target's grammar and the handler's signature.
+#[pyfunction]
+fn check_registration(py: Python<'_>, n: i64, target: &str, func: Py<PyAny>) -> PyResult<()> {
+    num(n)?;
+    target.parse::<flare::Target>().map_err(err)?;
+    check_handler(py, func.bind(py))
+}
+
+/// Checks a cron spec (crontab text or five integers) without adding it.
+#[pyfunction]
+fn check_cron(spec: &Bound<'_, PyAny>) -> PyResult<()> {
+    cron_source(spec).map(drop)
+}
+
 /// Reserves the first free number (Signal() in flare: atomic).
 #[pyfunction]
 fn reserve(py: Python<'_>) -> PyResult<u8> {
@@ -443,7 +465,12 @@ fn add_rb_timer(
 #[pyfunction]
 #[pyo3(signature = (n, spec, unique=false))]
 fn add_cron(py: Python<'_>, n: i64, spec: &Bound<'_, PyAny>, unique: bool) -> PyResult<u32> {
-    let source = if let Ok(text) = spec.extract::<String>() {
+    add(py, cron_source(spec)?, n, unique)
+}
+
+/// A cron source from crontab text or uWSGI's five integers.
+fn cron_source(spec: &Bound<'_, PyAny>) -> PyResult<Source> {
+    if let Ok(text) = spec.extract::<String>() {
         Source::cron(text.as_str())
     } else {
         let t = spec.cast::<PyTuple>().map_err(|_| {
@@ -454,8 +481,7 @@ fn add_cron(py: Python<'_>, n: i64, spec: &Bound<'_, PyAny>, unique: bool) -> Py
         let v: [i32; 5] = t.extract()?;
         Source::cron(v)
     }
-    .map_err(err)?;
-    add(py, source, n, unique)
+    .map_err(err)
 }
 
 #[pyfunction]
@@ -628,6 +654,9 @@ fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Group>()?;
     m.add("NoSignalAvailable", m.py().get_type::<NoSignalAvailable>())?;
     m.add_function(wrap_pyfunction!(register, m)?)?;
+    m.add_function(wrap_pyfunction!(check_signal, m)?)?;
+    m.add_function(wrap_pyfunction!(check_registration, m)?)?;
+    m.add_function(wrap_pyfunction!(check_cron, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(reserve, m)?)?;
     m.add_function(wrap_pyfunction!(registered, m)?)?;
