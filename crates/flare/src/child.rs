@@ -89,6 +89,9 @@ pub(crate) struct ChildCtx {
     chan_b: Mutex<ChanB>,
     next_request: AtomicU64,
     waits: WaitHub,
+    /// Joined through the attach socket: when the master goes away the
+    /// dispatcher stops, but the process (its server's) goes on.
+    attached: bool,
 }
 
 /// Channel B, used by every thread but the dispatcher, one at a time.
@@ -180,52 +183,30 @@ fn run_child(setup: ChildSetup<'_>) -> i32 {
         // The master died before the parent-death signal was armed.
         return EXIT_OK;
     }
-    let info = ProcessInfo {
-        role: setup.me.role,
-        id: setup.me.id,
-        pid: std::process::id(),
-    };
-    let nonblocking = sys::set_nonblocking(&setup.chan_a.rx)
-        .and_then(|()| sys::set_nonblocking(&setup.chan_b.tx))
-        .and_then(|()| sys::at_fork_in_child(mark_forked_off));
-    if let Err(e) = nonblocking {
-        tracing::error!("{}: {}", setup.me, e.report());
-        return EXIT_SETUP_FAILED;
-    }
-    let ctx = ChildCtx {
-        info,
+    let entry = setup.entry;
+    let installed = install(Install {
+        me: setup.me,
         slot: setup.slot,
         topo: setup.topo,
         shm: setup.shm,
-        a_rx: setup.chan_a.rx,
-        a_tx: File::from(setup.chan_a.tx),
-        chan_b: Mutex::new(ChanB {
-            tx: setup.chan_b.tx,
-            rx: File::from(setup.chan_b.rx),
-        }),
-        next_request: AtomicU64::new(1),
-        waits: WaitHub {
-            spin: setup.busy_poll,
-            ..WaitHub::default()
-        },
+        chan_a: setup.chan_a,
+        chan_b: setup.chan_b,
+        busy_poll: setup.busy_poll,
+        attached: false,
+    });
+    let info = match installed {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::error!("{}: {}", setup.me, e.report());
+            return if CHILD.get().is_some() {
+                // The context is in place: only the thread failed.
+                EXIT_NO_DISPATCHER
+            } else {
+                EXIT_SETUP_FAILED
+            };
+        }
     };
-    if CHILD.set(ctx).is_err() {
-        return EXIT_SETUP_FAILED;
-    }
-    let Some(ctx) = CHILD.get() else {
-        return EXIT_SETUP_FAILED;
-    };
-    let spawned = std::thread::Builder::new()
-        .name("flare-dispatch".into())
-        .spawn(move || dispatcher(ctx));
-    if let Err(e) = spawned {
-        tracing::error!(
-            "{}: cannot start the dispatcher thread: {e}",
-            info.proc_id()
-        );
-        return EXIT_NO_DISPATCHER;
-    }
-    match setup.entry {
+    match entry {
         Some(entry) => match catch_unwind(AssertUnwindSafe(|| entry(info))) {
             Ok(()) => {
                 tracing::info!("{}: entry function returned; exiting", info.proc_id());
@@ -242,6 +223,68 @@ fn run_child(setup: ChildSetup<'_>) -> i32 {
             std::thread::park();
         },
     }
+}
+
+/// What a process needs to become a member: forked, or attached.
+pub(crate) struct Install {
+    pub(crate) me: ProcId,
+    pub(crate) slot: Slot,
+    pub(crate) topo: Arc<Topology>,
+    pub(crate) shm: Shm,
+    pub(crate) chan_a: Duplex,
+    pub(crate) chan_b: Duplex,
+    pub(crate) busy_poll: Duration,
+    pub(crate) attached: bool,
+}
+
+/// Makes this process a member: its context, and the dispatcher thread
+/// that runs its handlers.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the dispatcher thread cannot start; [`Error::Config`]
+/// when this process is a member already.
+pub(crate) fn install(i: Install) -> Result<ProcessInfo> {
+    let info = ProcessInfo {
+        role: i.me.role,
+        id: i.me.id,
+        pid: std::process::id(),
+    };
+    sys::set_nonblocking(&i.chan_a.rx)?;
+    sys::set_nonblocking(&i.chan_b.tx)?;
+    sys::at_fork_in_child(mark_forked_off)?;
+    let ctx = ChildCtx {
+        info,
+        slot: i.slot,
+        topo: i.topo,
+        shm: i.shm,
+        a_rx: i.chan_a.rx,
+        a_tx: File::from(i.chan_a.tx),
+        chan_b: Mutex::new(ChanB {
+            tx: i.chan_b.tx,
+            rx: File::from(i.chan_b.rx),
+        }),
+        next_request: AtomicU64::new(1),
+        waits: WaitHub {
+            spin: i.busy_poll,
+            ..WaitHub::default()
+        },
+        attached: i.attached,
+    };
+    if CHILD.set(ctx).is_err() {
+        return Err(Error::Config(match CHILD.get() {
+            Some(c) => format!("this process is already {} of a group", c.info.proc_id()),
+            None => "this process is already a member of a group".into(),
+        }));
+    }
+    let Some(ctx) = CHILD.get() else {
+        return Err(Error::Config("the member context was not kept".into()));
+    };
+    std::thread::Builder::new()
+        .name("flare-dispatch".into())
+        .spawn(move || dispatcher(ctx))
+        .map_err(|e| Error::io("starting the dispatcher thread", e))?;
+    Ok(info)
 }
 
 /// Counts the handler running now in this process as having raised an
@@ -342,6 +385,14 @@ fn dispatcher(ctx: &'static ChildCtx) {
             }
         };
         if let Err(e) = result {
+            if ctx.attached {
+                tracing::warn!(
+                    "{}: the flare master went away ({}); signals stop here, the process goes on",
+                    ctx.info.proc_id(),
+                    e.report()
+                );
+                return;
+            }
             master_gone(ctx, &e);
         }
     }

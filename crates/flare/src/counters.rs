@@ -96,6 +96,20 @@ pub struct Counters {
     /// the Unix socket (`SO_PEERCRED`).
     #[serde(default)]
     pub admin_refused: u64,
+    /// Processes that joined through the attach socket.
+    #[serde(default)]
+    pub attached: u64,
+    /// Attached processes that left (closed their channel or died).
+    #[serde(default)]
+    pub detached: u64,
+    /// Attach connections refused: a malformed hello, a wrong version, no
+    /// free slot, or a uid that may not attach.
+    #[serde(default)]
+    pub attach_refused: u64,
+    /// Attach connections closed for a hello not whole in time, or to make
+    /// room for a newcomer.
+    #[serde(default)]
+    pub attach_timed_out: u64,
 }
 
 /// A source, as reported in summaries and stats.

@@ -167,6 +167,15 @@ pub enum Error {
         max: u32,
     },
 
+    /// A process could not join a group through its attach socket.
+    #[error("cannot attach to the flare master at {addr}: {reason}")]
+    Attach {
+        /// The attach socket.
+        addr: String,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
+
     /// A system call failed.
     #[error("{context}")]
     Io {

@@ -46,6 +46,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::missing_errors_doc)]
 
+mod attach;
 mod busy;
 mod child;
 mod control;
@@ -81,6 +82,7 @@ mod target;
 mod topology;
 mod user_harakiri;
 
+pub use attach::{attach, attach_with};
 pub use child::{Entry, ProcessInfo, note_handler_exception};
 pub use counters::{Counters, SignalSummary, SourceSummary, Tally};
 pub use cron::CronSpec;
@@ -92,8 +94,8 @@ pub use mailbox::{
     try_farm_msg, try_mule_get_msg, try_mule_msg,
 };
 pub use master::{
-    AdminOptions, DEFAULT_STALL_LIMIT, ForkHooks, Harakiri, Master, MasterBuilder, Options,
-    ProcessSummary, RemoteOptions, RoleLimits, Summary,
+    AdminOptions, DEFAULT_ATTACH_SLOTS, DEFAULT_STALL_LIMIT, ForkHooks, Harakiri, Master,
+    MasterBuilder, Options, ProcessSummary, RemoteOptions, RoleLimits, Summary,
 };
 pub use origin::{Origin, Received};
 pub use proto::uwsgi;

@@ -51,6 +51,20 @@ pub(crate) fn configure(user: u32) -> Result<()> {
         .map_err(|_| Error::Config("this process already created locks".into()))
 }
 
+/// The locks' memory file and the number of locks, for the master to hand
+/// to an attached process; `None` before [`configure`].
+pub(crate) fn shared() -> Option<(&'static File, u32)> {
+    TABLE.get().map(|t| (&t.base, t.count))
+}
+
+/// Takes the group's locks in an attached process: the master's memory
+/// file (received on the attach socket) and the number of locks.
+pub(crate) fn adopt(base: File, count: u32) -> Result<()> {
+    TABLE
+        .set(Table { base, count })
+        .map_err(|_| Error::Config("this process already has a group's locks".into()))
+}
+
 fn table(n: u32) -> Result<&'static Table> {
     let t = TABLE.get().ok_or(Error::NoRuntime(
         "locks need a flare group: build a master with Master::builder() first",

@@ -332,6 +332,19 @@ fn flare_group(o: &mut Out, doc: &StatsDoc) {
         );
     }
     o.family(
+        "flare_attach_total",
+        Type::Counter,
+        "Attached processes and attach connections, by event.",
+    );
+    for (event, v) in [
+        ("joined", c.attached),
+        ("left", c.detached),
+        ("refused", c.attach_refused),
+        ("timed_out", c.attach_timed_out),
+    ] {
+        o.sample("flare_attach_total", &[("event", event)], v);
+    }
+    o.family(
         "flare_admin_connections_closed_total",
         Type::Counter,
         "Stats, control and metrics connections closed by the master, by reason.",

@@ -47,7 +47,11 @@ pub(crate) fn decide(
 ) -> Decision {
     out.clear();
     let Some(route) = route else {
-        return if topo.workers > 0 {
+        // Empty attach slots do not count: nobody would take it.
+        return if topo
+            .worker_slots()
+            .any(|s| procs[s].state != ProcState::Vacant)
+        {
             Decision::Pool
         } else {
             Decision::Unrouted(Unrouted::NoProcess)
@@ -56,7 +60,10 @@ pub(crate) fn decide(
     let runs = |s: Slot| route.runners.contains(s);
     match route.resolved {
         r if r.is_pool() => {
-            if r.members(topo).into_iter().any(runs) {
+            if r.members(topo)
+                .into_iter()
+                .any(|s| runs(s) && procs[s].state != ProcState::Vacant)
+            {
                 Decision::Pool
             } else {
                 Decision::Unrouted(Unrouted::NoProcess)
@@ -81,7 +88,7 @@ pub(crate) fn decide(
         Resolved::Worker(s) | Resolved::Mule(s) => {
             if procs[s].state == ProcState::Cheaped {
                 Decision::Unrouted(Unrouted::Cheaped(s))
-            } else if runs(s) {
+            } else if runs(s) && procs[s].state != ProcState::Vacant {
                 out.push(s);
                 Decision::Each
             } else {
@@ -93,9 +100,13 @@ pub(crate) fn decide(
 }
 
 /// Whether a process that is not running still gets signals sent to it by
-/// name (they wait for it): everyone but the cheaped and the stopped.
+/// name (they wait for it): everyone but the cheaped, the stopped and
+/// empty attach slots.
 fn held_for(state: ProcState) -> bool {
-    !matches!(state, ProcState::Cheaped | ProcState::Stopped)
+    !matches!(
+        state,
+        ProcState::Cheaped | ProcState::Stopped | ProcState::Vacant
+    )
 }
 
 fn each(out: &[Slot]) -> Decision {
@@ -171,6 +182,7 @@ mod tests {
     fn topo() -> Arc<Topology> {
         Arc::new(Topology {
             workers: 4,
+            attached: 0,
             mules: 3,
             spoolers: 2,
             farms: vec![FarmSpec {
@@ -297,6 +309,7 @@ mod tests {
     fn no_workers_means_unregistered_signals_are_unrouted() {
         let tb = Table::new(Arc::new(Topology {
             workers: 0,
+            attached: 0,
             mules: 1,
             spoolers: 0,
             farms: vec![],

@@ -1,17 +1,19 @@
 //! Shared memory between the master and its children: the read-only mirror
 //! of the signal table and one status slot per child.
 //!
-//! The region is mapped once, before the first fork, and every child
-//! inherits it. It holds atomics only, each with one writer (the master for
+//! The region is a memory file mapped once, before the first fork: every
+//! child inherits the mapping, and an attached process (one flare did not
+//! fork) maps the same file, passed to it on the attach socket. It holds atomics only, each with one writer (the master for
 //! the table, pid and state; the child for its own counters), so no process
 //! can ever hold a lock another one needs. It lives as long as the process.
 
 use std::collections::BTreeMap;
 use std::mem::size_of;
 use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap};
 
 use crate::error::{Error, Result};
 use crate::topology::ProcState;
@@ -75,44 +77,118 @@ struct Header {
 pub(crate) struct Shm {
     header: &'static Header,
     slots: &'static [SlotStatus],
+    /// The memory file (kept open for the life of the process: the master
+    /// hands it to attached processes); `None` where it was not kept.
+    fd: Option<&'static OwnedFd>,
+}
+
+/// Bytes before the first slot.
+fn slots_at() -> usize {
+    size_of::<Header>().next_multiple_of(64)
+}
+
+/// Maps `len` bytes of the memory file `fd`, shared.
+fn map(fd: &OwnedFd, len: NonZeroUsize) -> Result<std::ptr::NonNull<u8>> {
+    // SAFETY: no address hint, so the new mapping aliases no existing
+    // memory; the file is at least `len` bytes long (the caller sized or
+    // measured it); the arguments are valid for mmap.
+    let base = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            fd.as_fd(),
+            0,
+        )
+    }
+    .map_err(|e| Error::io("mapping shared memory", e))?;
+    Ok(base.cast::<u8>())
+}
+
+/// The header and slots of a mapped region of `slots` slots.
+///
+/// # Safety
+///
+/// `base` must be a live mapping of at least `slots_at() + slots *
+/// size_of::<SlotStatus>()` bytes that is never unmapped, holding zeroes or
+/// values written through these same types.
+unsafe fn view(
+    base: std::ptr::NonNull<u8>,
+    slots: usize,
+) -> (&'static Header, &'static [SlotStatus]) {
+    // SAFETY: per this function's contract the memory is mapped, large
+    // enough, lives for ever, and holds valid bit patterns (integers and
+    // atomics only, for which all-zero is valid).
+    unsafe {
+        let header = base.cast::<Header>().as_ptr();
+        let first = base.add(slots_at()).cast::<SlotStatus>().as_ptr();
+        (
+            &*header,
+            std::slice::from_raw_parts(first as *const SlotStatus, slots),
+        )
+    }
 }
 
 impl Shm {
     /// Maps a zeroed region for `slots` children.
     pub(crate) fn create(slots: usize) -> Result<Shm> {
-        let slots_at = size_of::<Header>().next_multiple_of(64);
-        let len = slots_at + slots * size_of::<SlotStatus>();
+        let len = slots_at() + slots * size_of::<SlotStatus>();
         let len = NonZeroUsize::new(len).ok_or_else(|| Error::Config("empty region".into()))?;
-        // SAFETY: a fresh anonymous mapping with no address hint aliases no
-        // existing memory; the arguments are valid for mmap.
-        let base = unsafe {
-            mmap_anonymous(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )
-        }
-        .map_err(|e| Error::io("mapping shared memory", e))?
-        .cast::<u8>();
-        // SAFETY: the mapping is page-aligned, at least `len` bytes long,
-        // zero-filled, and never unmapped, so it outlives every reference.
-        // An all-zero bit pattern is a valid `Header` and `SlotStatus`
-        // (integers and atomics only). All later access goes through
-        // atomics (or the `slots` field, written here before any sharing).
+        let fd =
+            nix::sys::memfd::memfd_create(c"flare-status", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .map_err(|e| Error::io("creating shared memory", e))?;
+        nix::unistd::ftruncate(&fd, len.get() as i64)
+            .map_err(|e| Error::io("sizing shared memory", e))?;
+        let base = map(&fd, len)?;
+        // SAFETY: a fresh mapping of `len` bytes of a new, zero-filled
+        // file, never unmapped. `slots` is written before any sharing.
         let (header, slot_list) = unsafe {
-            let header = base.cast::<Header>().as_ptr();
-            (*header).slots = slots as u64;
-            let first = base.add(slots_at).cast::<SlotStatus>().as_ptr();
-            (
-                &*header,
-                std::slice::from_raw_parts(first as *const SlotStatus, slots),
-            )
+            (*base.cast::<Header>().as_ptr()).slots = slots as u64;
+            view(base, slots)
         };
         Ok(Shm {
             header,
             slots: slot_list,
+            fd: Some(Box::leak(Box::new(fd))),
         })
+    }
+
+    /// Maps the region of a running group from its memory file (an
+    /// attached process, which got `fd` from the master).
+    pub(crate) fn open(fd: &OwnedFd) -> Result<Shm> {
+        let bad = |why: &str| Error::Protocol(format!("the group's shared memory {why}"));
+        let size = nix::sys::stat::fstat(fd.as_fd())
+            .map_err(|e| Error::io("reading the shared memory's size", e))?
+            .st_size as usize;
+        let len = NonZeroUsize::new(size)
+            .filter(|l| l.get() >= slots_at())
+            .ok_or_else(|| bad("is too small"))?;
+        let base = map(fd, len)?;
+        // SAFETY: the header fits (checked above); it was written by the
+        // master before it handed the file out.
+        let slots = unsafe { (*base.cast::<Header>().as_ptr()).slots } as usize;
+        if slots_at() + slots * size_of::<SlotStatus>() > size {
+            return Err(bad("is shorter than its slot count says"));
+        }
+        // SAFETY: the whole region is mapped (checked just above) and is
+        // never unmapped; the master keeps it to these types.
+        let (header, slot_list) = unsafe { view(base, slots) };
+        Ok(Shm {
+            header,
+            slots: slot_list,
+            fd: None,
+        })
+    }
+
+    /// The memory file, for the master to hand to attached processes.
+    pub(crate) fn fd(&self) -> Option<&'static OwnedFd> {
+        self.fd
+    }
+
+    /// Number of child slots.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.header.slots as usize
     }
 
     /// The table mirror: one word per signal number (see `table::MirrorEntry`).
@@ -128,12 +204,6 @@ impl Shm {
     /// The status of one child.
     pub(crate) fn slot(&self, slot: usize) -> &'static SlotStatus {
         &self.slots[slot]
-    }
-
-    #[cfg(test)]
-    /// Number of child slots.
-    pub(crate) fn slot_count(&self) -> usize {
-        self.header.slots as usize
     }
 }
 
@@ -187,5 +257,14 @@ mod tests {
         s.handled_by_num[255].fetch_add(2, Relaxed);
         assert_eq!(shm.slot(4).handled_by_num[255].load(Relaxed), 2);
         assert!(monotonic_ns() > 0);
+    }
+
+    #[test]
+    fn a_second_mapping_of_the_file_sees_the_same_memory() {
+        let shm = Shm::create(3).unwrap();
+        let other = Shm::open(shm.fd().unwrap()).unwrap();
+        assert_eq!(other.slot_count(), 3);
+        shm.slot(2).handled.store(41, Relaxed);
+        assert_eq!(other.slot(2).handled.load(Relaxed), 41);
     }
 }

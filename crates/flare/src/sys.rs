@@ -237,3 +237,70 @@ pub(crate) fn leave(code: i32) -> ! {
     // SAFETY: `_exit` ends the process at once; it touches no Rust state.
     unsafe { nix::libc::_exit(code) }
 }
+
+/// Writes `bytes` to the Unix socket `sock` with `fds` attached to the
+/// first byte (`SCM_RIGHTS`). The socket must have room for all of it (a
+/// fresh connection does); a short write is an error.
+pub(crate) fn send_with_fds(sock: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+    let iov = [std::io::IoSlice::new(bytes)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let sent = loop {
+        match sendmsg::<UnixAddr>(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(|e| Error::io("passing descriptors", e))?,
+        }
+    };
+    if sent != bytes.len() {
+        return Err(Error::Protocol(format!(
+            "passing descriptors: {sent} of {} bytes written",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads from the Unix socket `sock` into `buf`, taking any descriptors
+/// that come with the bytes (close-on-exec); `(bytes read, descriptors)`.
+pub(crate) fn recv_with_fds(sock: &OwnedFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = loop {
+        match recvmsg::<UnixAddr>(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(|e| Error::io("reading from the attach socket", e))?,
+        }
+    };
+    let mut fds = Vec::new();
+    for c in msg
+        .cmsgs()
+        .map_err(|e| Error::io("reading passed descriptors", e))?
+    {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            for fd in raw {
+                // SAFETY: the kernel has just installed `fd` in this
+                // process for this message (SCM_RIGHTS); nothing else owns
+                // it, so taking ownership here closes it exactly once.
+                fds.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            }
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(Error::Protocol(
+            "more descriptors were passed than expected".into(),
+        ));
+    }
+    Ok((msg.bytes, fds))
+}

@@ -355,6 +355,7 @@ mod tests {
     fn table() -> Table {
         Table::new(Arc::new(Topology {
             workers: 4,
+            attached: 0,
             mules: 2,
             spoolers: 1,
             farms: vec![FarmSpec {

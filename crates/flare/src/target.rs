@@ -419,6 +419,7 @@ mod tests {
     fn topo() -> Topology {
         Topology {
             workers: 4,
+            attached: 0,
             mules: 2,
             spoolers: 1,
             farms: vec![
@@ -530,6 +531,7 @@ mod tests {
 
         let bare = Topology {
             workers: 1,
+            attached: 0,
             mules: 0,
             spoolers: 0,
             farms: vec![],

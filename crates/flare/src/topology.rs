@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -25,6 +25,9 @@ pub enum ProcState {
     Respawning,
     /// Shut down with the master.
     Stopped,
+    /// An attach slot with no process in it (none joined yet, or the last
+    /// one left longer ago than the hold time): skipped by every target.
+    Vacant,
 }
 
 impl ProcState {
@@ -36,6 +39,7 @@ impl ProcState {
             ProcState::Cheaped => 3,
             ProcState::Respawning => 4,
             ProcState::Stopped => 5,
+            ProcState::Vacant => 6,
         }
     }
 
@@ -46,13 +50,14 @@ impl ProcState {
             2 => ProcState::Paused,
             3 => ProcState::Cheaped,
             5 => ProcState::Stopped,
+            6 => ProcState::Vacant,
             _ => ProcState::Respawning,
         }
     }
 }
 
 /// The kind of a flare process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The master: forks, routes, supervises. Id 0.
@@ -128,7 +133,7 @@ pub(crate) type Slot = usize;
 pub const MAX_TARGET_LEN: usize = 63;
 
 /// A named set of mules (uWSGI `--farm NAME:1,2`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FarmSpec {
     /// The farm's name, used in `farm_NAME` targets.
     pub name: String,
@@ -137,10 +142,15 @@ pub struct FarmSpec {
 }
 
 /// How many processes of each role a master runs, and its farms.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
-    /// Number of workers.
+    /// Number of workers: those flare forks, then the attach slots.
     pub workers: u32,
+    /// How many of the workers are attach slots (the last ones): processes
+    /// flare did not fork (a gunicorn worker, a Node process) join the
+    /// group through the attach socket and take one of them.
+    #[serde(default)]
+    pub attached: u32,
     /// Number of mules.
     pub mules: u32,
     /// Number of spoolers.
@@ -156,6 +166,12 @@ pub const MAX_PROCESSES: u32 = 4096;
 impl Topology {
     /// Checks that the counts and farms can work.
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.attached > self.workers {
+            return Err(Error::Config(format!(
+                "{} attach slots among {} workers: attach slots are workers",
+                self.attached, self.workers
+            )));
+        }
         let total = self.workers as u64 + self.mules as u64 + self.spoolers as u64;
         if total == 0 {
             return Err(Error::Config(
@@ -248,6 +264,18 @@ impl Topology {
         }
     }
 
+    /// Whether processes join `slot` through the attach socket instead of
+    /// being forked.
+    pub(crate) fn is_attach_slot(&self, slot: Slot) -> bool {
+        let s = slot as u32;
+        s < self.workers && s >= self.workers - self.attached
+    }
+
+    /// The attach slots.
+    pub(crate) fn attach_slots(&self) -> std::ops::Range<Slot> {
+        (self.workers - self.attached) as Slot..self.workers as Slot
+    }
+
     /// Slots of every worker.
     pub(crate) fn worker_slots(&self) -> std::ops::Range<Slot> {
         0..self.workers as Slot
@@ -336,6 +364,7 @@ mod tests {
     pub(crate) fn topo() -> Topology {
         Topology {
             workers: 4,
+            attached: 0,
             mules: 2,
             spoolers: 1,
             farms: vec![FarmSpec {
@@ -377,6 +406,7 @@ mod tests {
         assert!(t.validate().unwrap_err().to_string().contains("too long"));
         let t = Topology {
             workers: 0,
+            attached: 0,
             mules: 0,
             spoolers: 0,
             farms: vec![],

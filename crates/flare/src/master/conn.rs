@@ -96,6 +96,11 @@ impl Conn {
         self.out_at < self.out.len()
     }
 
+    /// Bytes of replies not written yet.
+    pub(super) fn unsent(&self) -> usize {
+        self.out.len() - self.out_at
+    }
+
     /// Reads once. `Ok(None)`: nothing to read now; `Ok(Some(0))`: the
     /// child closed its end. A read that does not fill `buf` emptied the
     /// pipe: the next write to it raises a new readiness event, so there is

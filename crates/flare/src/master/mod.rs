@@ -7,6 +7,7 @@
 //! a graceful shutdown.
 
 mod admin;
+mod attach;
 mod conn;
 mod engine;
 mod harakiri;
@@ -97,6 +98,12 @@ pub struct Options {
     /// before the SIGKILL, so that it can write where it is stuck (Python:
     /// `faulthandler.register`). None by default (straight to SIGKILL).
     pub harakiri_stack_dump: Option<(i32, Duration)>,
+    /// How long deliveries addressed to an attach slot whose process left
+    /// wait for the next process in that slot; then they are
+    /// dead-lettered (counted and logged) and the slot is vacant. Pool
+    /// deliveries the process held go to another member at once. Default
+    /// 30 s.
+    pub attach_hold: Duration,
 }
 
 /// A time limit per role (handler time, stall time); `None` means no limit.
@@ -167,9 +174,14 @@ impl Default for Options {
             stall: RoleLimits::all(Some(DEFAULT_STALL_LIMIT)),
             busy_poll: Duration::from_micros(50),
             harakiri_stack_dump: None,
+            attach_hold: Duration::from_secs(30),
         }
     }
 }
+
+/// Attach slots once [`MasterBuilder::attach`] is set, unless
+/// [`MasterBuilder::attach_workers`] says otherwise.
+pub const DEFAULT_ATTACH_SLOTS: u32 = 8;
 
 /// Functions the master calls around every `fork()`, for runtimes that
 /// must prepare for it (an embedded CPython calls `PyOS_BeforeFork`,
@@ -255,6 +267,7 @@ pub struct MasterBuilder {
     spool: crate::spool::Setup,
     spool_handler: Option<crate::SpoolHandler>,
     locks: u32,
+    attach: Option<String>,
 }
 
 impl fmt::Debug for MasterBuilder {
@@ -275,6 +288,7 @@ impl fmt::Debug for MasterBuilder {
                 &self.spool_handler.as_ref().map(|_| "<fn>"),
             )
             .field("locks", &self.locks)
+            .field("attach", &self.attach)
             .finish()
     }
 }
@@ -283,6 +297,42 @@ impl MasterBuilder {
     /// Number of workers (uWSGI `--workers`). Default 1.
     pub fn workers(mut self, n: u32) -> Self {
         self.topo.workers = n;
+        self
+    }
+
+    /// Listens on `path` for processes flare did not fork (gunicorn,
+    /// uvicorn or granian workers, a Node process) that join the group as
+    /// workers: a Unix socket path, or `@name` for an abstract socket,
+    /// created 0600; only root, the master's user and
+    /// [`MasterBuilder::allow_uids`] may attach. Each joining process takes
+    /// a free attach slot ([`MasterBuilder::attach_workers`], default 8);
+    /// from then on it is `workerN` like a forked worker. In the process,
+    /// call [`crate::attach()`].
+    ///
+    /// ```no_run
+    /// let master = flare::Master::builder()
+    ///     .workers(0) // the web server forks the workers
+    ///     .mules(1)
+    ///     .attach("/run/app/flare.sock")
+    ///     .attach_workers(4)
+    ///     .build()?;
+    /// # Ok::<(), flare::Error>(())
+    /// ```
+    pub fn attach(mut self, path: impl Into<String>) -> Self {
+        self.attach = Some(path.into());
+        if self.topo.attached == 0 {
+            self.topo.attached = DEFAULT_ATTACH_SLOTS;
+        }
+        self
+    }
+
+    /// Attach slots: how many attached processes may be in the group at
+    /// once (numbered after the forked workers: with 2 workers and 4 attach
+    /// slots, attached processes are worker3 to worker6). A slot freed by
+    /// a process that left is taken by the next one that joins. Default 8
+    /// once [`MasterBuilder::attach`] is set.
+    pub fn attach_workers(mut self, n: u32) -> Self {
+        self.topo.attached = n;
         self
     }
 
@@ -562,7 +612,21 @@ impl MasterBuilder {
             }
             crate::lock::configure(self.locks)?;
         }
-        self.topo.validate()?;
+        if self.attach.is_none() && self.topo.attached > 0 {
+            return Err(Error::Config(
+                "attach slots need an attach socket: set MasterBuilder::attach(path)".into(),
+            ));
+        }
+        // Attach slots are workers, after the forked ones.
+        let forked = self.topo.workers;
+        self.topo.workers = forked
+            .checked_add(self.topo.attached)
+            .ok_or_else(|| Error::Config("too many workers".into()))?;
+        let topo_checked = self.topo.validate();
+        if topo_checked.is_err() {
+            self.topo.workers = forked;
+        }
+        topo_checked?;
         let o = &self.opts;
         if o.prefetch == 0 || o.outbox_limit == 0 || o.max_attempts == 0 {
             return Err(Error::Config(
@@ -624,6 +688,14 @@ impl MasterBuilder {
         } else {
             None
         };
+        let attach = self
+            .attach
+            .as_deref()
+            .map(|a| attach::Attach::bind(a, &self.allow_uids, engine::ATTACH_BASE))
+            .transpose()?;
+        if attach.is_some() {
+            listener::raise_fd_limit();
+        }
         // Before any fork: every child inherits the mule mailboxes.
         crate::mailbox::create(&topo, self.mule_msg_size)?;
         *state = Phase::Setup(Box::new(Setup {
@@ -639,6 +711,7 @@ impl MasterBuilder {
             shm,
             remote,
             admin,
+            attach,
         })
     }
 }
@@ -654,6 +727,7 @@ pub struct Master {
     shm: Shm,
     remote: Option<remote::Remote>,
     admin: Option<admin::Admin>,
+    attach: Option<attach::Attach>,
 }
 
 impl fmt::Debug for Master {
@@ -675,6 +749,7 @@ impl Master {
         MasterBuilder {
             topo: Topology {
                 workers: 1,
+                attached: 0,
                 mules: 0,
                 spoolers: 0,
                 farms: Vec::new(),
@@ -691,6 +766,7 @@ impl Master {
             spool: crate::spool::Setup::default(),
             spool_handler: None,
             locks: 0,
+            attach: None,
         }
     }
 
@@ -712,6 +788,11 @@ impl Master {
     /// Where the control endpoint listens.
     pub fn control_addr(&self) -> Option<String> {
         self.admin.as_ref().and_then(|a| a.addrs().1)
+    }
+
+    /// Where the attach socket listens; `None` without one.
+    pub fn attach_addr(&self) -> Option<String> {
+        self.attach.as_ref().map(|a| a.addr().to_owned())
     }
 
     /// Where the master listens for remote signals, with the actual port
@@ -764,8 +845,11 @@ impl Master {
             self.opts,
             self.shm,
             setup,
-            self.remote,
-            self.admin,
+            engine::Endpoints {
+                remote: self.remote,
+                admin: self.admin,
+                attach: self.attach,
+            },
         )?
         .run()?;
         guard.disarm();
@@ -798,7 +882,7 @@ impl Setup {
 
     /// Removes a source.
     pub(crate) fn remove_source(&mut self, id: SourceId) -> Result<()> {
-        self.sources.remove(id)
+        self.sources.remove(id, crate::table::Owner::Master)
     }
 
     /// Reserves the first free number for the master.

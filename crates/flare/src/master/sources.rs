@@ -29,7 +29,9 @@ enum State {
 struct Entry {
     sig: u8,
     source: Source,
-    owner: Owner,
+    /// Who added it: the same source added by several members is one
+    /// entry, kept while any of them holds it.
+    owners: Vec<Owner>,
     state: State,
     fired: u64,
     held: u64,
@@ -70,19 +72,31 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 impl Sources {
-    /// Adds a source for `sig`; refuses an exact duplicate.
+    /// Adds a source for `sig`. The same source (signal, kind and
+    /// period, spec or path) from another owner joins the one there (one
+    /// source, kept while any owner holds it: a timer imported by four web
+    /// workers fires once per period); from the same owner it is refused.
     pub(crate) fn add(&mut self, sig: u8, mut source: Source, owner: Owner) -> Result<SourceId> {
         source.validate()?;
         if let Some((&id, e)) = self
             .entries
-            .iter()
+            .iter_mut()
             .find(|(_, e)| e.sig == sig && same_kind(&e.source.kind, &source.kind))
         {
-            return Err(Error::from(RegistrationError::DuplicateSource {
-                sig,
-                what: e.source.kind.to_string(),
-                id,
-            }));
+            if e.owners.contains(&owner) || e.source.unique != source.unique {
+                return Err(Error::from(RegistrationError::DuplicateSource {
+                    sig,
+                    what: e.source.kind.to_string(),
+                    id,
+                }));
+            }
+            e.owners.push(owner);
+            tracing::info!(
+                "source #{id} ({} raising signal {sig}) shared: {} owners",
+                e.source.kind,
+                e.owners.len()
+            );
+            return Ok(SourceId(id));
         }
         self.next_id += 1;
         let id = self.next_id;
@@ -107,7 +121,7 @@ impl Sources {
             Entry {
                 sig,
                 source,
-                owner,
+                owners: vec![owner],
                 state,
                 fired: 0,
                 held: 0,
@@ -116,8 +130,19 @@ impl Sources {
         Ok(SourceId(id))
     }
 
-    /// Removes a source.
-    pub(crate) fn remove(&mut self, id: SourceId) -> Result<()> {
+    /// Removes `by`'s hold on a source; the source goes with its last
+    /// owner.
+    pub(crate) fn remove(&mut self, id: SourceId, by: Owner) -> Result<()> {
+        let e = self
+            .entries
+            .get_mut(&id.0)
+            .ok_or(RegistrationError::NoSuchSource(id.0))?;
+        if e.owners.len() > 1 {
+            e.owners.retain(|&o| o != by);
+            if !e.owners.is_empty() {
+                return Ok(());
+            }
+        }
         let e = self
             .entries
             .remove(&id.0)
@@ -132,14 +157,15 @@ impl Sources {
 
     /// Removes what a dead child added.
     pub(crate) fn release(&mut self, slot: Slot) {
+        let me = Owner::Child(slot);
         let ids: Vec<u32> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.owner == Owner::Child(slot))
+            .filter(|(_, e)| e.owners.contains(&me))
             .map(|(&id, _)| id)
             .collect();
         for id in ids {
-            let _ = self.remove(SourceId(id));
+            let _ = self.remove(SourceId(id), me);
         }
     }
 
@@ -331,10 +357,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn duplicates_are_refused_removal_and_release_work() {
+    fn duplicates_from_one_owner_are_refused_removal_and_release_work() {
         let mut s = Sources::default();
         let t = || Source::timer(Duration::from_secs(5));
-        let a = s.add(1, t(), Owner::Master).unwrap();
+        let a = s.add(1, t(), Owner::Child(0)).unwrap();
         let e = s.add(1, t(), Owner::Child(0)).unwrap_err();
         assert!(
             matches!(e, Error::Registration(RegistrationError::DuplicateSource { sig: 1, id, .. }) if id == a.0),
@@ -348,17 +374,41 @@ mod tests {
             .add(3, Source::cron("* * * * *").unwrap(), Owner::Child(1))
             .unwrap();
         let e = s
-            .add(3, Source::cron(" *  * * * * ").unwrap(), Owner::Master)
+            .add(3, Source::cron(" *  * * * * ").unwrap(), Owner::Child(1))
             .unwrap_err();
         assert!(e.to_string().contains("already has this source"), "{e}");
         s.release(0);
-        assert_eq!(s.summaries().len(), 2, "worker 1's timer went with it");
-        s.remove(c).unwrap();
+        assert_eq!(s.summaries().len(), 1, "worker 1's timers went with it");
+        s.remove(c, Owner::Child(1)).unwrap();
         assert!(matches!(
-            s.remove(c),
+            s.remove(c, Owner::Child(1)),
             Err(Error::Registration(RegistrationError::NoSuchSource(_)))
         ));
+        assert!(s.summaries().is_empty());
+    }
+
+    #[test]
+    fn the_same_source_from_several_members_is_one_kept_by_the_last() {
+        let mut s = Sources::default();
+        let t = || Source::timer(Duration::from_secs(60));
+        let ids: Vec<SourceId> = (0..4)
+            .map(|w| s.add(17, t(), Owner::Child(w)).unwrap())
+            .collect();
+        assert!(ids.iter().all(|&id| id == ids[0]), "one source: {ids:?}");
         assert_eq!(s.summaries().len(), 1);
+        assert_eq!(s.timers.len(), 1, "scheduled once");
+        // A different period, or a unique one, is another source.
+        assert_ne!(
+            s.add(17, Source::timer(Duration::from_secs(30)), Owner::Child(0))
+                .unwrap(),
+            ids[0]
+        );
+        s.release(0);
+        s.release(1);
+        s.remove(ids[0], Owner::Child(2)).unwrap();
+        assert_eq!(s.summaries().len(), 1, "worker4 still holds the 60 s timer");
+        s.release(3);
+        assert!(s.summaries().is_empty());
     }
 
     #[test]

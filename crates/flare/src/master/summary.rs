@@ -157,6 +157,14 @@ impl Summary {
                 remote[0], remote[1], remote[2], remote[3], remote[4], remote[5], remote[6]
             );
         }
+        let attach = [c.attached, c.detached, c.attach_refused, c.attach_timed_out];
+        if attach.iter().any(|&n| n > 0) {
+            let _ = writeln!(
+                s,
+                "attached processes: joined {} | left {} | refused {} | timed out {}",
+                attach[0], attach[1], attach[2], attach[3]
+            );
+        }
         let admin = [c.admin_evicted, c.admin_timed_out, c.admin_refused];
         if admin.iter().any(|&n| n > 0) {
             let _ = writeln!(

@@ -16,6 +16,7 @@
 //! Pure: no I/O. See docs/wire-formats.md. The uwsgi packet codec for
 //! remote signals is in [`uwsgi`].
 
+pub(crate) mod attach;
 pub mod uwsgi;
 
 use serde::{Deserialize, Serialize};
@@ -192,6 +193,12 @@ impl Decoder {
         }
     }
 
+    /// Bytes that came before the channel was set up (frames a client sent
+    /// right after its hello): they are decoded first.
+    pub(crate) fn preload(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
     /// Whether a whole message is waiting (the consumer stopped early).
     pub(crate) fn has_message(&self) -> Result<bool, Error> {
         Ok(self.pending.len() >= FRAME_LEN
@@ -270,6 +277,9 @@ pub(crate) enum Request {
     /// A process set a user harakiri for the first time in the group: the
     /// master starts checking deadlines.
     UserHarakiri,
+    /// An attached process has registered its handlers: deliveries may
+    /// start (nothing is written to an attach slot before).
+    Ready,
 }
 
 /// The master's answer to a [`Request`].

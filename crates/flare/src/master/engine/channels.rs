@@ -41,7 +41,7 @@ impl Engine {
                         // The child closed its end: it is exiting; reaping
                         // does the rest.
                         self.buf = buf;
-                        self.drop_conns(slot);
+                        self.lost_channel(slot, "it closed its channel");
                         return;
                     }
                     Ok(Some(n)) => n,
@@ -58,7 +58,7 @@ impl Engine {
                         } else {
                             tracing::warn!("{}: channel read failed: {e}", self.procs[slot].id);
                         }
-                        self.drop_conns(slot);
+                        self.lost_channel(slot, "its channel broke");
                         return;
                     }
                 }
@@ -76,8 +76,21 @@ impl Engine {
                 c.decoder = decoder;
             }
             if let Err(e) = fed {
-                tracing::error!("{}: {e}; killing it", self.procs[slot].id);
-                self.procs[slot].life.doom();
+                if self.procs[slot].attached.is_some() {
+                    tracing::error!("{}: {e}; closing its channel", self.procs[slot].id);
+                    self.detach(slot, "it broke the channel protocol");
+                } else {
+                    tracing::error!("{}: {e}; killing it", self.procs[slot].id);
+                    self.procs[slot].life.doom();
+                }
+                return;
+            }
+            if self.replies_unread(slot) {
+                tracing::error!(
+                    "{}: leaves its replies unread; closing its channel",
+                    self.procs[slot].id
+                );
+                self.detach(slot, "it did not read its replies");
                 return;
             }
         }
@@ -92,6 +105,9 @@ impl Engine {
                 // Channel A (handlers) is never made to wait.
                 let sender = (chan == Channel::Threads).then_some(Sender::Child(slot));
                 return self.raise(num, Origin::Process(me), sender).throttle;
+            }
+            Msg::Frame(Frame::Ack { seq }) if self.frames_only(slot) => {
+                self.frames_only_ack(slot, seq);
             }
             Msg::Frame(Frame::Ack { seq }) => self.d.ack(slot, seq),
             Msg::Payload {
@@ -168,12 +184,28 @@ impl Engine {
                     }
                 }
             }
-            Request::RemoveSource { id } => match self.sources.remove(crate::SourceId(id)) {
-                Ok(()) => Reply::Ok,
-                Err(e) => Reply::refused(e),
-            },
+            Request::RemoveSource { id } => {
+                match self.sources.remove(crate::SourceId(id), Owner::Child(slot)) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => Reply::refused(e),
+                }
+            }
             // The shared flag is set; the next turn checks deadlines.
             Request::UserHarakiri => Reply::Ok,
+            Request::Ready => {
+                self.attached_ready(slot);
+                Reply::Ok
+            }
+        }
+    }
+
+    /// A channel closed or broke: a forked child is reaped when it exits;
+    /// an attached process has left.
+    fn lost_channel(&mut self, slot: Slot, why: &str) {
+        if self.procs[slot].attached.is_some() {
+            self.detach(slot, why);
+        } else {
+            self.drop_conns(slot);
         }
     }
 
@@ -214,7 +246,8 @@ impl Engine {
         self.d.take_dirty(&mut dirty);
         for &s in &dirty {
             let p = &mut self.procs[s];
-            let deliver = p.life.takes_deliveries();
+            // An attached process gets deliveries once it said `Ready`.
+            let deliver = p.life.takes_deliveries() && p.life.alive();
             let mut failed = None;
             if let Some(a) = p.a.as_mut() {
                 if let Err(e) = a.flush(self.d.queue_mut(s), deliver) {
@@ -228,7 +261,7 @@ impl Engine {
             }
             if let Some(e) = failed {
                 tracing::debug!("{}: channel write failed: {e}", p.id);
-                self.drop_conns(s);
+                self.lost_channel(s, "its channel broke");
             }
         }
         self.to_write = dirty;

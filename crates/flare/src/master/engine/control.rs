@@ -116,6 +116,11 @@ impl Engine {
 
     fn cheap(&mut self, p: ProcId) -> Result<String, String> {
         let s = self.worker_slot(p)?;
+        if self.topo.is_attach_slot(s) {
+            return Err(format!(
+                "{p} is an attach slot: flare does not stop processes it did not start;                  pause it, or stop it through the server that started it"
+            ));
+        }
         if self.procs[s].life.cheaped() {
             return Ok(format!("{p} was already cheaped"));
         }
@@ -132,6 +137,9 @@ impl Engine {
 
     fn uncheap(&mut self, p: ProcId) -> Result<String, String> {
         let s = self.worker_slot(p)?;
+        if self.topo.is_attach_slot(s) {
+            return Ok(format!("{p} is an attach slot: it is never cheaped"));
+        }
         match self.procs[s].life.uncheap() {
             Uncheap::NotCheaped => Ok(format!("{p} was not cheaped")),
             Uncheap::Kept => {
@@ -159,8 +167,9 @@ impl Engine {
                 self.reload_queue.len()
             ));
         }
+        // Attached processes are not flare's to restart.
         self.reload_queue = (0..self.procs.len())
-            .filter(|&s| self.procs[s].life.running())
+            .filter(|&s| self.procs[s].life.running() && !self.topo.is_attach_slot(s))
             .collect();
         let n = self.reload_queue.len();
         self.notify

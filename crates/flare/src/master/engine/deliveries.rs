@@ -668,6 +668,21 @@ impl Deliveries {
         self.credit_freed = true;
     }
 
+    /// Dead-letters everything queued for slot `s` (an attach slot whose
+    /// hold ran out with nobody back in it); returns how many. Each is
+    /// counted; the caller logs one line for all.
+    pub(super) fn dead_letter_slot(&mut self, s: Slot) -> usize {
+        let q = &mut self.slots[s];
+        q.partial = 0;
+        let gone: Vec<Delivery> = q.inflight.drain(..).chain(q.outbox.drain(..)).collect();
+        self.views[s].load = self.slots[s].load();
+        for d in &gone {
+            self.count(DeliveryEvent::DeadLettered, d.num, Some(s));
+            self.settle(d.origin);
+        }
+        gone.len()
+    }
+
     // ---- the end ---------------------------------------------------------
 
     /// Counts what is still queued as pending at exit; returns the totals,
@@ -702,6 +717,7 @@ mod tests {
     fn deliveries(opts: Options) -> Deliveries {
         let topo = Arc::new(Topology {
             workers: 2,
+            attached: 0,
             mules: 1,
             spoolers: 0,
             farms: Vec::new(),

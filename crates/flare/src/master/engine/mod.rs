@@ -27,6 +27,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
+mod attached;
 mod channels;
 mod control;
 mod deliveries;
@@ -37,6 +38,7 @@ mod supervisor;
 mod token;
 
 use super::admin::{Admin, Kind};
+use super::attach::Attach;
 use super::conn::Conn;
 use super::remote::Remote;
 use super::sources::{Sources, unix_now};
@@ -51,7 +53,7 @@ use crate::shm::Shm;
 use crate::topology::{ProcId, Slot, Topology};
 use deliveries::{Deliveries, Outcome, Sender};
 use supervisor::Life;
-pub(super) use token::{ADMIN_BASE, REMOTE_BASE};
+pub(super) use token::{ADMIN_BASE, ATTACH_BASE, REMOTE_BASE};
 use token::{Channel, Endpoint};
 
 /// Reads of one channel per loop turn, so one busy child cannot starve the
@@ -90,6 +92,11 @@ struct Proc {
     spawned_unix: u64,
     /// Handled count at the last stats document (for delta_requests).
     last_requests: u64,
+    /// The process that attached to this slot, while it is there.
+    attached: Option<attached::Joined>,
+    /// When the last attached process left (its deliveries wait for the
+    /// next one until the hold runs out).
+    left_at: Option<Instant>,
 }
 
 impl Proc {
@@ -125,6 +132,13 @@ enum Phase {
     },
     /// SIGKILL sent.
     Killing,
+}
+
+/// The endpoints bound by `build()`, each optional.
+pub(super) struct Endpoints {
+    pub(super) remote: Option<Remote>,
+    pub(super) admin: Option<Admin>,
+    pub(super) attach: Option<Attach>,
 }
 
 pub(super) struct Engine {
@@ -176,6 +190,8 @@ pub(super) struct Engine {
     started_unix: u64,
     /// systemd readiness, reload, stop and watchdog messages.
     notify: super::notify::Notifier,
+    /// The attach socket.
+    attach: Option<Attach>,
 }
 
 impl Engine {
@@ -185,9 +201,13 @@ impl Engine {
         opts: Options,
         shm: Shm,
         setup: Setup,
-        remote: Option<Remote>,
-        admin: Option<Admin>,
+        endpoints: Endpoints,
     ) -> Result<Engine> {
+        let Endpoints {
+            remote,
+            admin,
+            attach,
+        } = endpoints;
         let mut mask = SigSet::empty();
         for s in [
             Signal::SIGCHLD,
@@ -227,6 +247,10 @@ impl Engine {
                 Endpoint::MetricsListener.token(),
             )?;
         }
+        let mut attach = attach;
+        if let Some(a) = attach.as_mut() {
+            a.register(poll.registry(), Endpoint::AttachListener.token())?;
+        }
         let n = topo.slots();
         let now = Instant::now();
         let procs = (0..n)
@@ -239,12 +263,18 @@ impl Engine {
                 b_paused: false,
                 spawned_at: now,
                 quick_deaths: 0,
-                life: Life::default(),
+                life: if topo.is_attach_slot(s) {
+                    Life::vacant()
+                } else {
+                    Life::default()
+                },
                 timeouts: 0,
                 stalls: 0,
                 progress: (0, now),
                 spawned_unix: 0,
                 last_requests: 0,
+                attached: None,
+                left_at: None,
             })
             .collect();
         let busy = BusyPoll::new(opts.busy_poll);
@@ -281,6 +311,7 @@ impl Engine {
             started: now,
             started_unix: super::sources::unix_now() as u64,
             notify: super::notify::Notifier::from_env(now),
+            attach,
             topo,
         })
     }
@@ -298,10 +329,21 @@ impl Engine {
         self.sources.start(Instant::now());
         self.watch_inotify();
         for s in 0..self.procs.len() {
-            self.spawn(s)?;
+            if !self.topo.is_attach_slot(s) {
+                self.spawn(s)?;
+            }
         }
-        let n = self.procs.len();
+        let n = self.procs.len() - self.topo.attached as usize;
         let what = if n == 1 { "process" } else { "processes" };
+        if let Some(a) = &self.attach {
+            tracing::info!(
+                "attach socket on {}: {} slots (worker{} to worker{})",
+                a.addr(),
+                self.topo.attached,
+                self.topo.attach_slots().start + 1,
+                self.topo.attach_slots().end
+            );
+        }
         self.notify.ready(&format!("{n} {what} up"));
         for num in std::mem::take(&mut self.raised_before_run) {
             self.raise(num, Origin::Process(ProcId::MASTER), None);
@@ -343,6 +385,7 @@ impl Engine {
             self.read_all();
             self.serve_remote();
             self.serve_admin();
+            self.serve_attach();
             self.advance_control();
             if self.phase == Phase::Running {
                 self.settle_sources();
@@ -350,6 +393,9 @@ impl Engine {
                 self.raise_sourced(due);
             }
             self.fire_respawns();
+            if self.topo.attached > 0 {
+                self.expire_holds(Instant::now());
+            }
             self.watch();
             self.d.dispatch_pools(Instant::now());
             self.wake_senders();
@@ -370,6 +416,16 @@ impl Engine {
             Endpoint::StatsListener => self.accept_admin(Kind::Stats),
             Endpoint::ControlListener => self.accept_admin(Kind::Control),
             Endpoint::MetricsListener => self.accept_admin(Kind::Metrics),
+            Endpoint::AttachListener => {
+                if let Some(a) = self.attach.as_mut() {
+                    a.accept(self.poll.registry(), Instant::now());
+                }
+            }
+            Endpoint::AttachConn(t) => {
+                if let Some(a) = self.attach.as_mut() {
+                    a.ready(t);
+                }
+            }
             Endpoint::Inotify => {
                 let due = self.sources.on_file_events(Instant::now());
                 if self.phase == Phase::Running {
@@ -411,6 +467,7 @@ impl Engine {
         if busy
             || self.remote.as_ref().is_some_and(Remote::any_input)
             || self.admin.as_ref().is_some_and(Admin::any_input)
+            || self.attach.as_ref().is_some_and(Attach::any_input)
         {
             return Some(Duration::ZERO);
         }
@@ -447,6 +504,12 @@ impl Engine {
             }
         }
         if let Some(t) = self.admin.as_ref().and_then(Admin::next_sweep) {
+            at(t);
+        }
+        if let Some(t) = self.attach.as_ref().and_then(Attach::next_sweep) {
+            at(t);
+        }
+        if let Some(t) = self.next_hold_expiry() {
             at(t);
         }
         if let Some(t) = self.notify.deadline() {

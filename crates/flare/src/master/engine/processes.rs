@@ -45,6 +45,10 @@ impl Engine {
         if let Some(a) = &self.admin {
             fds.extend(a.fds());
         }
+        if let Some(a) = &self.attach {
+            fds.extend(a.fds());
+        }
+        fds.extend(self.shm.fd().map(AsRawFd::as_raw_fd));
         fds.extend(self.sources.fd());
         fds
     }
@@ -122,6 +126,12 @@ impl Engine {
     }
 
     pub(super) fn kill_doomed(&mut self) {
+        // An attached process is not killed: its channel is closed.
+        for s in self.topo.attach_slots() {
+            if self.procs[s].life.doomed() && self.procs[s].attached.is_some() {
+                self.detach(s, "it broke the channel protocol");
+            }
+        }
         for p in &mut self.procs {
             if p.life.doomed() {
                 if let Some(pid) = p.pid {

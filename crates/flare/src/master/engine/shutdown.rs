@@ -28,6 +28,8 @@ impl Engine {
                 if let Some(a) = self.admin.as_mut() {
                     a.shut(self.poll.registry());
                 }
+                // Nobody new joins (the socket file goes with it).
+                self.attach = None;
                 self.reload_queue.clear();
                 self.reload_current = None;
                 for s in 0..self.procs.len() {
@@ -47,6 +49,7 @@ impl Engine {
     }
 
     pub(super) fn terminate(&mut self, now: Instant) {
+        self.detach_all("the master is shutting down");
         self.kill_all(Signal::SIGTERM);
         self.phase = Phase::Terminating {
             deadline: now + self.opts.kill_timeout,

@@ -113,6 +113,7 @@ impl Engine {
             ProcState::Cheaped => "cheap".to_owned(),
             ProcState::Paused => "pause".to_owned(),
             ProcState::Respawning => "respawning".to_owned(),
+            ProcState::Vacant => "vacant".to_owned(),
             ProcState::Stopped => "stopped".to_owned(),
             ProcState::Running => match current_signal {
                 Some(n) => format!("sig{n}"),

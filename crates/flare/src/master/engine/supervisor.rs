@@ -62,6 +62,9 @@ enum Stage {
     Killed { after: After },
     /// Cheaped and gone: not respawned until uncheaped.
     Cheaped,
+    /// An attach slot nobody holds (none joined yet, or the last process
+    /// left longer ago than the hold time).
+    Vacant,
 }
 
 /// One slot's life: its stage and whether the control endpoint paused it.
@@ -115,7 +118,27 @@ impl Default for Life {
 impl Life {
     /// Whether a process runs in the slot (killed ones until reaped).
     pub(super) fn alive(&self) -> bool {
-        !matches!(self.stage, Stage::Dead | Stage::Cheaped)
+        !matches!(self.stage, Stage::Dead | Stage::Cheaped | Stage::Vacant)
+    }
+
+    /// An attach slot before anyone joins it.
+    pub(super) fn vacant() -> Life {
+        Life {
+            stage: Stage::Vacant,
+            paused: false,
+        }
+    }
+
+    /// The attach slot's hold ran out with nobody back in it.
+    pub(super) fn vacate(&mut self) {
+        if self.stage == Stage::Dead {
+            self.stage = Stage::Vacant;
+        }
+    }
+
+    /// Whether it is an attach slot nobody holds.
+    pub(super) fn is_vacant(&self) -> bool {
+        self.stage == Stage::Vacant
     }
 
     fn after(&self) -> After {
@@ -123,7 +146,7 @@ impl Life {
             Stage::Stopping { why, .. } => why.into(),
             Stage::Doomed { after } | Stage::Killed { after } => after,
             Stage::Cheaped => After::Cheap,
-            Stage::Dead | Stage::Running => After::Respawn,
+            Stage::Dead | Stage::Running | Stage::Vacant => After::Respawn,
         }
     }
 
@@ -170,6 +193,8 @@ impl Life {
             ProcState::Stopped
         } else if self.cheaped() {
             ProcState::Cheaped
+        } else if self.is_vacant() {
+            ProcState::Vacant
         } else if !self.alive() {
             ProcState::Respawning
         } else if self.paused || self.reloading() {
@@ -239,6 +264,7 @@ impl Life {
                 term_sent: None,
             },
             Stage::Dead | Stage::Cheaped => Stage::Cheaped,
+            Stage::Vacant => Stage::Vacant,
             Stage::Doomed { .. } => Stage::Doomed {
                 after: After::Cheap,
             },

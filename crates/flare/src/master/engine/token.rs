@@ -10,6 +10,9 @@ use crate::topology::Slot;
 pub(in crate::master) const REMOTE_BASE: usize = 1 << 24;
 /// First token of the stats and control connections.
 pub(in crate::master) const ADMIN_BASE: usize = 2 << 24;
+/// First token of the connections to the attach socket whose hello is not
+/// in yet.
+pub(in crate::master) const ATTACH_BASE: usize = 3 << 24;
 /// First token of the child channels: two per slot.
 const CHILD_BASE: usize = 16;
 
@@ -39,12 +42,16 @@ pub(super) enum Endpoint {
     ControlListener,
     /// The metrics (Prometheus) listener.
     MetricsListener,
+    /// The attach socket.
+    AttachListener,
     /// A child's channel.
     Child(Slot, Channel),
     /// A remote connection (its token, for the remote listener's slab).
     RemoteConn(Token),
     /// A stats or control connection (its token, for the admin slab).
     AdminConn(Token),
+    /// A connection to the attach socket, before its hello is in.
+    AttachConn(Token),
 }
 
 impl Endpoint {
@@ -57,10 +64,11 @@ impl Endpoint {
             Endpoint::StatsListener => 3,
             Endpoint::ControlListener => 4,
             Endpoint::MetricsListener => 5,
+            Endpoint::AttachListener => 6,
             Endpoint::Child(slot, chan) => {
                 CHILD_BASE + slot * 2 + usize::from(chan == Channel::Threads)
             }
-            Endpoint::RemoteConn(t) | Endpoint::AdminConn(t) => t.0,
+            Endpoint::RemoteConn(t) | Endpoint::AdminConn(t) | Endpoint::AttachConn(t) => t.0,
         })
     }
 
@@ -73,6 +81,7 @@ impl Endpoint {
             3 => Endpoint::StatsListener,
             4 => Endpoint::ControlListener,
             5 => Endpoint::MetricsListener,
+            6 => Endpoint::AttachListener,
             t @ CHILD_BASE..REMOTE_BASE => {
                 let i = t - CHILD_BASE;
                 let chan = if i % 2 == 0 {
@@ -83,7 +92,8 @@ impl Endpoint {
                 Endpoint::Child(i / 2, chan)
             }
             REMOTE_BASE..ADMIN_BASE => Endpoint::RemoteConn(token),
-            ADMIN_BASE.. => Endpoint::AdminConn(token),
+            ADMIN_BASE..ATTACH_BASE => Endpoint::AdminConn(token),
+            ATTACH_BASE.. => Endpoint::AttachConn(token),
             _ => return None,
         })
     }
@@ -106,6 +116,9 @@ mod tests {
             Endpoint::RemoteConn(Token(REMOTE_BASE + 4095)),
             Endpoint::AdminConn(Token(ADMIN_BASE)),
             Endpoint::AdminConn(Token(ADMIN_BASE + 63)),
+            Endpoint::AttachListener,
+            Endpoint::AttachConn(Token(ATTACH_BASE)),
+            Endpoint::AttachConn(Token(ATTACH_BASE + 63)),
         ];
         for slot in [0, 1, 4095] {
             for chan in [Channel::Dispatcher, Channel::Threads] {
@@ -119,6 +132,6 @@ mod tests {
         tokens.sort_unstable();
         tokens.dedup();
         assert_eq!(tokens.len(), all.len(), "no two endpoints share a token");
-        assert_eq!(Endpoint::of(Token(6)), None);
+        assert_eq!(Endpoint::of(Token(7)), None);
     }
 }
