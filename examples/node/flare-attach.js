@@ -5,12 +5,15 @@
 //   const { attach } = require("./flare-attach");
 //   const w = await attach("/run/app/flare.attach");       // or "@name"
 //   await w.register(17, "workers", (num, origin) => console.log("got", num));
+//   await w.ready();                  // deliveries start now
 //   w.raise(18);
 //
 // Run as a program it is the example the tests start:
-//   node flare-attach.js SOCKET [--register NUM:TARGET]... [--raise NUM]...
-// It prints one line per event (ATTACHED, REGISTERED, RAN, RAISED) and
-// leaves when its stdin closes.
+//   node flare-attach.js SOCKET [--register NUM:TARGET]... [--timer NUM:SECS]...
+//                               [--raise NUM]...
+// It registers, says Ready, raises, then prints one line per event
+// (ATTACHED, REGISTERED, SOURCE, READY, RAN, RAISED); "raise N" on stdin raises
+// again; it leaves when its stdin closes.
 "use strict";
 const net = require("net");
 
@@ -48,7 +51,8 @@ class Worker {
   }
 
   // Registers `fn` for signal `num` on `target` ("workers", "worker", ...).
-  // The handler is installed first: the master may route at once.
+  // The handler is installed first: the master may route at once (after
+  // ready(); before it, nothing is delivered).
   async register(num, target, fn) {
     this.handlers.set(num, fn);
     const reply = await this.request({ Register: { num, target } });
@@ -67,6 +71,13 @@ class Worker {
     });
     if (!reply || reply.Source === undefined) throw new Error(`add timer: ${JSON.stringify(reply)}`);
     return reply.Source;
+  }
+
+  // Tells the master that the handlers are in place: deliveries start
+  // (signals already waiting for this slot come first).
+  async ready() {
+    const reply = await this.request("Ready");
+    if (reply !== "Ok") throw new Error(`ready: ${JSON.stringify(reply)}`);
   }
 
   // Raises signal `num`: the master routes it by its registered target.
@@ -162,7 +173,7 @@ module.exports = { attach };
 async function main(argv) {
   const path = argv[0];
   if (!path) {
-    console.error("usage: node flare-attach.js SOCKET [--register NUM:TARGET]... [--raise NUM]...");
+    console.error("usage: node flare-attach.js SOCKET [--register NUM:TARGET]... [--timer NUM:SECS]... [--raise NUM]...");
     process.exit(2);
   }
   let w;
@@ -179,9 +190,17 @@ async function main(argv) {
       const [num, target] = val.split(":");
       await w.register(Number(num), target, (n, origin) => console.log(`RAN ${n} origin=${origin}`));
       console.log(`REGISTERED ${num} ${target}`);
-    } else if (opt === "--raise") {
-      w.raise(Number(val));
-      console.log(`RAISED ${val}`);
+    } else if (opt === "--timer") {
+      const [num, secs] = val.split(":");
+      console.log(`SOURCE ${await w.addTimer(Number(num), Number(secs))}`);
+    }
+  }
+  await w.ready();
+  console.log("READY");
+  for (let i = 1; i < argv.length; i += 2) {
+    if (argv[i] === "--raise") {
+      w.raise(Number(argv[i + 1]));
+      console.log(`RAISED ${argv[i + 1]}`);
     }
   }
   // Commands on stdin: "raise N"; EOF leaves.
