@@ -79,8 +79,9 @@ def attach(path: Optional[str] = None) -> Tuple[str, int, int]:
     at import or in the lifespan startup under uvicorn and granian. A second
     call in the same process returns the same answer; a process forked from
     an attached one is not attached (it may attach itself). Raises
-    ``OSError`` when the socket cannot be reached, ``RuntimeError`` when the
-    master refuses (the reason included). See docs/attach.md."""
+    ``ConnectionError`` when nothing listens at ``path`` or the master
+    refuses (every slot taken, a uid it does not admit: its reason is in
+    the message). See docs/attach.md."""
     return _core.attach(path)
 
 

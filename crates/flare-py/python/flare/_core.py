@@ -44,7 +44,7 @@ class Recorded(NamedTuple):
 _group = False
 # The pid that attached, 0 when none: only that process is the member.
 _attached_pid = 0
-_attached_info: Optional[Tuple[str, int, int, int]] = None
+_attached_info: Optional[Tuple[str, int, int, int]] = None  # role, id, pid, master pid
 _recorded: List[Recorded] = []
 # Numbers handed out by reserve() outside a group (Signal() / get_free_signal).
 _reserved: set = set()
@@ -114,14 +114,31 @@ def attach(path: Optional[str] = None) -> Tuple[str, int, int]:
             raise RuntimeError(
                 "flare.attach() in a flare group's own process: its master and children are members already"
             )
-        role, wid, pid, master_pid = _flare.attach(path)
-        _attached_pid = os.getpid()
-        _attached_info = (role, wid, pid, master_pid)
         from . import uwsgi as compat
 
-        compat._configure_attached(master_pid)
+        def on_ready() -> None:
+            # A member now, not yet delivered to: what was recorded is
+            # registered before the first signal comes.
+            global _attached_pid
+            _attached_pid = os.getpid()
+            _replay()
+
+        try:
+            role, wid, pid = _flare.attach(path, on_ready)
+        except BaseException:
+            _attached_pid = 0
+            raise
+        _attached_info = (role, wid, pid, 0)
+        compat._configure_attached(0)
         sys.modules["uwsgi"] = compat
-        _replay()
+        # This process just became a worker: what runs in every worker
+        # after its fork under uWSGI runs now (uwsgidecorators' @postfork,
+        # flare.at_fork).
+        hook = getattr(compat, "post_fork_hook", None)
+        import flare
+
+        for f in list(flare._post_fork) + ([hook] if callable(hook) else []):
+            f()
         return (role, wid, pid)
 
 

@@ -51,7 +51,7 @@ def main():
         print("NOPATH", "FLARE_ATTACH" in str(e))
     try:
         flare.attach("/nonexistent/flare.attach")
-    except OSError as e:
+    except ConnectionError as e:
         print("UNREACHABLE", "/nonexistent/flare.attach" in str(e))
     print("WHOAMI", flare.whoami())
     return 0
