@@ -215,7 +215,11 @@ def test_gunicorn_sync_workers_join_the_group(tmp_path):
             logs=logs,
         )
         ticks = [at for w, _, _, at in events(tmp_path) if w == "tick" and t0 < at <= t0 + 10]
-        print(f"ticks in the 10 s window: {len(ticks)}; workers reach: {len(reach1)}, then {len(set(reach2[4:]))}")
+        print(
+            f"gunicorn: ticks in the 10 s window: {len(ticks)}; workers reach: {len(reach1)}, then "
+            f"{len(set(reach2[4:]))}; killed worker{first[victim]} (pid {victim}), "
+            f"its successor (pid {newcomer}) attached as worker{again[newcomer]}"
+        )
         assert 8 <= len(ticks) <= 12, ticks
         tick_workers = {pid for w, _, pid, _ in events(tmp_path) if w == "tick"}
         assert len(tick_workers) >= 2, "the timer ran in one worker only: it is not pooled"
@@ -240,8 +244,8 @@ def test_gunicorn_sync_workers_join_the_group(tmp_path):
     assert summary["counters"]["redelivered"] >= 1, summary["counters"]
 
 
-def check_asgi(tmp_path, server_name, *args, env=None):
-    """2 ASGI workers: both attach; the timer runs once per period across
+def check_two_workers(tmp_path, server_name, *args, env=None):
+    """2 web workers: both attach; the timer runs once per period across
     them; a `workers` signal raised in a request reaches both."""
     group = Group(tmp_path, "--attach-workers", "4")
     server = None
@@ -288,12 +292,21 @@ def _served(server):
 
 @pytest.mark.skipif(not have("uvicorn"), reason="uvicorn is not installed (.ci/run installs it)")
 def test_uvicorn_workers_attach_at_import(tmp_path):
-    check_asgi(tmp_path, "uvicorn", "--workers", "2", "--port", "PORT", "attach_asgi:app")
+    check_two_workers(tmp_path, "uvicorn", "--workers", "2", "--port", "PORT", "attach_asgi:app")
 
 
 @pytest.mark.skipif(not have("granian"), reason="granian is not installed (.ci/run installs it)")
 def test_granian_workers_attach_in_lifespan_startup(tmp_path):
-    check_asgi(
+    check_two_workers(
         tmp_path, "granian", "--interface", "asgi", "--workers", "2", "--port", "PORT", "attach_asgi:app",
         env={"FLARE_ATTACH_AT": "lifespan"},
+    )
+
+
+@pytest.mark.skipif(not have("gunicorn"), reason="gunicorn is not installed (.ci/run installs it)")
+def test_gunicorn_gthread_workers_join_the_group(tmp_path):
+    # Without --preload: the app is imported in each worker, after the fork.
+    check_two_workers(
+        tmp_path, "gunicorn", "-k", "gthread", "--threads", "4", "-w", "2", "-b", "127.0.0.1:PORT",
+        "-c", str(APPS / "attach_gunicorn_conf.py"), "attach_wsgi:application",
     )
