@@ -244,7 +244,7 @@ def test_gunicorn_sync_workers_join_the_group(tmp_path):
     assert summary["counters"]["redelivered"] >= 1, summary["counters"]
 
 
-def check_two_workers(tmp_path, server_name, *args, env=None):
+def check_two_workers(tmp_path, server_name, *args, env=None, uwsgiconf=False):
     """2 web workers: both attach; the timer runs once per period across
     them; a `workers` signal raised in a request reaches both."""
     group = Group(tmp_path, "--attach-workers", "4")
@@ -263,6 +263,14 @@ def check_two_workers(tmp_path, server_name, *args, env=None):
             logs=logs,
         )
         assert reach == set(first), (reach, first)
+        if uwsgiconf:
+            # uwsgiconf's Signal(19).register_handler(target="workers").
+            server.get("/raise/19")
+            wait_until(
+                "signal 19 (uwsgiconf) in both workers",
+                lambda: {pid for w, _, pid, _ in events(tmp_path) if w == "uwsgiconf"} == set(first),
+                logs=logs,
+            )
         # 4 s counted once a later tick was seen: ~4 firings, not ~8.
         wait_until(
             "a tick after the 4 s window",
@@ -308,5 +316,5 @@ def test_gunicorn_gthread_workers_join_the_group(tmp_path):
     # Without --preload: the app is imported in each worker, after the fork.
     check_two_workers(
         tmp_path, "gunicorn", "-k", "gthread", "--threads", "4", "-w", "2", "-b", "127.0.0.1:PORT",
-        "-c", str(APPS / "attach_gunicorn_conf.py"), "attach_wsgi:application",
+        "-c", str(APPS / "attach_gunicorn_conf.py"), "attach_wsgi:application", uwsgiconf=True,
     )

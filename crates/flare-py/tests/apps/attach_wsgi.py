@@ -1,5 +1,6 @@
 """A WSGI app written for uWSGI, unmodified: uwsgidecorators for a timer
-and two signals, uwsgi.signal() from a request. Run by gunicorn next to
+and two signals, uwsgiconf.runtime for a third, uwsgi.signal() from a
+request. Run by gunicorn next to
 `python -m flare --attach`; every event is one line in
 $FLARE_TEST_DIR/events.txt ("what worker_id pid time")."""
 
@@ -7,6 +8,7 @@ import os
 import time
 
 import uwsgi
+from uwsgiconf.runtime.signals import Signal as UwsgiconfSignal
 from uwsgidecorators import signal, timer
 
 EVENTS = os.path.join(os.environ["FLARE_TEST_DIR"], "events.txt")
@@ -39,6 +41,12 @@ def pooled(num):
     log("pool-start")
     time.sleep(0.2)
     log("pool-done")
+
+
+@UwsgiconfSignal(19).register_handler(target="workers")
+def through_uwsgiconf(*_):
+    # uwsgiconf.runtime, unmodified, on the same uwsgi module.
+    log("uwsgiconf")
 
 
 def application(environ, start_response):
