@@ -70,7 +70,12 @@ def group_built() -> None:
 
 def is_member() -> bool:
     """Whether calls go to the native core here."""
-    return _group or (_attached_pid != 0 and _attached_pid == os.getpid())
+    return _group or is_attached()
+
+
+def is_attached() -> bool:
+    """Whether this very process joined a group through its attach socket."""
+    return _attached_pid != 0 and _attached_pid == os.getpid()
 
 
 def recorded() -> List[Recorded]:

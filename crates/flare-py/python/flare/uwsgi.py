@@ -194,8 +194,13 @@ def stop() -> None:
 
 def reload() -> None:
     """Restarts every child, one at a time (SIGHUP to the master)."""
-    if not _master_pid or not _core.is_member():
+    if not _core.is_member():
         raise _core.NotInGroup("uwsgi.reload(): this process is not in a flare group")
+    if not _master_pid:
+        raise RuntimeError(
+            "uwsgi.reload() from an attached worker: it does not know the master's pid; "
+            "use the control socket (flare ctl PATH reload)"
+        )
     os.kill(_master_pid, _os_signal.SIGHUP)
 
 
@@ -217,6 +222,10 @@ def mule_msg(message: Any, mule: Any = None) -> bool:
     message and returns False); ``ValueError`` for a message larger than
     ``--mule-msg-size`` (64 KiB) or an unknown mule or farm."""
     data = _message(message)
+    if _core.is_attached():
+        raise ValueError(
+            "mule messages are not passed to attached workers; raise a signal for a mule instead"
+        )
     if _mules < 1:
         raise ValueError("no mule configured")
     if isinstance(mule, str):
