@@ -169,6 +169,17 @@ def test_gunicorn_sync_workers_join_the_group(tmp_path):
         )
         assert reach1 == set(first), (reach1, first)
 
+        # A process forked by an attached worker is not a member: its send()
+        # says so (worker id 0 in it), and the worker is still one.
+        body = server.get("/fork")
+        forked = wait_until(
+            "the forked process's attempt",
+            lambda: [(w, wid) for w, wid, _, _ in events(tmp_path) if w.startswith("forked")],
+            logs=logs,
+        )
+        assert forked == [("forked-refused", 0)], forked
+        assert int(body.split()[1]) in slots, body
+
         # 40 pool signals (target `worker`); kill a worker while it runs one.
         server.get("/raise/18/40")
         victim = wait_until(

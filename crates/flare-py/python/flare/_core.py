@@ -163,6 +163,12 @@ def _replay() -> None:
 def _lazy_attach(what: str) -> None:
     """``send()`` outside a group: joins first when FLARE_ATTACH says where,
     else a clear error."""
+    if _attached_pid and _attached_pid != os.getpid():
+        raise NotInGroup(
+            f"{what}: this process was forked from an attached worker (pid {_attached_pid}), "
+            f"which is the member, not this process; raise it there, or through the group's "
+            f"remote socket (Signal(n).send(remote=ADDR))"
+        )
     if os.environ.get("FLARE_ATTACH"):
         attach(None)
         return

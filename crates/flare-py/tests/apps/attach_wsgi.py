@@ -55,6 +55,17 @@ def application(environ, start_response):
         num, _, count = path[len("/raise/"):].partition("/")
         for _ in range(int(count or 1)):
             uwsgi.signal(int(num))
+    if path == "/fork":
+        # A process forked from an attached worker is not a member.
+        child = os.fork()
+        if child == 0:
+            try:
+                uwsgi.signal(17)
+                log("forked-sent")
+            except Exception as e:
+                log("forked-refused" if "forked from an attached worker" in str(e) else "forked-other")
+            os._exit(0)
+        os.waitpid(child, 0)
     body = f"worker {uwsgi.worker_id()} pid {os.getpid()}\n".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
