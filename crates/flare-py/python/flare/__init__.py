@@ -76,9 +76,10 @@ def attach(path: Optional[str] = None) -> Tuple[str, int, int]:
     handlers run on flare's dispatcher thread. Call it in the process that
     is to be the member, after any fork: gunicorn's ``post_worker_init``
     (``from flare.gunicorn import post_worker_init`` in gunicorn.conf.py),
-    at import or in the lifespan startup under uvicorn and granian. A second
-    call in the same process returns the same answer; a process forked from
-    an attached one is not attached (it may attach itself). Raises
+    after the app's registrations (end of its import, or the lifespan
+    startup) under uvicorn and granian. A second call in the same process
+    returns the same answer; a process forked from an attached one is not
+    a member (its ``send()`` raises ``NotInGroup``). Raises
     ``ConnectionError`` when nothing listens at ``path`` or the master
     refuses (every slot taken, a uid it does not admit: its reason is in
     the message). See docs/attach.md."""
