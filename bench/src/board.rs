@@ -1,5 +1,7 @@
 //! The board: a small area of shared memory that a flare node maps before
-//! `Master::build()`, so that every child inherits it through `fork()`.
+//! `Master::build()`, so that every child inherits it through `fork()`;
+//! it is a memory file, so an attached worker (started by the node, not
+//! forked by flare) maps it too, through `/proc/NODE/fd/N` ([`Board::path`]).
 //! Senders publish their send timestamps there and handlers their counts
 //! and handler-start times; the master reads it after `run()`.
 //!
@@ -9,7 +11,9 @@
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::sys::mman::{MapFlags, ProtFlags, mmap};
 use nix::time::{ClockId, clock_gettime};
 
 /// Word: the sender's timestamp of the current round (CLOCK_MONOTONIC ns).
@@ -50,13 +54,44 @@ pub enum Field {
 #[derive(Clone, Copy)]
 pub struct Board {
     words: &'static [AtomicU64],
+    /// Where another process opens the same memory.
+    fd: Option<&'static OwnedFd>,
 }
 
 impl Board {
     /// Maps a zeroed board shared with every process forked afterwards.
     pub fn map() -> std::io::Result<Board> {
+        let fd = nix::sys::memfd::memfd_create(
+            c"flare-bench-board",
+            nix::sys::memfd::MFdFlags::empty(),
+        )?;
+        nix::unistd::ftruncate(&fd, (WORDS * std::mem::size_of::<AtomicU64>()) as i64)?;
+        let fd: &'static OwnedFd = Box::leak(Box::new(fd));
         Ok(Board {
-            words: shared_words(WORDS)?,
+            words: shared_words(fd, WORDS)?,
+            fd: Some(fd),
+        })
+    }
+
+    /// The board's path for another process ([`Board::open`]).
+    pub fn path(self) -> Option<String> {
+        self.fd
+            .map(|fd| format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()))
+    }
+
+    /// Maps the board of another process from its [`Board::path`].
+    pub fn open(path: &str) -> std::io::Result<Board> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let len = file.metadata()?.len() as usize;
+        if len < WORDS * std::mem::size_of::<AtomicU64>() {
+            return Err(std::io::Error::other(format!("{path} is not a board")));
+        }
+        Ok(Board {
+            words: shared_words(&OwnedFd::from(file), WORDS)?,
+            fd: None,
         })
     }
 
@@ -116,25 +151,30 @@ pub fn now_ns() -> u64 {
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
-/// Maps `words` zeroed 64-bit atomics, shared with every process this one
-/// forks afterwards (an anonymous `MAP_SHARED` mapping). Never unmapped.
+/// Maps `words` 64-bit atomics of the memory file `fd` (at least that
+/// long), shared with every process that maps it, and every process this
+/// one forks afterwards. Never unmapped.
 #[allow(unsafe_code)]
-fn shared_words(words: usize) -> std::io::Result<&'static [AtomicU64]> {
+fn shared_words(fd: &OwnedFd, words: usize) -> std::io::Result<&'static [AtomicU64]> {
     let bytes = NonZeroUsize::new(words * std::mem::size_of::<AtomicU64>())
         .ok_or_else(|| std::io::Error::other("empty shared area"))?;
-    // SAFETY: mmap_anonymous with a null hint either fails or returns a
-    // fresh, page-aligned (so 8-byte aligned), zero-filled, readable and
-    // writable region of `bytes` bytes that aliases nothing else in this
-    // process. AtomicU64 has the size and alignment of u64 and all-zero is
-    // a valid value, so the region is a valid [AtomicU64; words]. It is
-    // never unmapped, so the 'static lifetime holds; other processes reach
-    // it only through atomic operations on the same words.
+    // SAFETY: mmap with a null hint either fails or returns a fresh,
+    // page-aligned (so 8-byte aligned), readable and writable mapping of
+    // `bytes` bytes of the file (the callers checked or set its length),
+    // aliasing nothing else in this process. The file holds zeroes or
+    // words written through these atomics; AtomicU64 has the size and
+    // alignment of u64 and every bit pattern is a valid value, so the
+    // region is a valid [AtomicU64; words]. It is never unmapped, so the
+    // 'static lifetime holds; other processes reach it only through atomic
+    // operations on the same words.
     unsafe {
-        let ptr = mmap_anonymous(
+        let ptr = mmap(
             None,
             bytes,
             ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
             MapFlags::MAP_SHARED,
+            fd.as_fd(),
+            0,
         )?;
         Ok(std::slice::from_raw_parts(
             ptr.as_ptr().cast::<AtomicU64>(),

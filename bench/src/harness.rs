@@ -33,11 +33,14 @@ pub enum Scenario {
     Resources,
     /// Remote signals through the uwsgi protocol.
     Remote,
+    /// Ping-pong and the largest burst with attached workers (processes
+    /// flare did not fork), beside the forked rows (flare only).
+    Attached,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::PingPong,
         Scenario::OneWay,
         Scenario::Burst,
@@ -46,6 +49,7 @@ impl Scenario {
         Scenario::Trickle,
         Scenario::Resources,
         Scenario::Remote,
+        Scenario::Attached,
     ];
 }
 
@@ -205,12 +209,19 @@ impl Harness {
 
     /// Runs `scenario` for every round, alternating flare and uWSGI.
     pub fn run(&mut self, scenario: Scenario) {
+        // Attached workers are flare's alone: no uWSGI or Python side.
+        let sides = if scenario == Scenario::Attached {
+            vec![Side::Flare]
+        } else {
+            self.sides()
+        };
         for round in 1..=self.plan.rounds {
-            for side in self.sides() {
+            for side in sides.clone() {
                 let started = Instant::now();
                 let outcome = match scenario {
-                    Scenario::PingPong => self.latency(side, false),
-                    Scenario::OneWay => self.latency(side, true),
+                    Scenario::PingPong => self.latency(side, NodeScenario::PingPong),
+                    Scenario::OneWay => self.latency(side, NodeScenario::OneWay),
+                    Scenario::Attached => self.attached(side),
                     Scenario::Burst => self.bursts(side),
                     Scenario::FanOut => self.fan_out(side),
                     Scenario::Pool => self.pool(side),
@@ -355,7 +366,9 @@ impl Harness {
 
     // ---- scenarios ----
 
-    fn latency(&mut self, side: Side, one_way: bool) -> Result<(), String> {
+    /// Ping-pong, one-way, or ping-pong with worker 1 attached.
+    fn latency(&mut self, side: Side, kind: NodeScenario) -> Result<(), String> {
+        let one_way = kind == NodeScenario::OneWay;
         let (n, warmup) = if one_way {
             self.plan.one_way
         } else {
@@ -365,11 +378,7 @@ impl Harness {
             return Err(format!("at most {} one-way rounds", board::MAX_SAMPLES));
         }
         let spec = Spec {
-            scenario: if one_way {
-                NodeScenario::OneWay
-            } else {
-                NodeScenario::PingPong
-            },
+            scenario: kind,
             n,
             warmup,
             workers: 1,
@@ -392,10 +401,10 @@ impl Harness {
         back.sort_unstable();
         s.sort_unstable();
         let r = &mut self.report;
-        let (sc, what) = if one_way {
-            ("one-way", "send to handler start")
-        } else {
-            ("ping-pong", "round trip")
+        let (sc, what) = match kind {
+            NodeScenario::OneWay => ("one-way", "send to handler start"),
+            NodeScenario::PingPongAttached => ("ping-pong attached", "round trip"),
+            _ => ("ping-pong", "round trip"),
         };
         r.check(
             side,
@@ -458,6 +467,18 @@ impl Harness {
         Ok(())
     }
 
+    /// The attached rows: ping-pong, and the largest burst to `workers`.
+    fn attached(&mut self, side: Side) -> Result<(), String> {
+        self.latency(side, NodeScenario::PingPongAttached)?;
+        let n = self.plan.bursts.iter().max().copied().unwrap_or(1_000_000);
+        self.flood(
+            side,
+            NodeScenario::BurstAttached,
+            &format!("burst {} attached", grouped(n)),
+            n,
+        )
+    }
+
     fn pool(&mut self, side: Side) -> Result<(), String> {
         let n = self.plan.pool;
         self.flood(side, NodeScenario::Pool, &format!("pool {}", grouped(n)), n)
@@ -480,7 +501,7 @@ impl Harness {
         let last = u64s(res, "last")?;
         let t0 = u64_at(res, "t0")?;
         let sender_done = u64_at(res, "sender_done")?;
-        let per_signal = if kind == NodeScenario::Burst {
+        let per_signal = if matches!(kind, NodeScenario::Burst | NodeScenario::BurstAttached) {
             u64::from(k)
         } else {
             1
@@ -1048,6 +1069,38 @@ impl Harness {
             _ => None,
         };
         judge(r, "ping-pong p50 <= 0.5x uWSGI", outcome);
+        let a = med(r, Side::Flare, "ping-pong attached", "round trip p50");
+        let outcome = match (a, f) {
+            (Some(a), Some(f)) if f > 0.0 => Some((
+                a <= 1.5 * f,
+                format!("attached {a:.1} µs, forked {f:.1} µs: {:.2}x", a / f),
+            )),
+            _ => None,
+        };
+        judge(r, "attached ping-pong p50 <= 1.5x forked", outcome);
+        let n = self.plan.bursts.iter().max().copied().unwrap_or(1_000_000);
+        let forked = format!("burst {}", grouped(n));
+        let attached = format!("{forked} attached");
+        let fr = med(r, Side::Flare, &forked, "handler runs/s");
+        let ar = med(r, Side::Flare, &attached, "handler runs/s");
+        let lost = r.stats(Side::Flare, &attached, "lost").map(|s| s.max);
+        let outcome = match (ar, fr, lost) {
+            (Some(a), Some(f), Some(lost)) if f > 0.0 => Some((
+                a >= 0.5 * f && lost == 0.0,
+                format!(
+                    "attached {:.0} k/s, forked {:.0} k/s: {:.2}x; lost at most {lost}",
+                    a / 1e3,
+                    f / 1e3,
+                    a / f
+                ),
+            )),
+            _ => None,
+        };
+        judge(
+            r,
+            &format!("{attached}: >= 0.5x the forked rate with 0 lost"),
+            outcome,
+        );
         let big = self.plan.fan_sizes.iter().max().copied().unwrap_or(32);
         let small = self.plan.fan_sizes.iter().min().copied().unwrap_or(2);
         let p99 = "all handlers ran p99";

@@ -75,6 +75,10 @@ enum Internal {
     /// Runs the flare side of one scenario (started by the harness).
     #[command(hide = true)]
     FlareNode(node::NodeArgs),
+    /// Joins a flare node's group through its attach socket as a worker
+    /// (started by the node, for the attached scenarios).
+    #[command(hide = true)]
+    AttachWorker(node::AttachArgs),
     /// Becomes PROGRAM (exec), killed when the harness dies (started by
     /// the harness for uWSGI).
     #[command(hide = true)]
@@ -95,6 +99,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             return ExitCode::from(node::main(args) as u8);
+        }
+        Some(Internal::AttachWorker(args)) => {
+            if let Err(e) = procs::die_with_parent() {
+                eprintln!("flare-bench attach-worker: {e}");
+                return ExitCode::from(2);
+            }
+            return ExitCode::from(node::attach_worker(&args) as u8);
         }
         Some(Internal::Launch { command }) => {
             let e = procs::die_with_parent().and_then(|()| procs::exec(&command));

@@ -55,6 +55,24 @@ pub enum NodeScenario {
     Remote,
     /// Workers idle until killed.
     Resources,
+    /// Ping-pong with worker 1 an attached process (not forked by flare).
+    PingPongAttached,
+    /// Burst to `workers`, every worker an attached process.
+    BurstAttached,
+}
+
+/// Arguments of `flare-bench attach-worker`.
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// What its handlers do: `ping` (PING raises PONG) or `flood` (FLOOD
+    /// counts on the board).
+    pub kind: String,
+    /// The node's attach socket.
+    #[arg(long)]
+    pub sock: String,
+    /// The node's board ([`Board::path`]).
+    #[arg(long)]
+    pub board: String,
 }
 
 /// Arguments of `flare-bench flare-node`.
@@ -101,12 +119,77 @@ fn builder(a: &NodeArgs) -> flare::MasterBuilder {
 }
 
 /// `k` workers that mark themselves ready on the board and serve signals,
-/// and one mule (the sender, whose entry the caller sets).
-fn workers_and_sender(a: &NodeArgs, board: Board, k: u32) -> flare::MasterBuilder {
-    builder(a).workers(k).mules(1).worker_entry(move |me| {
-        mark_ready(board, me.id);
-        flare::serve_forever()
-    })
+/// and one mule (the sender, whose entry the caller sets). In the attached
+/// scenarios the workers are `flare-bench attach-worker` processes the
+/// node starts now (it has one thread: nothing forks behind a lock), which
+/// join through the attach socket and register their own handlers.
+fn workers_and_sender(a: &NodeArgs, board: Board, k: u32) -> flare::Result<flare::MasterBuilder> {
+    let kind = match a.scenario {
+        NodeScenario::PingPongAttached => "ping",
+        NodeScenario::BurstAttached => "flood",
+        _ => {
+            return Ok(builder(a).workers(k).mules(1).worker_entry(move |me| {
+                mark_ready(board, me.id);
+                flare::serve_forever()
+            }));
+        }
+    };
+    let sock = a.out.join("attach.sock").display().to_string();
+    let path = board
+        .path()
+        .ok_or_else(|| flare::Error::Config("the board has no path".into()))?;
+    let exe = std::env::current_exe().map_err(|e| flare::Error::io("finding flare-bench", e))?;
+    for _ in 0..k {
+        std::process::Command::new(&exe)
+            .args(["attach-worker", kind, "--sock", &sock, "--board", &path])
+            .spawn()
+            .map_err(|e| flare::Error::io("starting an attached worker", e))?;
+    }
+    Ok(builder(a)
+        .workers(0)
+        .attach(sock)
+        .attach_workers(k)
+        .mules(1))
+}
+
+/// `flare-bench attach-worker`: waits (with a deadline) for the node's
+/// attach socket, joins, registers its handler, marks itself ready, and
+/// serves until the node ends it.
+pub fn attach_worker(a: &AttachArgs) -> i32 {
+    let board = match Board::open(&a.board) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("attach-worker: {e}");
+            return 2;
+        }
+    };
+    let ping = a.kind == "ping";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let me = loop {
+        let joined = flare::attach_with(&a.sock, |_| {
+            if ping {
+                PING.register_handler("worker1", |_| PONG.send().expect("raise PONG"))?;
+            } else {
+                FLOOD.register_handler("workers", move |_| board.count(my_id(), now_ns()))?;
+            }
+            Ok(())
+        });
+        match joined {
+            Ok(me) => break me,
+            // The node builds its master after starting us.
+            Err(flare::Error::Attach { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                eprintln!("attach-worker: {e}");
+                return 1;
+            }
+        }
+    };
+    mark_ready(board, me.id);
+    loop {
+        std::thread::park();
+    }
 }
 
 /// Runs a node; returns the exit code.
@@ -121,6 +204,8 @@ pub fn main(a: NodeArgs) -> i32 {
         NodeScenario::Trickle => trickle(&a),
         NodeScenario::Remote => remote(&a),
         NodeScenario::Resources => resources(&a),
+        NodeScenario::PingPongAttached => latency(&a, false),
+        NodeScenario::BurstAttached => flood(&a, "workers"),
     };
     match result {
         Ok(summary) => {
@@ -202,7 +287,7 @@ fn latency(a: &NodeArgs, one_way: bool) -> flare::Result<Summary> {
             board::MAX_SAMPLES
         )));
     }
-    let master = workers_and_sender(a, board, 1)
+    let master = workers_and_sender(a, board, 1)?
         .mule_entry(move |_| {
             first_start(board, &out);
             wait_ready(board, 1, &out);
@@ -251,7 +336,7 @@ fn flood(a: &NodeArgs, target: &'static str) -> flare::Result<Summary> {
     let board = map_board()?;
     let (n, k, out) = (a.n, a.workers, a.out.clone());
     let mule_out = out.clone();
-    let master = workers_and_sender(a, board, k)
+    let master = workers_and_sender(a, board, k)?
         .drain_timeout(Duration::from_secs(60))
         .mule_entry(move |_| {
             let out = &mule_out;
@@ -302,7 +387,7 @@ fn fan_out(a: &NodeArgs) -> flare::Result<Summary> {
             board::MAX_ID
         )));
     }
-    let master = workers_and_sender(a, board, k)
+    let master = workers_and_sender(a, board, k)?
         .mule_entry(move |_| {
             first_start(board, &out);
             wait_ready(board, k, &out);
@@ -349,7 +434,7 @@ fn fan_out(a: &NodeArgs) -> flare::Result<Summary> {
 fn trickle(a: &NodeArgs) -> flare::Result<Summary> {
     let board = map_board()?;
     let (n, k, out) = (a.n, a.workers, a.out.clone());
-    let master = workers_and_sender(a, board, k)
+    let master = workers_and_sender(a, board, k)?
         .mule_entry(move |_| {
             first_start(board, &out);
             wait_ready(board, k, &out);

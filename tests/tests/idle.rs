@@ -70,16 +70,31 @@ fn an_idle_master_with_every_endpoint_on_uses_no_cpu_also_during_reload_and_chea
     let ctl = s.wait_fact("control");
     let pid = s.pid();
     let cmd = |c: &str| control(&ctl, c, T).unwrap_or_else(|e| panic!("{c}: {e}"));
-    let doc = until(&stats, "every child running", |d| {
-        d.workers
+    // An attached process (frames on the socket) idles in the group too.
+    let mut attached = std::os::unix::net::UnixStream::connect(dir.join("attach.sock")).unwrap();
+    attached.set_read_timeout(Some(T)).unwrap();
+    let hello = br#"{"version":1}"#;
+    let ready = br#""Ready""#;
+    let mut msg = vec![4, 0, 0, 0];
+    msg.extend((hello.len() as u32).to_le_bytes());
+    msg.extend(0u64.to_le_bytes());
+    msg.extend(hello);
+    msg.extend([4, 0, 0, 0]);
+    msg.extend((ready.len() as u32).to_le_bytes());
+    msg.extend(1u64.to_le_bytes());
+    msg.extend(ready);
+    std::io::Write::write_all(&mut attached, &msg).unwrap();
+    let doc = until(&stats, "every child running, one attached", |d| {
+        d.workers[..3]
             .iter()
             .chain(&d.mules)
             .all(|p| p.pid != 0 && p.state == "running")
+            && d.workers[3].status == "vacant"
     });
     assert_eq!(
         doc.sockets.len(),
-        3,
-        "stats, control and remote: {:?}",
+        4,
+        "stats, control, remote and attach: {:?}",
         doc.sockets
     );
 
@@ -94,8 +109,8 @@ fn an_idle_master_with_every_endpoint_on_uses_no_cpu_also_during_reload_and_chea
     let before = until(&stats, "worker 1 in signal 10", |d| {
         d.workers[0].current_signal == Some(10)
     });
-    let old: Vec<u32> = before
-        .workers
+    // The forked ones (an attached process is not flare's to restart).
+    let old: Vec<u32> = before.workers[..2]
         .iter()
         .chain(&before.mules)
         .map(|p| p.pid)
@@ -111,7 +126,7 @@ fn an_idle_master_with_every_endpoint_on_uses_no_cpu_also_during_reload_and_chea
     release(&dir);
     // The positive event ending the window: every child was replaced.
     until(&stats, "every child reloaded", |d| {
-        d.workers
+        d.workers[..2]
             .iter()
             .chain(&d.mules)
             .zip(&old)

@@ -141,4 +141,10 @@ pub mod fuzzing {
         }
         (got, None)
     }
+
+    /// Reads `data` as the first bytes on the attach socket; the hello's
+    /// outcome, debug-printed.
+    pub fn attach_hello(data: &[u8]) -> String {
+        format!("{:?}", crate::proto::attach::parse_hello(data))
+    }
 }

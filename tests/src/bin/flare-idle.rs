@@ -1,7 +1,8 @@
 //! Scenarios for idle time and stuck members: `flare-idle NAME DIR`.
 //!
 //! - `idle DIR`: a master with every endpoint on (stats, control, remote
-//!   signals, all Unix sockets in DIR); signal 10 goes to worker1, whose
+//!   signals, the attach socket with two free slots, all Unix sockets in
+//!   DIR); signal 10 goes to worker1, whose
 //!   handler holds until the file DIR/go appears (and removes it), so a
 //!   test can keep a reload or a cheap waiting while it measures the
 //!   master. Runs until SIGTERM.
@@ -59,6 +60,8 @@ fn idle(dir: PathBuf) -> flare::Result<flare::Summary> {
         .stats(sock(&dir, "stats.sock"))
         .control(sock(&dir, "control.sock"))
         .remote(sock(&dir, "remote.sock"))
+        .attach(sock(&dir, "attach.sock"))
+        .attach_workers(2)
         .build()?;
     let go = dir.join("go");
     Signal::new(10).register_handler("worker1", move |_| {

@@ -881,24 +881,32 @@ fn abort_handler() -> flare::Result<flare::Summary> {
 
 /// The first `worker` signal sleeps past the 300 ms harakiri: its worker is
 /// killed and respawned, the timeout counted, and the signal given to
-/// another worker; the pool serves the other 100 meanwhile.
+/// another worker; the pool serves the other 100 meanwhile. The mule stops
+/// the group once the retry has run (DIR/retried appears).
 fn harakiri(dir: PathBuf) -> flare::Result<flare::Summary> {
+    let retried = dir.join("retried");
     let master = Master::builder()
         .workers(4)
         .mules(1)
         .harakiri(flare::Role::Worker, Duration::from_millis(300))
-        .mule_entry(|_| {
+        .mule_entry(move |_| {
             for _ in 0..101 {
                 Signal::new(1).send().expect("send");
             }
-            // Observation window: the kill, the respawn, the redelivery.
-            std::thread::sleep(Duration::from_millis(1500));
+            // The positive event: the interrupted delivery ran again.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !retried.exists() {
+                assert!(std::time::Instant::now() < deadline, "no retry in 60 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
             flare::stop().expect("stop");
             flare::serve_forever();
         })
         .build()?;
-    Signal::new(1).register_handler("worker", move |_| {
-        if std::fs::create_dir(dir.join("sleeper")).is_ok() {
+    Signal::new(1).register_handler("worker", move |rx| {
+        if rx.attempt > 1 {
+            let _ = std::fs::create_dir(dir.join("retried"));
+        } else if std::fs::create_dir(dir.join("sleeper")).is_ok() {
             fact("sleeper", flare::whoami().map_or(0, |w| w.id));
             std::thread::sleep(Duration::from_secs(30));
         }

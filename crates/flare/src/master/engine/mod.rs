@@ -180,7 +180,8 @@ pub(super) struct Engine {
     /// The current stretch without events.
     idle: Episode,
     admin: Option<Admin>,
-    /// The stats and control addresses, for the stats document.
+    /// The stats, control, metrics and attach addresses, for the stats
+    /// document.
     admin_sockets: Vec<(String, &'static str)>,
     /// Children still to restart in the reload under way.
     reload_queue: VecDeque<Slot>,
@@ -304,7 +305,13 @@ impl Engine {
             turn_started: now,
             busy,
             idle: Episode::default(),
-            admin_sockets: admin.as_ref().map(Admin::sockets).unwrap_or_default(),
+            admin_sockets: admin
+                .as_ref()
+                .map(Admin::sockets)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(attach.as_ref().map(|a| (a.addr().to_owned(), "attach")))
+                .collect(),
             admin,
             reload_queue: VecDeque::new(),
             reload_current: None,
@@ -329,7 +336,9 @@ impl Engine {
         self.sources.start(Instant::now());
         self.watch_inotify();
         for s in 0..self.procs.len() {
-            if !self.topo.is_attach_slot(s) {
+            if self.topo.is_attach_slot(s) {
+                self.refresh_state(s);
+            } else {
                 self.spawn(s)?;
             }
         }

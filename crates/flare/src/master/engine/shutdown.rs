@@ -80,8 +80,9 @@ impl Engine {
         match self.phase {
             Phase::Running => false,
             Phase::Draining { deadline } => {
+                // Attached members drain too (they are not signalled).
                 let drained = self.procs.iter().enumerate().all(|(s, p)| {
-                    p.pid.is_none()
+                    (p.pid.is_none() && p.attached.is_none())
                         || (self.d.load(s) == 0
                             && !p.has_input(Channel::Dispatcher)
                             && !p.has_input(Channel::Threads))

@@ -122,7 +122,13 @@ impl Engine {
         };
         let stalled = self.observe_progress(s, Instant::now());
         let p = &mut self.procs[s];
-        let (rss, vsz) = p.pid.map_or((0, 0), |pid| memory(pid.as_raw(), page));
+        // A forked child's pid, or an attached process's.
+        let pid = p
+            .pid
+            .map(|pid| pid.as_raw() as u32)
+            .or(p.attached.map(|j| j.pid))
+            .filter(|&pid| pid != 0);
+        let (rss, vsz) = pid.map_or((0, 0), |pid| memory(pid as i32, page));
         let handled = st.handled.load(Relaxed);
         let busy_us = st.busy_ns.load(Relaxed) / 1000;
         let delta = handled.saturating_sub(p.last_requests);
@@ -131,7 +137,7 @@ impl Engine {
         let last = st.last_received.load(Relaxed);
         ProcStats {
             id: p.id.id,
-            pid: p.pid.map_or(0, |pid| pid.as_raw() as u32),
+            pid: pid.unwrap_or(0),
             accepting: u32::from(state == ProcState::Running),
             requests: handled,
             delta_requests: delta,
