@@ -65,7 +65,7 @@ pub fn run(args: Args) -> flare::Result<()> {
         b = b.metrics(addr);
     }
     let master = b.build()?;
-    eprintln!(
+    println!(
         "flare serve: attach socket {} ({} slots); Ctrl-C or SIGTERM stops",
         args.attach, args.attach_workers
     );
