@@ -1,6 +1,8 @@
 """The signal part of uWSGI's ``uwsgi`` module, on flare.
 
 Inside processes that flare runs (after :class:`flare.Group` is built),
+in processes that joined a group (``flare.attach()``, ``FLARE_ATTACH``),
+and wherever no real ``uwsgi`` module exists (docs/attach.md),
 ``import uwsgi`` gives this module, so code written for uWSGI's signals
 (``uwsgiconf.runtime.signals``, ``uwsgiconf.runtime.scheduling``,
 ``uwsgidecorators``) runs unmodified, and so do mule and farm messages,
@@ -18,7 +20,7 @@ import time as _time
 import traceback as _traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import _flare
+from . import _core, _flare
 
 #: Number of workers (uWSGI's ``numproc``).
 numproc = 0
@@ -64,8 +66,21 @@ def _configure(master_pid: int, workers: int, mules: int, farms, spoolers: int, 
         opt[k] = v
 
 
+def _configure_attached(master_pid: int) -> None:
+    """Called by flare.attach() once this process is a worker of the group
+    at the attach socket: the names that describe the group."""
+    global numproc, _master_pid, started_on
+    _master_pid = master_pid
+    started_on = int(_time.time())
+    numproc = sum(1 for p in _flare.processes() if p[0] == "worker")
+    values = {"master": True, "workers": str(numproc).encode()}
+    for k, v in values.items():
+        opt[k.encode()] = v
+        opt[k] = v
+
+
 def _me() -> Tuple[str, int, int]:
-    return _flare.whoami() or ("", 0, os.getpid())
+    return _core.whoami() or ("", 0, os.getpid())
 
 
 # ---- signals ---------------------------------------------------------------
@@ -75,7 +90,7 @@ def register_signal(num: int, target: str, func: Callable[[int], Any]) -> None:
     """Registers ``func`` for signal ``num`` on ``target`` (empty: ``worker``).
     In the master before the fork, every child inherits it; in a child, only
     that child runs it."""
-    _flare.register(num, target or "worker", func)
+    _core.register(num, target or "worker", func)
 
 
 def signal(num: int, remote: Optional[str] = None) -> None:
@@ -84,7 +99,7 @@ def signal(num: int, remote: Optional[str] = None) -> None:
     if remote:
         _flare.send_remote(remote, num)
     else:
-        _flare.send(num)
+        _core.send(num)
 
 
 def signal_wait(num: Optional[int] = None) -> int:
@@ -107,7 +122,7 @@ def signal_received() -> int:
 
 def signal_registered(num: int) -> bool:
     """Whether ``num`` is registered anywhere in the group."""
-    return _flare.registered(num)
+    return _core.registered(num)
 
 
 # ---- sources ---------------------------------------------------------------
@@ -115,28 +130,28 @@ def signal_registered(num: int) -> bool:
 
 def add_timer(num: int, secs: float) -> None:
     """Raises ``num`` every ``secs`` seconds."""
-    _flare.add_timer(num, float(secs))
+    _core.add_timer(num, float(secs))
 
 
 def add_ms_timer(num: int, ms: int) -> None:
     """Raises ``num`` every ``ms`` milliseconds."""
-    _flare.add_timer(num, ms / 1000.0)
+    _core.add_timer(num, ms / 1000.0)
 
 
 def add_rb_timer(num: int, secs: float, iterations: int = 0) -> None:
     """Raises ``num`` every ``secs`` seconds, ``iterations`` times (0: for ever)."""
-    _flare.add_rb_timer(num, float(secs), iterations or None)
+    _core.add_rb_timer(num, float(secs), iterations or None)
 
 
 def add_cron(num: int, minute: int, hour: int, day: int, month: int, week: int) -> None:
     """Raises ``num`` in every local minute matching (``-1`` every, ``-N``
     every N, weekday 0 or 7 Sunday)."""
-    _flare.add_cron(num, (int(minute), int(hour), int(day), int(month), int(week)))
+    _core.add_cron(num, (int(minute), int(hour), int(day), int(month), int(week)))
 
 
 def add_file_monitor(num: int, path: str) -> None:
     """Raises ``num`` when ``path`` changes (it may not exist yet)."""
-    _flare.add_file_monitor(num, os.fspath(path))
+    _core.add_file_monitor(num, os.fspath(path))
 
 
 # ---- who and where ---------------------------------------------------------
@@ -160,8 +175,10 @@ def i_am_the_spooler() -> bool:
 
 
 def masterpid() -> int:
-    """The master's pid."""
-    return _master_pid
+    """The master's pid. Outside a group (before ``flare.attach()``, in a
+    test), this process's pid: never 0, which uwsgidecorators refuses at
+    import, and never a process that is not ours."""
+    return _master_pid or os.getpid()
 
 
 def in_farm(name: Optional[str] = None) -> bool:
@@ -177,6 +194,13 @@ def stop() -> None:
 
 def reload() -> None:
     """Restarts every child, one at a time (SIGHUP to the master)."""
+    if not _core.is_member():
+        raise _core.NotInGroup("uwsgi.reload(): this process is not in a flare group")
+    if not _master_pid:
+        raise RuntimeError(
+            "uwsgi.reload() from an attached worker: it does not know the master's pid; "
+            "use the control socket (flare ctl PATH reload)"
+        )
     os.kill(_master_pid, _os_signal.SIGHUP)
 
 
@@ -198,6 +222,10 @@ def mule_msg(message: Any, mule: Any = None) -> bool:
     message and returns False); ``ValueError`` for a message larger than
     ``--mule-msg-size`` (64 KiB) or an unknown mule or farm."""
     data = _message(message)
+    if _core.is_attached():
+        raise ValueError(
+            "mule messages are not passed to attached workers; raise a signal for a mule instead"
+        )
     if _mules < 1:
         raise ValueError("no mule configured")
     if isinstance(mule, str):
@@ -317,7 +345,7 @@ def workers() -> Tuple[Dict[str, Any], ...]:
 
 def ready() -> bool:
     """Whether the group runs (True in every flare child)."""
-    return _flare.whoami() is not None
+    return _core.whoami() is not None
 
 
 def mem() -> Tuple[int, int]:

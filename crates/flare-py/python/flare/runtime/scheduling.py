@@ -8,7 +8,7 @@ function registered there).
 
 from typing import Any, Callable, Optional, Union
 
-from .. import _flare
+from .. import _core
 from .signals import Farm, Mule, Signal
 
 Target = Union[None, str, Mule, Farm, Signal]
@@ -23,19 +23,19 @@ def _automate(target: Target, add: Callable[[Signal], Any]) -> Callable[[Callabl
 
 def register_timer(period: float, *, target: Target = None) -> Callable[[Callable], Callable]:
     """Every ``period`` seconds."""
-    return _automate(target, lambda sig: _flare.add_timer(int(sig), float(period)))
+    return _automate(target, lambda sig: _core.add_timer(int(sig), float(period)))
 
 
 def register_timer_ms(period: int, *, target: Target = None) -> Callable[[Callable], Callable]:
     """Every ``period`` milliseconds."""
-    return _automate(target, lambda sig: _flare.add_timer(int(sig), period / 1000.0))
+    return _automate(target, lambda sig: _core.add_timer(int(sig), period / 1000.0))
 
 
 def register_timer_rb(
     period: float, repeat: Optional[int] = None, *, target: Target = None
 ) -> Callable[[Callable], Callable]:
     """Every ``period`` seconds, ``repeat`` times (None: for ever)."""
-    return _automate(target, lambda sig: _flare.add_rb_timer(int(sig), float(period), repeat or None))
+    return _automate(target, lambda sig: _core.add_rb_timer(int(sig), float(period), repeat or None))
 
 
 def register_cron(
@@ -50,4 +50,4 @@ def register_cron(
     """In every local minute matching; None is every value, ``-N`` every N
     (uWSGI's integers; weekday 0 or 7 is Sunday)."""
     fields = tuple(-1 if v is None else int(v) for v in (minute, hour, day, month, weekday))
-    return _automate(target, lambda sig: _flare.add_cron(int(sig), fields))
+    return _automate(target, lambda sig: _core.add_cron(int(sig), fields))
