@@ -16,7 +16,8 @@ pings="${2:-20}"
 uwsgi="${FLARE_UWSGI:-target/uwsgi-venv/bin/uwsgi}"
 python="${FLARE_PYTHON:-target/py-venv/bin/python}"
 apps="$PWD/bench/uwsgi"
-root="$PWD/target/bench/spool"
+root="${FLARE_SPOOL_ROOT:-$PWD/target/bench/spool}"
+sides="${FLARE_SPOOL_SIDES:-flare flare-nofsync uwsgi}"
 
 run() { # side spoolers
   local side=$1 procs=$2 dir="$root/$1-$2"
@@ -58,8 +59,8 @@ PY
 
 echo "| side          | spoolers | jobs | enqueued/s | completed/s | spool-to-start p50 ms | p99 ms | lost | ran twice |"
 echo "|---------------|---|------|-----------:|------------:|------:|------:|---:|---:|"
-for procs in 1 4; do
-  run flare "$procs"
-  run flare-nofsync "$procs"
-  run uwsgi "$procs"
+for procs in ${FLARE_SPOOL_PROCS:-1 4}; do
+  for side in $sides; do
+    run "$side" "$procs"
+  done
 done

@@ -135,6 +135,9 @@ pub(crate) fn write(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<P
         f.write_all(data)
             .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
             .map_err(|e| spool_err(dir, "cannot write a job file", e))?;
+        // Closed before the rename: closed after it, the file would make
+        // a second inotify event (CLOSE_WRITE) in the spool directory.
+        drop(f);
         fs::rename(&tmp, &done).map_err(|e| spool_err(dir, "cannot rename a job file", e))
     })();
     if let Err(e) = written {

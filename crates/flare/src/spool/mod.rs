@@ -34,6 +34,7 @@
 mod dir;
 mod format;
 mod runner;
+mod wake;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -172,8 +173,15 @@ struct Config {
     fsync: bool,
     /// Shared by every process (inherited across fork): the spooler
     /// frequency in milliseconds at offset 0, so a change reaches every
-    /// spooler.
+    /// spooler; then each directory's scan generation (see `wake`).
     control: File,
+    /// Each directory's inotify queue, shared by its spoolers.
+    watches: Vec<wake::Shared>,
+}
+
+/// Where directory `idx`'s scan generation is in the control file.
+fn generation_at(idx: usize) -> u64 {
+    8 + 8 * idx as u64
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -215,15 +223,23 @@ pub(crate) fn configure(setup: Setup, spoolers: &mut u32) -> Result<()> {
             .map(File::from)
             .map_err(|e| Error::io("creating the spooler's shared settings", e))?;
     let freq = setup.frequency.unwrap_or(DEFAULT_FREQUENCY);
+    let mut settings = (freq.as_millis() as u64).to_le_bytes().to_vec();
+    settings.resize(generation_at(setup.dirs.len()) as usize, 0);
     control
-        .write_all_at(&(freq.as_millis() as u64).to_le_bytes(), 0)
+        .write_all_at(&settings, 0)
         .map_err(|e| Error::io("writing the spooler's shared settings", e))?;
+    let watches = setup
+        .dirs
+        .iter()
+        .map(|d| wake::Shared::new(d))
+        .collect::<Result<Vec<_>>>()?;
     CONFIG
         .set(Config {
             dirs: setup.dirs,
             per_dir,
             fsync: !setup.no_fsync,
             control,
+            watches,
         })
         .map_err(|_| Error::Config("this process already configured spoolers".into()))
 }
@@ -349,9 +365,34 @@ pub(crate) fn frequency() -> Duration {
     }
 }
 
-/// For a spooler with a spool directory: serves it for good (jobs here,
-/// signals on the dispatcher thread). Returns when this process has no
-/// directory to serve.
+/// Directory `idx`'s scan generation: moved on when a spooler found that
+/// events were lost, so every spooler of it scans again.
+pub(crate) fn scan_generation(idx: usize) -> u64 {
+    let mut b = [0u8; 8];
+    match CONFIG
+        .get()
+        .map(|c| c.control.read_exact_at(&mut b, generation_at(idx)))
+    {
+        Some(Ok(())) => u64::from_le_bytes(b),
+        _ => 0,
+    }
+}
+
+/// Moves directory `idx`'s scan generation on. Two spoolers doing it at
+/// once may move it by one instead of two: either way it changed, which
+/// is all a spooler checks.
+pub(crate) fn bump_scan_generation(idx: usize) {
+    if let Some(c) = CONFIG.get() {
+        let next = scan_generation(idx).wrapping_add(1);
+        if let Err(e) = c
+            .control
+            .write_all_at(&next.to_le_bytes(), generation_at(idx))
+        {
+            tracing::warn!("cannot move the spool scan generation on: {e}");
+        }
+    }
+}
+
 /// A spooler's default entry: runs its spool directory, then serves
 /// signals until the master ends the process.
 pub(crate) fn serve_spooler_forever() -> ! {
@@ -373,7 +414,9 @@ pub(crate) fn serve_if_spooler() {
     }
     let Some(cfg) = CONFIG.get() else { return };
     let idx = ((me.id.saturating_sub(1)) / cfg.per_dir) as usize;
-    let Some(dir) = cfg.dirs.get(idx) else { return };
+    let (Some(dir), Some(watch)) = (cfg.dirs.get(idx), cfg.watches.get(idx)) else {
+        return;
+    };
     let handler = HANDLER
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -387,7 +430,9 @@ pub(crate) fn serve_if_spooler() {
         );
         return;
     };
-    let Err(e) = runner::serve(me.proc_id(), dir, handler);
+    let served = wake::Waker::open(watch)
+        .and_then(|waker| runner::serve(me.proc_id(), dir, idx, cfg.per_dir == 1, waker, handler));
+    let Err(e) = served;
     tracing::error!("{}: {e}; exiting (the master forks it again)", me.proc_id());
     std::process::exit(70);
 }
