@@ -177,6 +177,8 @@ struct Config {
     control: File,
     /// Each directory's inotify queue, shared by its spoolers.
     watches: Vec<wake::Shared>,
+    /// Each directory's fsync, shared by this process's threads.
+    syncs: Vec<dir::DirSync>,
 }
 
 /// Where directory `idx`'s scan generation is in the control file.
@@ -239,6 +241,7 @@ pub(crate) fn configure(setup: Setup, spoolers: &mut u32) -> Result<()> {
             per_dir,
             fsync: !setup.no_fsync,
             control,
+            syncs: watches.iter().map(|_| dir::DirSync::default()).collect(),
             watches,
         })
         .map_err(|_| Error::Config("this process already configured spoolers".into()))
@@ -262,6 +265,13 @@ pub fn set_spooler_handler(f: impl Fn(&Task) -> SpoolOutcome + Send + Sync + 'st
 /// directory and returns the job file's path. From any process of the
 /// group, the master included.
 ///
+/// Durably: the file is written to a temporary name, fdatasynced, renamed
+/// into place, and the directory fsynced; threads of one process spooling
+/// at once share the directory's fsync. Without fsync
+/// ([`crate::MasterBuilder::spooler_fsync`]`(false)`), the job survives
+/// the death of any process (the rename is atomic) but not a crash of the
+/// machine.
+///
 /// # Errors
 ///
 /// [`Error::InvalidJob`] for a job that cannot be written as given (an
@@ -269,11 +279,53 @@ pub fn set_spooler_handler(f: impl Fn(&Task) -> SpoolOutcome + Send + Sync + 'st
 /// directory cannot take it (missing, not writable, full),
 /// [`Error::NoRuntime`] when no spool directory is configured.
 pub fn spool(job: Job) -> Result<PathBuf> {
+    let mut paths = spool_many(std::iter::once(job))?;
+    paths
+        .pop()
+        .ok_or(Error::NoRuntime("spool_many returned no path"))
+}
+
+/// Spools several jobs at once (a flare addition; uWSGI has none): each is
+/// written as by [`spool`], but each directory is fsynced once for the
+/// whole batch, after every file of it is in place. Returns the job files'
+/// paths in the order of the jobs. Jobs that start before this returns
+/// are possible (each is visible once renamed into place); the batch is
+/// durable when it returns.
+///
+/// # Errors
+///
+/// As [`spool`]. A job that cannot be encoded fails the batch before
+/// anything is written; when writing fails part way, the jobs written
+/// before stay spooled (the error names the directory and the reason).
+pub fn spool_many(jobs: impl IntoIterator<Item = Job>) -> Result<Vec<PathBuf>> {
     let cfg = config()?;
-    let dir = match &job.spooler {
-        None => &cfg.dirs[0],
-        Some(want) => find_dir(cfg, want)?,
-    };
+    let mut encoded = Vec::new();
+    for job in jobs {
+        let idx = match &job.spooler {
+            None => 0,
+            Some(want) => find_dir(cfg, want)?,
+        };
+        let (data, name) = encode(job)?;
+        encoded.push((idx, data, name));
+    }
+    let mut paths = Vec::with_capacity(encoded.len());
+    let mut tickets: Vec<Option<u64>> = vec![None; cfg.dirs.len()];
+    for (idx, data, name) in &encoded {
+        paths.push(dir::write(&cfg.dirs[*idx], name, data, cfg.fsync)?);
+        if cfg.fsync {
+            tickets[*idx] = Some(cfg.syncs[*idx].ticket());
+        }
+    }
+    for (idx, ticket) in tickets.iter().enumerate() {
+        if let Some(t) = ticket {
+            cfg.syncs[idx].sync(&cfg.dirs[idx], *t)?;
+        }
+    }
+    Ok(paths)
+}
+
+/// A job's file contents and name.
+fn encode(job: Job) -> Result<(Vec<u8>, String)> {
     let mut args = job.args;
     let at = job.at.map(|t| {
         let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
@@ -287,14 +339,15 @@ pub fn spool(job: Job) -> Result<PathBuf> {
     }
     let data = format::encode(&args, &job.body)?;
     let name = dir::job_name(job.priority, at.unwrap_or(0), SEQ.fetch_add(1, Relaxed));
-    dir::write(dir, &name, &data, cfg.fsync)
+    Ok((data, name))
 }
 
-fn find_dir<'a>(cfg: &'a Config, want: &Path) -> Result<&'a PathBuf> {
+/// Which configured directory `want` is (its index).
+fn find_dir(cfg: &Config, want: &Path) -> Result<usize> {
     let canon = want.canonicalize().ok();
     cfg.dirs
         .iter()
-        .find(|d| d.as_path() == want || (canon.is_some() && d.canonicalize().ok() == canon))
+        .position(|d| d.as_path() == want || (canon.is_some() && d.canonicalize().ok() == canon))
         .ok_or_else(|| {
             Error::InvalidJob(format!(
                 "spooler `{}` is not one of this group's spool directories: {}",
@@ -320,7 +373,7 @@ pub fn spooler_jobs(spooler: Option<&Path>) -> Result<Vec<PathBuf>> {
     let cfg = config()?;
     let dir = match spooler {
         None => &cfg.dirs[0],
-        Some(want) => find_dir(cfg, want)?,
+        Some(want) => &cfg.dirs[find_dir(cfg, want)?],
     };
     let mut names = dir::list(dir).map_err(|e| Error::Spool {
         path: dir.clone(),
@@ -328,6 +381,58 @@ pub fn spooler_jobs(spooler: Option<&Path>) -> Result<Vec<PathBuf>> {
     })?;
     names.sort();
     Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// The pids of the group's spooler processes, in spooler order (uWSGI
+/// `uwsgi.spooler_pids()`): spooler 1 first; 0 for a spooler that has no
+/// process now (not started yet, or between a death and its respawn). From
+/// any process of the group; in the master before `run()`, every pid is 0.
+/// Empty when the group has no spoolers.
+pub fn spooler_pids() -> Vec<u32> {
+    if crate::child::context().is_some() {
+        return crate::status::processes()
+            .into_iter()
+            .filter(|p| p.proc.role == Role::Spooler)
+            .map(|p| p.pid)
+            .collect();
+    }
+    CONFIG
+        .get()
+        .map(|c| vec![0; c.dirs.len() * c.per_dir as usize])
+        .unwrap_or_default()
+}
+
+/// Reads a job file without claiming it (uWSGI
+/// `uwsgi.spooler_get_task(path)`): its keys and values and body, as a
+/// spooler would hand them to its handler. Any path, in a spool directory
+/// of this group or not; the job may be running elsewhere meanwhile.
+///
+/// # Errors
+///
+/// `Ok(None)` when there is no such file. [`Error::Spool`] when it cannot
+/// be read or is not a spool file (the reason is in the error).
+pub fn spooler_get_task(path: impl AsRef<Path>) -> Result<Option<Task>> {
+    let path = path.as_ref();
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Spool {
+                path: path.to_path_buf(),
+                what: format!("cannot be read: {e}"),
+            });
+        }
+    };
+    let (args, body) = format::decode(&data).map_err(|why| Error::Spool {
+        path: path.to_path_buf(),
+        what: format!("is not a spool file: {why}"),
+    })?;
+    Ok(Some(Task {
+        name: path.to_path_buf(),
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        args,
+        body,
+    }))
 }
 
 /// The spool directories of this group, in the order they were given.
