@@ -19,9 +19,14 @@ n="${1:-2000}"
 pings="${2:-20}"
 uwsgi="${FLARE_UWSGI:-target/uwsgi-venv/bin/uwsgi}"
 python="${FLARE_PYTHON:-target/py-venv/bin/python}"
+sides="${FLARE_SPOOL_SIDES:-flare flare-nofsync uwsgi}"
+if [ ! -x "$python" ] || { [[ " $sides " == *" uwsgi "* ]] && [ ! -x "$uwsgi" ]; }; then
+  echo "bench/spool.sh: needs flare's Python ($python) and uWSGI ($uwsgi); run bash bench/run.sh once, or set FLARE_PYTHON / FLARE_UWSGI" >&2
+  exit 2
+fi
+python="$(cd "$(dirname "$python")" && pwd)/$(basename "$python")"
 apps="$PWD/bench/uwsgi"
 root="${FLARE_SPOOL_ROOT:-$PWD/target/bench/spool}"
-sides="${FLARE_SPOOL_SIDES:-flare flare-nofsync uwsgi}"
 
 run() { # side spoolers
   local side=$1 procs=$2 dir="$root/$1-$2"
@@ -36,7 +41,7 @@ run() { # side spoolers
     local extra=""
     [ "$side" = flare-nofsync ] && extra="--spooler-no-fsync"
     (cd "$apps" && BENCH_N=$n BENCH_PINGS=$pings BENCH_OUT="$dir/out" PYTHONPATH="$apps" \
-      exec "$OLDPWD/$python" -m flare --workers 1 --mules 1 --mule-entry spoolbench:mule_main \
+      exec "$python" -m flare --workers 1 --mules 1 --mule-entry spoolbench:mule_main \
       --spooler "$dir/spool" --spooler-processes "$procs" $extra spoolbench >"$dir/log" 2>&1) &
   fi
   pid=$!
