@@ -52,6 +52,7 @@ fn main() {
             num(3, 1) as u32,
             num(4, 1) == 1,
             num(5, 1).max(1) as usize,
+            num(6, 1).max(1) as usize,
         ),
         "locks" => locks(path(1)),
         other => {
@@ -59,7 +60,7 @@ fn main() {
                 "unknown scenario `{other}`; scenarios: basic DIR LOG [N], prompt DIR, \
                  durable-run DIR LOG SPOOLED [N], durable-finish DIR LOG SPOOLED, readonly DIR, \
                  locks DIR, options DIR1 DIR2, full DIR, \
-                 throughput DIR N SPOOLERS FSYNC(0|1) [BATCH]"
+                 throughput DIR N SPOOLERS FSYNC(0|1) [BATCH [THREADS]]"
             );
             std::process::exit(2);
         }
@@ -430,15 +431,17 @@ fn options(dir1: PathBuf, dir2: PathBuf) -> flare::Result<Value> {
 }
 
 /// Rust handlers, for docs/benchmarks.md: worker 1 spools `n` jobs as fast
-/// as it can (`batch` at a time through `spool_many` when above 1), then
-/// 200 jobs one at a time into idle spoolers; each job's handler raises 10
-/// (worker 1 counts) and appends its spool-to-start time.
+/// as it can (`batch` at a time through `spool_many` when above 1, from
+/// `threads` threads at once), then 200 jobs one at a time into idle
+/// spoolers; each job's handler raises 10 (worker 1 counts) and appends
+/// its spool-to-start time.
 fn throughput(
     dir: PathBuf,
     n: u64,
     spoolers: u32,
     fsync: bool,
     batch: usize,
+    threads: usize,
 ) -> flare::Result<Value> {
     const PINGS: u64 = 200;
     let lat_log = dir.with_extension("latency");
@@ -459,14 +462,21 @@ fn throughput(
         .worker_entry(move |_| {
             let t = std::time::Instant::now();
             let ids: Vec<u64> = (0..n).collect();
-            for chunk in ids.chunks(batch) {
-                let jobs = chunk.iter().map(|i| Job::new().arg("id", i.to_string()));
-                if batch == 1 {
-                    jobs.for_each(|j| drop(flare::spool(j).expect("spool")));
-                } else {
-                    flare::spool_many(jobs).expect("spool_many");
+            let per_thread = ids.len().div_ceil(threads).max(1);
+            std::thread::scope(|s| {
+                for part in ids.chunks(per_thread) {
+                    s.spawn(move || {
+                        for chunk in part.chunks(batch) {
+                            let jobs = chunk.iter().map(|i| Job::new().arg("id", i.to_string()));
+                            if batch == 1 {
+                                jobs.for_each(|j| drop(flare::spool(j).expect("spool")));
+                            } else {
+                                flare::spool_many(jobs).expect("spool_many");
+                            }
+                        }
+                    });
                 }
-            }
+            });
             let enq = t.elapsed();
             while DONE.load(SeqCst) < n {
                 let _ = Signal::new(10).wait_timeout(Duration::from_secs(1));
@@ -490,6 +500,7 @@ fn throughput(
                 "throughput",
                 json!({
                     "jobs": n, "spoolers": spoolers, "fsync": fsync, "batch": batch,
+                    "threads": threads,
                     "enqueued_per_s": (n as f64 / enq.as_secs_f64()).round(),
                     "completed_per_s": (n as f64 / all.as_secs_f64()).round(),
                     "start_p50_us": pct(50), "start_p99_us": pct(99),
