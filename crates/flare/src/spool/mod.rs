@@ -3,13 +3,15 @@
 //!
 //! A job is a map of byte-string keys to byte-string values plus an
 //! optional body, earliest start (`at`) and priority. [`spool`] writes it
-//! into a spool directory durably (temporary name, fsync, rename, fsync of
-//! the directory). Each spooler process serves one directory: it watches
-//! it with inotify, so a new job starts at once; claims a job with an
-//! exclusive `flock` on its file (released by the kernel if the spooler
-//! dies); runs the handler; removes the file only when the handler says
-//! [`SpoolOutcome::Ok`] or [`SpoolOutcome::Ignore`]. Jobs run at least
-//! once: a spooler killed mid-job leaves the file, and the job runs again.
+//! into a spool directory durably (temporary name, fdatasync, rename, fsync
+//! of the directory; [`spool_many`] one directory fsync for a batch). Each
+//! spooler process serves one directory: the directory's spoolers share
+//! one inotify queue, so a new job wakes one idle spooler at once; it
+//! claims the job with an exclusive `flock` on its file (released by the
+//! kernel if the spooler dies); runs the handler; removes the file only
+//! when the handler says [`SpoolOutcome::Ok`] or [`SpoolOutcome::Ignore`].
+//! Jobs run at least once: a spooler killed mid-job leaves the file, and
+//! the job runs again.
 //!
 //! ```no_run
 //! use flare::{Job, Master, SpoolOutcome};
@@ -310,18 +312,29 @@ pub fn spool_many(jobs: impl IntoIterator<Item = Job>) -> Result<Vec<PathBuf>> {
     }
     let mut paths = Vec::with_capacity(encoded.len());
     let mut tickets: Vec<Option<u64>> = vec![None; cfg.dirs.len()];
+    let mut failed = None;
     for (idx, data, name) in &encoded {
-        paths.push(dir::write(&cfg.dirs[*idx], name, data, cfg.fsync)?);
+        match dir::write(&cfg.dirs[*idx], name, data, cfg.fsync) {
+            Ok(path) => paths.push(path),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
         if cfg.fsync {
             tickets[*idx] = Some(cfg.syncs[*idx].ticket());
         }
     }
+    // The jobs in place are made durable even when a later one failed.
     for (idx, ticket) in tickets.iter().enumerate() {
         if let Some(t) = ticket {
             cfg.syncs[idx].sync(&cfg.dirs[idx], *t)?;
         }
     }
-    Ok(paths)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(paths),
+    }
 }
 
 /// A job's file contents and name.
