@@ -117,7 +117,8 @@ fn logged_spoolers(dir: &Path, log: &Path, workers: u32, spoolers: u32) -> Maste
 
 /// Two workers spool `n` jobs between them; two spoolers on one directory
 /// run them; each run is logged; worker 1 stops the group when every job
-/// has reported (signal 10 from the handler, after the log line).
+/// has reported (signal 10 from the handler, after the log line) and the
+/// directory is empty.
 fn basic(dir: PathBuf, log: PathBuf, n: u64) -> flare::Result<Value> {
     let master = logged_spoolers(&dir, &log, 2, 2)
         .spooler_frequency(Duration::from_secs(3600))
@@ -126,13 +127,21 @@ fn basic(dir: PathBuf, log: PathBuf, n: u64) -> flare::Result<Value> {
                 flare::spool(Job::new().arg("id", id.to_string())).expect("spool");
             }
             fact("spooled_by", me.id);
+            if me.id == 1 {
+                // Every job reported, and its file is gone: a spooler
+                // removes it after its handler returned, a moment after
+                // the handler's signal.
+                while DONE.load(SeqCst) < n || !flare::spooler_jobs(None).expect("jobs").is_empty()
+                {
+                    let _ = Signal::new(10).wait_timeout(Duration::from_millis(50));
+                }
+                flare::stop().expect("stop");
+            }
             flare::serve_forever();
         })
         .build()?;
     Signal::new(10).register_handler("worker1", move |_| {
-        if DONE.fetch_add(1, SeqCst) + 1 == n {
-            flare::stop().expect("stop");
-        }
+        DONE.fetch_add(1, SeqCst);
     })?;
     let summary = master.run()?;
     let ran = runs(&log);
