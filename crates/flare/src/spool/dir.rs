@@ -271,11 +271,26 @@ pub(crate) fn claim(dir: &Path, name: &str) -> io::Result<Claim> {
         Err((_, Errno::EWOULDBLOCK)) => return Ok(Claim::Busy),
         Err((_, e)) => return Err(e.into()),
     };
-    if lock.metadata()?.nlink() == 0 {
+    let meta = lock.metadata()?;
+    if meta.nlink() == 0 {
         return Ok(Claim::Gone);
     }
-    let mut data = Vec::new();
-    lock.read_to_end(&mut data)?;
+    // Sized from the fstat just made (a plain read_to_end on a File asks
+    // the kernel for the size and position again: two system calls per
+    // job); then whatever is past that size, normally nothing (one read
+    // that returns 0).
+    let mut data = vec![0; usize::try_from(meta.len()).unwrap_or(0)];
+    let mut got = 0;
+    while got < data.len() {
+        match lock.read(&mut data[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    data.truncate(got);
+    (&*lock).take(u64::MAX).read_to_end(&mut data)?;
     Ok(Claim::Got(Claimed {
         _lock: lock,
         path,
