@@ -110,7 +110,7 @@ pub use source::{
 pub use source_spec::{IntoCron, Source, SourceId, SourceKind};
 pub use spool::{
     Job, SpoolHandler, SpoolOutcome, Task, set_spooler_frequency, set_spooler_handler, spool,
-    spooler_dirs, spooler_jobs,
+    spool_many, spooler_dirs, spooler_get_task, spooler_jobs, spooler_pids,
 };
 pub use status::{ProcessStatus, processes};
 pub use target::{Farm, IntoTarget, Mule, Target};

@@ -480,12 +480,8 @@ def _number(key: str, value: Any, kind: type) -> Any:
     return kind(value)
 
 
-def spool(*args: Any, **kwargs: Any) -> bytes:
-    """Spools a job (uWSGI ``uwsgi.spool``): a dict of bytes or str keys and
-    values, given as one dict or as keyword arguments. ``spooler`` (a
-    configured spool directory), ``priority`` (lower runs first), ``at``
-    (Unix time, not run before) and ``body`` (bytes of any size) are the
-    job's options. Returns the job file's path."""
+def _job(args: Tuple[Any, ...], kwargs: Dict[Any, Any]) -> Tuple[Any, ...]:
+    """Checks and converts one job for the native side."""
     if len(args) > 1 or (args and not isinstance(args[0], dict)):
         raise TypeError("spool() takes one dict, or keyword arguments")
     job = dict(args[0]) if args else {}
@@ -501,13 +497,34 @@ def spool(*args: Any, **kwargs: Any) -> bytes:
         pairs.append((k, _as_bytes(f"the value of {name!r} ({value!r})", value)))
     body = fields.get("body")
     spooler_dir = fields.get("spooler")
-    return _flare.spool(
+    return (
         pairs,
-        body=None if body is None else _as_bytes("the body", body),
-        at=None if fields.get("at") is None else _number("at", fields["at"], float),
-        priority=None if fields.get("priority") is None else _number("priority", fields["priority"], int),
-        spooler=None if spooler_dir is None else os.fsdecode(_as_bytes("spooler", spooler_dir)),
+        None if body is None else _as_bytes("the body", body),
+        None if fields.get("at") is None else _number("at", fields["at"], float),
+        None if fields.get("priority") is None else _number("priority", fields["priority"], int),
+        None if spooler_dir is None else os.fsdecode(_as_bytes("spooler", spooler_dir)),
     )
+
+
+def spool(*args: Any, **kwargs: Any) -> bytes:
+    """Spools a job (uWSGI ``uwsgi.spool``): a dict of bytes or str keys and
+    values, given as one dict or as keyword arguments. ``spooler`` (a
+    configured spool directory), ``priority`` (lower runs first), ``at``
+    (Unix time, not run before) and ``body`` (bytes of any size) are the
+    job's options. Returns the job file's path."""
+    pairs, body, at, priority, spooler_dir = _job(args, kwargs)
+    return _flare.spool(pairs, body=body, at=at, priority=priority, spooler=spooler_dir)
+
+
+def spool_many(jobs: Any) -> List[bytes]:
+    """Spools several jobs (dicts, as for :func:`spool`) at once, with one
+    fsync of each spool directory for the whole batch (a flare addition:
+    uWSGI has no such call). Returns the job files' paths, in order. A job
+    that is not a dict of bytes or str fails the batch before any is
+    written."""
+    if isinstance(jobs, dict):
+        raise TypeError("spool_many() takes a list of jobs (dicts); for one job, use spool()")
+    return _flare.spool_many([_job((j,), {}) for j in jobs])
 
 
 #: uWSGI's other name for :func:`spool`.
@@ -517,6 +534,41 @@ send_to_spooler = spool
 def spooler_jobs() -> List[bytes]:
     """The job files waiting in the first spool directory, in run order."""
     return _flare.spooler_jobs()
+
+
+def spooler_pids() -> List[int]:
+    """The pids of the group's spooler processes, spooler 1 first (uWSGI
+    ``uwsgi.spooler_pids()``); 0 for a spooler with no process now (in the
+    master before the group starts: all)."""
+    return list(_flare.spooler_pids())
+
+
+def spooler_pid() -> int:
+    """The first spooler's pid (uWSGI ``uwsgi.spooler_pid()``: the same in
+    every process, a spooler included); 0 when there is none."""
+    pids = _flare.spooler_pids()
+    return pids[0] if pids else 0
+
+
+def spooler_get_task(path: Any) -> Optional[Dict[Any, bytes]]:
+    """Reads the job file at ``path`` without claiming it (uWSGI
+    ``uwsgi.spooler_get_task``): the dict uWSGI returns, the job's bytes
+    keys and values plus ``'spooler_task_name'`` (the path given, as
+    bytes) and ``'body'`` when the job has one, both str keys as in uWSGI.
+    None when there is no such file, or it cannot be read, or it is not a
+    spool file. ``path`` may be str (as uWSGI wants), bytes or a path."""
+    try:
+        got = _flare.spooler_get_task(os.fsdecode(path))
+    except OSError:
+        return None
+    if got is None:
+        return None
+    args, body = got
+    task: Dict[Any, bytes] = {"spooler_task_name": os.fsencode(path)}
+    task.update(args)
+    if body:
+        task["body"] = body
+    return task
 
 
 def set_spooler_frequency(secs: float) -> bool:
