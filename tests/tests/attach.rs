@@ -86,7 +86,11 @@ fn attached_processes_join_share_a_timer_and_leave_without_losing_anything() {
     assert_eq!(a.wait_fact("owner17"), "worker2", "it registered 17 first");
     assert_eq!(a.wait_fact("attached"), "worker2", "the first attach slot");
     let mut b = start_exe(BIN, &["client", &sock, "b", &gate("b")]);
-    assert_eq!(b.wait_fact("owner17"), "worker2", "it joined a's registration");
+    assert_eq!(
+        b.wait_fact("owner17"),
+        "worker2",
+        "it joined a's registration"
+    );
     assert_eq!(b.wait_fact("attached"), "worker3");
     // Raised in an attached process, handled by the forked worker.
     assert_eq!(m.wait_fact("w20"), "worker1:worker2");

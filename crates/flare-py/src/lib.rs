@@ -476,6 +476,16 @@ fn whoami() -> PyResult<Option<(String, u32, u32)>> {
     }
 }
 
+/// The group's master pid, or None outside a flare group.
+#[pyfunction]
+fn master_pid() -> PyResult<Option<u32>> {
+    match flare::master_pid() {
+        Ok(pid) => Ok(Some(pid)),
+        Err(Error::NoRuntime(_)) => Ok(None),
+        Err(e) => Err(err(e)),
+    }
+}
+
 #[pyfunction]
 fn stop(py: Python<'_>) -> PyResult<()> {
     py.detach(flare::stop).map_err(err)
@@ -719,6 +729,7 @@ fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(wait, m)?)?;
     m.add_function(wrap_pyfunction!(last_received, m)?)?;
     m.add_function(wrap_pyfunction!(whoami, m)?)?;
+    m.add_function(wrap_pyfunction!(master_pid, m)?)?;
     m.add_function(wrap_pyfunction!(stop, m)?)?;
     m.add_function(wrap_pyfunction!(serve_forever, m)?)?;
     m.add_function(wrap_pyfunction!(add_timer, m)?)?;

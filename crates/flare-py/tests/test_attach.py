@@ -159,6 +159,8 @@ def test_gunicorn_sync_workers_join_the_group(tmp_path):
             body = server.get("/")
             wid = int(body.split()[1])
             assert wid in slots, body
+            # uwsgi.masterpid() is flare's master, not gunicorn's.
+            assert int(body.split()[5]) == group.proc.pid, body
 
         # A `workers` signal raised in a request reaches all 4.
         server.get("/raise/17")

@@ -100,7 +100,9 @@ fn client(sock: &str, tag: &str, gate: &str) -> flare::Result<()> {
     fact("master_pid", flare::master_pid()?);
     fact(
         "owner17",
-        Signal::new(17).owner().map_or("none".into(), |p| p.to_string()),
+        Signal::new(17)
+            .owner()
+            .map_or("none".into(), |p| p.to_string()),
     );
     fact("attached", me.proc_id());
     loop {

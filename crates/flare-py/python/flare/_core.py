@@ -134,7 +134,7 @@ def attach(path: Optional[str] = None) -> Tuple[str, int, int]:
             _attached_pid = 0
             raise
         _attached_info = (role, wid, pid, 0)
-        compat._configure_attached(0)
+        compat._configure_attached(_flare.master_pid() or 0)
         sys.modules["uwsgi"] = compat
         # This process just became a worker: what runs in every worker
         # after its fork under uWSGI runs now (uwsgidecorators' @postfork,

@@ -198,9 +198,11 @@ def reload() -> None:
         raise _core.NotInGroup("uwsgi.reload(): this process is not in a flare group")
     if not _master_pid:
         raise RuntimeError(
-            "uwsgi.reload() from an attached worker: it does not know the master's pid; "
+            "uwsgi.reload(): the master's pid is not known here; "
             "use the control socket (flare ctl PATH reload)"
         )
+    # An attached worker's reload restarts the forked children; attached
+    # processes are their server's to restart.
     os.kill(_master_pid, _os_signal.SIGHUP)
 
 

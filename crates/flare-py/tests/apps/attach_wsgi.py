@@ -66,6 +66,6 @@ def application(environ, start_response):
                 log("forked-refused" if "forked from an attached worker" in str(e) else "forked-other")
             os._exit(0)
         os.waitpid(child, 0)
-    body = f"worker {uwsgi.worker_id()} pid {os.getpid()}\n".encode()
+    body = f"worker {uwsgi.worker_id()} pid {os.getpid()} master {uwsgi.masterpid()}\n".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
