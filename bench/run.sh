@@ -4,7 +4,13 @@
 # the Python-handler side), then runs the release benchmark harness.
 #
 #   bash bench/run.sh [--quick] [--rounds N] [--only SCENARIO[,SCENARIO...]]
-#                     [--no-python] [--busy-poll-us N]
+#                     [--no-python] [--busy-poll-us N] [--no-spool]
+#
+# Then the spooler side by side (bench/spool.sh: the same Python script
+# under flare, with and without fsync, and under uWSGI; 1 and 4 spoolers):
+# 2000 jobs and 20 one-at-a-time pings, or 300 and 5 with --quick; it fails
+# when either side lost a job. Not run with --no-spool, --no-python or
+# --only; flare's sides only with --flare-only.
 #
 # FLARE_UWSGI=/path/to/uwsgi   use this uwsgi binary; no venv, no install
 # FLARE_UWSGI_VENV=DIR         the venv to create or reuse (default target/uwsgi-venv)
@@ -44,4 +50,29 @@ if [ -z "${FLARE_PYTHON:-}" ] && [[ " $* " != *" --no-python "* ]]; then
   export FLARE_PYTHON
 fi
 
-exec cargo run --release --quiet -p flare-bench -- "$@"
+spool=1
+quick=0
+args=()
+for a in "$@"; do
+  case "$a" in
+    --no-spool) spool=0; continue ;;
+    --no-python | --only | --only=*) spool=0 ;;
+    --quick) quick=1 ;;
+    --flare-only) export FLARE_SPOOL_SIDES="flare flare-nofsync" ;;
+  esac
+  args+=("$a")
+done
+
+status=0
+cargo run --release --quiet -p flare-bench -- "${args[@]}" || status=$?
+
+if [ "$spool" = 1 ]; then
+  echo
+  echo "spooler (bench/spool.sh; Python handlers on both sides; spool directories under target/bench/spool):"
+  if [ "$quick" = 1 ]; then
+    bash bench/spool.sh 300 5 || status=$?
+  else
+    bash bench/spool.sh 2000 20 || status=$?
+  fi
+fi
+exit "$status"

@@ -82,8 +82,15 @@ fn attached_processes_join_share_a_timer_and_leave_without_losing_anything() {
     go("a");
     go("b");
     let mut a = start_exe(BIN, &["client", &sock, "a", &gate("a")]);
+    assert_eq!(a.wait_fact("master_pid"), m.pid().to_string());
+    assert_eq!(a.wait_fact("owner17"), "worker2", "it registered 17 first");
     assert_eq!(a.wait_fact("attached"), "worker2", "the first attach slot");
     let mut b = start_exe(BIN, &["client", &sock, "b", &gate("b")]);
+    assert_eq!(
+        b.wait_fact("owner17"),
+        "worker2",
+        "it joined a's registration"
+    );
     assert_eq!(b.wait_fact("attached"), "worker3");
     // Raised in an attached process, handled by the forked worker.
     assert_eq!(m.wait_fact("w20"), "worker1:worker2");
@@ -221,11 +228,24 @@ fn attached_processes_join_share_a_timer_and_leave_without_losing_anything() {
     control(&dir, "raise 17");
     assert_eq!(b.wait_fact("got17"), "worker3:b", "the group carries on");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(m.pid() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    // The last member that registered pool signal 23 leaves holding three:
+    // its registration goes with it, so they are unregistered signals now,
+    // which go to the first available worker (the forked one).
+    std::fs::remove_file(gate("b")).unwrap();
+    for _ in 0..3 {
+        control(&dir, "raise 23");
+    }
+    assert_eq!(b.wait_fact("got23"), "worker3:b:1");
+    kill9(&b);
+    drop(b);
+    until_stats(
+        &stats,
+        "the pool signals b held handled by worker1",
+        T,
+        |d| d.workers[0].handled_by_num.get(&23).copied().unwrap_or(0) == 3,
+    );
+
+    sigterm(&m);
     let run = m.finish();
     assert!(run.counter("attached") >= 5, "{}", run.summary["counters"]);
     assert!(
@@ -235,6 +255,65 @@ fn attached_processes_join_share_a_timer_and_leave_without_losing_anything() {
     );
     assert_eq!(run.counter("dropped"), 0);
     assert_eq!(run.counter("unrouted"), 0);
-    drop(b);
+    assert_eq!(run.counter("pending_at_exit"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the `alone` group (no forked worker; the master registered 23 for
+/// `worker`, the pool of the two attach slots) with `hold_ms`; a client
+/// takes three 23s, is stuck in the first and is killed. Returns the
+/// master, still running, its stats address and the directory.
+fn alone_with_a_stranded_pool(hold_ms: &str) -> (Running, String, String) {
+    let dir = temp_dir(&format!("attach-alone-{hold_ms}"));
+    let stats = format!("{dir}/stats.sock");
+    let mut m = start_exe(BIN, &["alone", &dir, hold_ms]);
+    let sock = m.wait_fact("attach");
+    let gate = format!("{dir}/gate-a");
+    std::fs::write(format!("{gate}.go"), "").unwrap();
+    let mut a = start_exe(BIN, &["client", &sock, "a", &gate]);
+    assert_eq!(a.wait_fact("attached"), "worker1");
+    for _ in 0..3 {
+        control(&dir, "raise 23");
+    }
+    assert_eq!(a.wait_fact("got23"), "worker1:a:1");
+    kill9(&a);
+    drop(a);
+    until_stats(&stats, "a has left", T, |d| d.flare.counters.detached == 1);
+    (m, stats, dir)
+}
+
+fn sigterm(m: &Running) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(m.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+#[test]
+fn pool_signals_nobody_can_take_are_dead_lettered_and_do_not_hold_up_the_shutdown() {
+    // Nobody comes back within the hold: they are dead-lettered.
+    let (m, stats, dir) = alone_with_a_stranded_pool("300");
+    until_stats(&stats, "stranded pool deliveries dead-lettered", T, |d| {
+        d.flare.counters.dead_lettered >= 3 && d.workers.iter().all(|w| w.state == "vacant")
+    });
+    sigterm(&m);
+    let run = m.finish();
+    assert_eq!(run.counter("pending_at_exit"), 0);
+    assert_eq!(run.counter("dropped"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A shutdown within the hold: the drain (its timeout is 300 s here,
+    // past the test's deadline) does not wait for deliveries nobody can
+    // take; they are counted as pending at exit.
+    let (m, _stats, dir) = alone_with_a_stranded_pool("60000");
+    sigterm(&m);
+    let run = m.finish();
+    assert!(
+        run.counter("pending_at_exit") >= 3,
+        "{}",
+        run.summary["counters"]
+    );
+    assert_eq!(run.counter("dropped"), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

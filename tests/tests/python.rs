@@ -1,6 +1,7 @@
 //! The Python package (crates/flare-py): built and installed into a venv
-//! (target/py-venv, with pytest, uwsgiconf, uwsgidecorators and pyuwsgi
-//! from PyPI), then its pytest suite run. `.ci/run` prepares the venv up front.
+//! (target/py-venv, with pytest, uwsgiconf, uwsgidecorators, pyuwsgi,
+//! gunicorn, uvicorn and granian from PyPI), then its pytest suite run.
+//! `.ci/run` prepares the venv up front.
 
 use std::path::Path;
 use std::process::Command;
@@ -43,6 +44,10 @@ fn the_python_package_passes_its_pytest_suite() {
             "uwsgiconf",
             "uwsgidecorators==1.1.0",
             "pyuwsgi==2.0.30",
+            // Web servers whose workers attach (tests/test_attach.py).
+            "gunicorn==27.0.1",
+            "uvicorn==0.55.0",
+            "granian==2.8.9",
         ]),
         "installing the test requirements",
     );

@@ -320,6 +320,20 @@ fn priority_at_and_spooler_pick_the_order_the_time_and_the_directory() {
     let two: Vec<&str> = jobs.iter().copied().filter(|j| j.contains(&d2s)).collect();
     assert_eq!(two, [format!("ran=dir2 spooler=2 {d2s}")], "{jobs:?}");
     assert_eq!(sum["waiting_in_dir1"], 4, "{sum}");
+    // spool_many put each job in its own directory; spooler_get_task read
+    // the held-back job without running it; before run() every spooler
+    // pid is 0 (one spooler per directory).
+    assert_eq!(
+        sum["batch_in_dir2"],
+        serde_json::json!([false, false, true]),
+        "{sum}"
+    );
+    assert_eq!(
+        sum["get_task"],
+        serde_json::json!({"what": "at", "has_at": true, "dir": true, "missing": true}),
+        "{sum}"
+    );
+    assert_eq!(sum["pids_in_master"], serde_json::json!([0, 0]), "{sum}");
     let e = sum["unknown_spooler"].as_str().unwrap_or_default();
     assert!(
         e.contains("/nonexistent/spool") && e.contains(d2.to_str().unwrap()),

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod ctl;
 mod demo;
+mod serve;
 mod signal;
 mod stats;
 mod top;
@@ -34,6 +35,9 @@ enum Command {
     Ctl(ctl::Args),
     /// A live view of a master (its stats endpoint): one row per process.
     Top(top::Args),
+    /// Run a master for attached processes only (gunicorn, uvicorn, granian
+    /// workers, any docs/attach.md client): routing, sources, stats.
+    Serve(serve::Args),
 }
 
 /// Runs the `flare` command with `args` (the program name first, as in
@@ -73,6 +77,7 @@ where
         Command::Stats(args) => stats::run(args),
         Command::Ctl(args) => return ctl::run(args),
         Command::Top(args) => top::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => 0,

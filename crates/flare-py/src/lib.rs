@@ -16,7 +16,9 @@ use std::time::Duration;
 use flare::{
     Error, ForkHooks, Master, ProcessInfo, Received, RegistrationError, Role, Signal, Source,
 };
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PySystemError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyConnectionError, PyOSError, PyRuntimeError, PySystemError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
@@ -47,6 +49,8 @@ fn err(e: Error) -> PyErr {
         // A fleet send that did not reach every live node, or could not
         // be sent: "unable to deliver", as for a remote node.
         Error::Fleet(_) => PyOSError::new_err(text),
+        // Nothing listens there, or the master refused (its reason).
+        Error::Attach { .. } => PyConnectionError::new_err(text),
         _ => PyRuntimeError::new_err(text),
     }
 }
@@ -169,7 +173,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new(), spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true, stall=None, fleet=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new(), spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true, stall=None, attach=None, attach_workers=None, attach_hold=None, fleet=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -194,10 +198,20 @@ impl Group {
         locks: u32,
         spooler_fsync: bool,
         stall: Option<f64>,
+        attach: Option<String>,
+        attach_workers: Option<u32>,
+        attach_hold: Option<f64>,
         fleet: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Group> {
         install_log()?;
+        // The one tunable without a builder method; every other option is
+        // set below, over these defaults.
+        let mut opts = flare::Options::default();
+        if let Some(secs) = attach_hold {
+            opts.attach_hold = duration(secs)?;
+        }
         let mut b = Master::builder()
+            .options(opts)
             .workers(workers)
             .mules(mules)
             .spoolers(spoolers)
@@ -220,6 +234,12 @@ impl Group {
         }
         if let Some(addr) = stats {
             b = b.stats(addr);
+        }
+        if let Some(path) = attach {
+            b = b.attach(path);
+        }
+        if let Some(n) = attach_workers {
+            b = b.attach_workers(n);
         }
         b = b.allow_uids(allow_uids);
         if let Some(addr) = control {
@@ -334,6 +354,59 @@ fn register(py: Python<'_>, n: i64, target: &str, func: Py<PyAny>) -> PyResult<(
         .map_err(err)
 }
 
+/// Checks a signal number (0-255): a clear `ValueError` otherwise.
+#[pyfunction]
+fn check_signal(n: i64) -> PyResult<()> {
+    num(n).map(drop)
+}
+
+/// Checks a registration made outside a group (recorded, replayed when
+/// the process attaches) as far as it can be checked without the group: the
+/// number, the target's grammar and the handler's signature.
+#[pyfunction]
+fn check_registration(py: Python<'_>, n: i64, target: &str, func: Py<PyAny>) -> PyResult<()> {
+    num(n)?;
+    target.parse::<flare::Target>().map_err(err)?;
+    check_handler(py, func.bind(py))
+}
+
+/// Checks a cron spec (crontab text or five integers) without adding it.
+#[pyfunction]
+fn check_cron(spec: &Bound<'_, PyAny>) -> PyResult<()> {
+    cron_source(spec).map(drop)
+}
+
+/// Joins the group whose master listens at `path` (its attach socket) as a
+/// worker: (role, id, pid). `on_ready` (the Python layer's replay of what
+/// was registered before) runs once this process is a member and before
+/// the master starts delivering, so the first signals find their handlers.
+/// From then on it is a member like a forked worker; handlers run on the
+/// dispatcher thread.
+#[pyfunction]
+fn attach(py: Python<'_>, path: String, on_ready: Py<PyAny>) -> PyResult<(String, u32, u32)> {
+    install_log()?;
+    // What the callback raised, kept whole for Python (flare only needs to
+    // know that it failed).
+    let raised: Mutex<Option<PyErr>> = Mutex::new(None);
+    let joined = py.detach(|| {
+        flare::attach_with(path.as_str(), |_| {
+            Python::attach(|py| match on_ready.call0(py) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let text = e.to_string();
+                    *raised.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                    Err(Error::Config(format!("registering before Ready: {text}")))
+                }
+            })
+        })
+    });
+    if let Some(e) = raised.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        return Err(e);
+    }
+    let me = joined.map_err(err)?;
+    Ok((me.role.to_string(), me.id, me.pid))
+}
+
 /// Reserves the first free number (Signal() in flare: atomic).
 #[pyfunction]
 fn reserve(py: Python<'_>) -> PyResult<u8> {
@@ -411,6 +484,16 @@ fn last_received() -> Option<u8> {
 fn whoami() -> PyResult<Option<(String, u32, u32)>> {
     match flare::whoami() {
         Ok(w) => Ok(Some((w.role.to_string(), w.id, w.pid))),
+        Err(Error::NoRuntime(_)) => Ok(None),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// The group's master pid, or None outside a flare group.
+#[pyfunction]
+fn master_pid() -> PyResult<Option<u32>> {
+    match flare::master_pid() {
+        Ok(pid) => Ok(Some(pid)),
         Err(Error::NoRuntime(_)) => Ok(None),
         Err(e) => Err(err(e)),
     }
@@ -558,7 +641,12 @@ fn add_cron(
     unique: bool,
     fleet_unique: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<u32> {
-    let source = if let Ok(text) = spec.extract::<String>() {
+    add_fleet(py, cron_source(spec)?, n, unique, fleet_unique)
+}
+
+/// A cron source from crontab text or uWSGI's five integers.
+fn cron_source(spec: &Bound<'_, PyAny>) -> PyResult<Source> {
+    if let Ok(text) = spec.extract::<String>() {
         Source::cron(text.as_str())
     } else {
         let t = spec.cast::<PyTuple>().map_err(|_| {
@@ -569,8 +657,7 @@ fn add_cron(
         let v: [i32; 5] = t.extract()?;
         Source::cron(v)
     }
-    .map_err(err)?;
-    add_fleet(py, source, n, unique, fleet_unique)
+    .map_err(err)
 }
 
 #[pyfunction]
@@ -743,6 +830,10 @@ fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Group>()?;
     m.add("NoSignalAvailable", m.py().get_type::<NoSignalAvailable>())?;
     m.add_function(wrap_pyfunction!(register, m)?)?;
+    m.add_function(wrap_pyfunction!(check_signal, m)?)?;
+    m.add_function(wrap_pyfunction!(check_registration, m)?)?;
+    m.add_function(wrap_pyfunction!(check_cron, m)?)?;
+    m.add_function(wrap_pyfunction!(attach, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(reserve, m)?)?;
     m.add_function(wrap_pyfunction!(registered, m)?)?;
@@ -754,6 +845,7 @@ fn _flare(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(wait, m)?)?;
     m.add_function(wrap_pyfunction!(last_received, m)?)?;
     m.add_function(wrap_pyfunction!(whoami, m)?)?;
+    m.add_function(wrap_pyfunction!(master_pid, m)?)?;
     m.add_function(wrap_pyfunction!(stop, m)?)?;
     m.add_function(wrap_pyfunction!(serve_forever, m)?)?;
     m.add_function(wrap_pyfunction!(add_timer, m)?)?;

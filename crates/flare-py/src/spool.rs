@@ -48,6 +48,30 @@ pub(crate) fn install_handler() {
     flare::set_spooler_handler(run_task);
 }
 
+/// One job as the Python side hands it over: keys and values, body, at,
+/// priority, spooler.
+type PyJob = (
+    Vec<(Vec<u8>, Vec<u8>)>,
+    Option<Vec<u8>>,
+    Option<f64>,
+    Option<u32>,
+    Option<PathBuf>,
+);
+
+fn job_of((args, body, at, priority, spooler): PyJob) -> PyResult<Job> {
+    let mut job = Job::new();
+    job.args = args.into_iter().collect();
+    job.body = body.unwrap_or_default();
+    job.priority = priority;
+    job.spooler = spooler;
+    if let Some(at) = at {
+        let d = Duration::try_from_secs_f64(at)
+            .map_err(|e| PyValueError::new_err(format!("bad `at` {at}: {e}")))?;
+        job.at = Some(SystemTime::UNIX_EPOCH + d);
+    }
+    Ok(job)
+}
+
 /// Spools a job; returns the job file's path as bytes (as uWSGI does).
 #[pyfunction]
 #[pyo3(signature = (args, body=None, at=None, priority=None, spooler=None))]
@@ -59,18 +83,20 @@ fn spool<'py>(
     priority: Option<u32>,
     spooler: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let mut job = Job::new();
-    job.args = args.into_iter().collect();
-    job.body = body.unwrap_or_default();
-    job.priority = priority;
-    job.spooler = spooler;
-    if let Some(at) = at {
-        let d = Duration::try_from_secs_f64(at)
-            .map_err(|e| PyValueError::new_err(format!("bad `at` {at}: {e}")))?;
-        job.at = Some(SystemTime::UNIX_EPOCH + d);
-    }
+    let job = job_of((args, body, at, priority, spooler))?;
     let path = py.detach(move || flare::spool(job)).map_err(err)?;
     Ok(PyBytes::new(py, path.as_os_str().as_encoded_bytes()))
+}
+
+/// Spools several jobs with one directory fsync; returns their paths.
+#[pyfunction]
+fn spool_many(py: Python<'_>, jobs: Vec<PyJob>) -> PyResult<Vec<Py<PyBytes>>> {
+    let jobs = jobs.into_iter().map(job_of).collect::<PyResult<Vec<_>>>()?;
+    let paths = py.detach(move || flare::spool_many(jobs)).map_err(err)?;
+    Ok(paths
+        .iter()
+        .map(|p| PyBytes::new(py, p.as_os_str().as_encoded_bytes()).unbind())
+        .collect())
 }
 
 /// The job files waiting in a spool directory (the first when None).
@@ -82,6 +108,33 @@ fn spooler_jobs(py: Python<'_>, spooler: Option<PathBuf>) -> PyResult<Vec<Py<PyB
         .iter()
         .map(|p| PyBytes::new(py, p.as_os_str().as_encoded_bytes()).unbind())
         .collect())
+}
+
+/// The pids of the group's spoolers, in spooler order (0: not running).
+#[pyfunction]
+fn spooler_pids() -> Vec<u32> {
+    flare::spooler_pids()
+}
+
+/// A job file read without claiming it: (keys and values, body), None when
+/// there is no such file; OSError when it cannot be read or is not a
+/// spool file.
+#[pyfunction]
+fn spooler_get_task<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+) -> PyResult<Option<(Bound<'py, PyDict>, Bound<'py, PyBytes>)>> {
+    let Some(task) = py
+        .detach(move || flare::spooler_get_task(path))
+        .map_err(err)?
+    else {
+        return Ok(None);
+    };
+    let args = PyDict::new(py);
+    for (k, v) in &task.args {
+        args.set_item(PyBytes::new(py, k), PyBytes::new(py, v))?;
+    }
+    Ok(Some((args, PyBytes::new(py, &task.body))))
 }
 
 #[pyfunction]
@@ -109,7 +162,10 @@ fn is_locked(n: u32) -> PyResult<bool> {
 /// Adds these functions to the native module.
 pub(crate) fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(spool, m)?)?;
+    m.add_function(wrap_pyfunction!(spool_many, m)?)?;
     m.add_function(wrap_pyfunction!(spooler_jobs, m)?)?;
+    m.add_function(wrap_pyfunction!(spooler_pids, m)?)?;
+    m.add_function(wrap_pyfunction!(spooler_get_task, m)?)?;
     m.add_function(wrap_pyfunction!(set_spooler_frequency, m)?)?;
     m.add_function(wrap_pyfunction!(lock, m)?)?;
     m.add_function(wrap_pyfunction!(unlock, m)?)?;

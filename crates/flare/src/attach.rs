@@ -137,6 +137,7 @@ pub fn attach_with(
         chan_b: Duplex { rx: b_rx, tx: b_tx },
         busy_poll: Duration::from_nanos(setup.busy_poll_ns),
         attached: true,
+        master_pid: attached.master_pid,
     })?;
     on_ready(info)?;
     let ctx = crate::child::context().ok_or(Error::NoRuntime("the member context is gone"))?;

@@ -60,14 +60,8 @@ pub type Entry = Box<dyn Fn(ProcessInfo) + 'static>;
 
 /// What the master hands a freshly forked child.
 pub(crate) struct ChildSetup<'a> {
-    pub(crate) me: ProcId,
-    pub(crate) slot: Slot,
-    pub(crate) topo: Arc<Topology>,
-    pub(crate) shm: Shm,
-    pub(crate) chan_a: Duplex,
-    pub(crate) chan_b: Duplex,
-    /// [`crate::Options::busy_poll`].
-    pub(crate) busy_poll: Duration,
+    /// What it needs to be a member.
+    pub(crate) member: Install,
     /// Master descriptors the child must not keep.
     pub(crate) inherited: Vec<RawFd>,
     pub(crate) entry: Option<&'a Entry>,
@@ -92,6 +86,8 @@ pub(crate) struct ChildCtx {
     /// Joined through the attach socket: when the master goes away the
     /// dispatcher stops, but the process (its server's) goes on.
     attached: bool,
+    /// The master's pid.
+    pub(crate) master_pid: u32,
 }
 
 /// Channel B, used by every thread but the dispatcher, one at a time.
@@ -156,7 +152,7 @@ extern "C" fn mark_forked_off() {
 /// through `_exit`, so the master's values in this copy of its memory are
 /// never dropped and nothing the master registered with `atexit` runs.
 pub(crate) fn child_main(setup: ChildSetup<'_>) -> ! {
-    let me = setup.me;
+    let me = setup.member.me;
     match catch_unwind(AssertUnwindSafe(move || run_child(setup))) {
         Ok(code) => sys::leave(code),
         Err(_) => {
@@ -176,7 +172,7 @@ fn run_child(setup: ChildSetup<'_>) -> i32 {
     }
     sys::close_inherited(&setup.inherited);
     if let Err(e) = sys::reset_child_signals() {
-        tracing::error!("{}: {}", setup.me, e.report());
+        tracing::error!("{}: {}", setup.member.me, e.report());
         return EXIT_SETUP_FAILED;
     }
     if nix::unistd::getppid().as_raw() as u32 != setup.master_pid {
@@ -184,20 +180,11 @@ fn run_child(setup: ChildSetup<'_>) -> i32 {
         return EXIT_OK;
     }
     let entry = setup.entry;
-    let installed = install(Install {
-        me: setup.me,
-        slot: setup.slot,
-        topo: setup.topo,
-        shm: setup.shm,
-        chan_a: setup.chan_a,
-        chan_b: setup.chan_b,
-        busy_poll: setup.busy_poll,
-        attached: false,
-    });
-    let info = match installed {
+    let me = setup.member.me;
+    let info = match install(setup.member) {
         Ok(info) => info,
         Err(e) => {
-            tracing::error!("{}: {}", setup.me, e.report());
+            tracing::error!("{me}: {}", e.report());
             return if CHILD.get().is_some() {
                 // The context is in place: only the thread failed.
                 EXIT_NO_DISPATCHER
@@ -228,13 +215,18 @@ fn run_child(setup: ChildSetup<'_>) -> i32 {
 /// What a process needs to become a member: forked, or attached.
 pub(crate) struct Install {
     pub(crate) me: ProcId,
+    /// Its slot in the master's tables and in shared memory.
     pub(crate) slot: Slot,
     pub(crate) topo: Arc<Topology>,
     pub(crate) shm: Shm,
     pub(crate) chan_a: Duplex,
     pub(crate) chan_b: Duplex,
+    /// [`crate::Options::busy_poll`].
     pub(crate) busy_poll: Duration,
+    /// Joined through the attach socket (not forked by the master).
     pub(crate) attached: bool,
+    /// The master's pid.
+    pub(crate) master_pid: u32,
 }
 
 /// Makes this process a member: its context, and the dispatcher thread
@@ -270,6 +262,7 @@ pub(crate) fn install(i: Install) -> Result<ProcessInfo> {
             ..WaitHub::default()
         },
         attached: i.attached,
+        master_pid: i.master_pid,
     };
     if CHILD.set(ctx).is_err() {
         return Err(Error::Config(match CHILD.get() {

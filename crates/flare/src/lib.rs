@@ -103,8 +103,8 @@ pub use origin::{Origin, Received};
 pub use proto::uwsgi;
 pub use remote::{DEFAULT_TIMEOUT, RemoteAddr, send_remote};
 pub use signal::{
-    Signal, current_signal, get_available_num, get_last_received, last_received, registry_signals,
-    serve_forever, stop, wait_any, wait_any_timeout, whoami,
+    Signal, current_signal, get_available_num, get_last_received, last_received, master_pid,
+    registry_signals, serve_forever, stop, wait_any, wait_any_timeout, whoami,
 };
 pub use source::{
     add_cron, add_file_monitor, add_rb_timer, add_timer, add_timer_ms, remove_source,
@@ -112,7 +112,7 @@ pub use source::{
 pub use source_spec::{IntoCron, Source, SourceId, SourceKind};
 pub use spool::{
     Job, SpoolHandler, SpoolOutcome, Task, set_spooler_frequency, set_spooler_handler, spool,
-    spooler_dirs, spooler_jobs,
+    spool_many, spooler_dirs, spooler_get_task, spooler_jobs, spooler_pids,
 };
 pub use status::{ProcessStatus, processes};
 pub use target::{Farm, IntoTarget, Mule, Target};

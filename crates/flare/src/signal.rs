@@ -82,6 +82,32 @@ impl Signal {
         }
     }
 
+    /// Who registered or reserved the number: [`ProcId::MASTER`] for the
+    /// master, the child (or attached process) otherwise; `None` when it is
+    /// free, or outside a flare process. A language binding uses it to
+    /// tell numbers its own kind of process registered (the same decorator
+    /// in every attached web worker) from numbers held elsewhere.
+    ///
+    /// ```no_run
+    /// use flare::{ProcId, Signal};
+    /// if Signal::new(17).owner() == Some(ProcId::MASTER) {
+    ///     println!("17 was registered before the children were forked");
+    /// }
+    /// ```
+    pub fn owner(self) -> Option<crate::ProcId> {
+        match child::context() {
+            Some(ctx) => mirror_entry(ctx, self.num).owner,
+            None => master::with_setup(|s| {
+                s.table.owner(self.num).map(|o| match o {
+                    crate::table::Owner::Master => crate::ProcId::MASTER,
+                    crate::table::Owner::Child(slot) => s.table.topology().proc_at(slot),
+                })
+            })
+            .ok()
+            .flatten(),
+        }
+    }
+
     /// Registers `handler` for this signal on `target` (uwsgiconf
     /// `signal.register_handler(target=...)`; default target `worker`).
     ///
@@ -356,6 +382,23 @@ pub fn serve_forever() -> ! {
     crate::spool::serve_if_spooler();
     loop {
         std::thread::park();
+    }
+}
+
+/// The pid of this group's master (uWSGI `masterpid()`): this process's
+/// own in the master; the master's in a forked child and in an attached
+/// process (which is not the master's child).
+///
+/// # Errors
+///
+/// [`Error::NoRuntime`] and [`Error::ForkedFromMember`], as [`whoami`].
+pub fn master_pid() -> Result<u32> {
+    match child::context() {
+        Some(ctx) => ctx.own().map(|ctx| ctx.master_pid),
+        None if master::is_master() => Ok(std::process::id()),
+        None => Err(Error::NoRuntime(
+            "not a flare process: build a master with Master::builder() first",
+        )),
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, RegistrationError, Result};
 use crate::target::{Resolved, Target};
-use crate::topology::{Slot, SlotSet, Topology};
+use crate::topology::{ProcId, Slot, SlotSet, Topology};
 
 /// Who registered or reserved a number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +109,7 @@ impl Table {
         }
     }
 
-    #[cfg(test)]
+    /// The group's shape.
     pub(crate) fn topology(&self) -> &Topology {
         &self.topo
     }
@@ -119,6 +119,15 @@ impl Table {
         match &self.entries[num as usize] {
             Entry::Registered(r) => Some(r),
             _ => None,
+        }
+    }
+
+    /// Who registered or reserved a number.
+    pub(crate) fn owner(&self, num: u8) -> Option<Owner> {
+        match &self.entries[num as usize] {
+            Entry::Free => None,
+            Entry::Reserved(o) => Some(*o),
+            Entry::Registered(r) => Some(r.owner),
         }
     }
 
@@ -301,6 +310,8 @@ pub(crate) struct MirrorEntry {
     pub(crate) taken: bool,
     /// The target, when registered.
     pub(crate) target: Option<Target>,
+    /// Who registered or reserved it (`ProcId::MASTER` for the master).
+    pub(crate) owner: Option<ProcId>,
 }
 
 impl MirrorEntry {
@@ -343,6 +354,10 @@ impl MirrorEntry {
             } else {
                 None
             },
+            owner: (state != 0).then(|| match (word >> 40) & 0xff_ffff {
+                0 => ProcId::MASTER,
+                s => topo.proc_at(s as usize - 1),
+            }),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, SystemTime};
 
-use flare::{Job, Master, Options, Signal, SpoolOutcome, Task};
+use flare::{Job, Master, MasterBuilder, Options, Signal, SpoolOutcome, Task};
 use flare_tests::{fact, finish, init_log};
 use serde_json::{Value, json};
 
@@ -46,14 +46,21 @@ fn main() {
         "readonly" => readonly(path(1)),
         "options" => options(path(1), path(2)),
         "full" => full(path(1)),
-        "throughput" => throughput(path(1), num(2, 20_000), num(3, 1) as u32, num(4, 1) == 1),
+        "throughput" => throughput(
+            path(1),
+            num(2, 20_000),
+            num(3, 1) as u32,
+            num(4, 1) == 1,
+            num(5, 1).max(1) as usize,
+            num(6, 1).max(1) as usize,
+        ),
         "locks" => locks(path(1)),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: basic DIR LOG [N], prompt DIR, \
                  durable-run DIR LOG SPOOLED [N], durable-finish DIR LOG SPOOLED, readonly DIR, \
                  locks DIR, options DIR1 DIR2, full DIR, \
-                 throughput DIR N SPOOLERS FSYNC(0|1)"
+                 throughput DIR N SPOOLERS FSYNC(0|1) [BATCH [THREADS]]"
             );
             std::process::exit(2);
         }
@@ -89,36 +96,52 @@ fn left(dir: &Path) -> Value {
 
 static DONE: AtomicU64 = AtomicU64::new(0);
 
-/// Two workers spool `n` jobs between them; two spoolers on one directory
-/// run them; each run is logged; worker 1 stops the group when every job
-/// has reported (signal 10 from the handler, after the log line).
-fn basic(dir: PathBuf, log: PathBuf, n: u64) -> flare::Result<Value> {
-    let log2 = log.clone();
-    let master = Master::builder()
-        .workers(2)
-        .spooler_dir(&dir)
-        .spooler_processes(2)
-        .spooler_frequency(Duration::from_secs(3600))
+/// The group `basic` and `durable-finish` share: `workers` workers and
+/// `spoolers` spoolers on `dir`, whose handler appends `id pid` to `log`
+/// and raises signal 10 (worker 1 counts).
+fn logged_spoolers(dir: &Path, log: &Path, workers: u32, spoolers: u32) -> MasterBuilder {
+    let log = log.to_path_buf();
+    Master::builder()
+        .workers(workers)
+        .spooler_dir(dir)
+        .spooler_processes(spoolers)
         .spooler_handler(move |task| {
             append(
-                &log2,
+                &log,
                 &format!("{} {}\n", arg(task, "id"), std::process::id()),
             );
             Signal::new(10).send().expect("send");
             SpoolOutcome::Ok
         })
+}
+
+/// Two workers spool `n` jobs between them; two spoolers on one directory
+/// run them; each run is logged; worker 1 stops the group when every job
+/// has reported (signal 10 from the handler, after the log line) and the
+/// directory is empty.
+fn basic(dir: PathBuf, log: PathBuf, n: u64) -> flare::Result<Value> {
+    let master = logged_spoolers(&dir, &log, 2, 2)
+        .spooler_frequency(Duration::from_secs(3600))
         .worker_entry(move |me| {
             for id in (u64::from(me.id) - 1..n).step_by(2) {
                 flare::spool(Job::new().arg("id", id.to_string())).expect("spool");
             }
             fact("spooled_by", me.id);
+            if me.id == 1 {
+                // Every job reported, and its file is gone: a spooler
+                // removes it after its handler returned, a moment after
+                // the handler's signal.
+                while DONE.load(SeqCst) < n || !flare::spooler_jobs(None).expect("jobs").is_empty()
+                {
+                    let _ = Signal::new(10).wait_timeout(Duration::from_millis(50));
+                }
+                flare::stop().expect("stop");
+            }
             flare::serve_forever();
         })
         .build()?;
     Signal::new(10).register_handler("worker1", move |_| {
-        if DONE.fetch_add(1, SeqCst) + 1 == n {
-            flare::stop().expect("stop");
-        }
+        DONE.fetch_add(1, SeqCst);
     })?;
     let summary = master.run()?;
     let ran = runs(&log);
@@ -241,19 +264,7 @@ fn durable_run(dir: PathBuf, log: PathBuf, spooled: PathBuf, n: u64) -> flare::R
 /// worker 1 stops the group when the directory is empty (checked after
 /// each job's signal, and at least every second). Then counts.
 fn durable_finish(dir: PathBuf, log: PathBuf, spooled: PathBuf) -> flare::Result<Value> {
-    let log2 = log.clone();
-    let master = Master::builder()
-        .workers(1)
-        .spooler_dir(&dir)
-        .spooler_processes(3)
-        .spooler_handler(move |task| {
-            append(
-                &log2,
-                &format!("{} {}\n", arg(task, "id"), std::process::id()),
-            );
-            Signal::new(10).send().expect("send");
-            SpoolOutcome::Ok
-        })
+    let master = logged_spoolers(&dir, &log, 1, 3)
         .worker_entry(move |_| {
             fact(
                 "left_at_restart",
@@ -389,11 +400,23 @@ fn options(dir1: PathBuf, dir2: PathBuf) -> flare::Result<Value> {
         })
         .build()?;
     let later = SystemTime::now() + Duration::from_secs(2);
-    flare::spool(Job::new().arg("what", "at").at(later))?;
+    let at_job = flare::spool(Job::new().arg("what", "at").at(later))?;
     flare::spool(Job::new().arg("what", "none"))?;
-    flare::spool(Job::new().arg("what", "p5").priority(5))?;
-    flare::spool(Job::new().arg("what", "p1").priority(1))?;
-    flare::spool(Job::new().arg("what", "dir2").spooler(&dir2))?;
+    // One batch over both directories (one fsync of each).
+    let batch = flare::spool_many([
+        Job::new().arg("what", "p5").priority(5),
+        Job::new().arg("what", "p1").priority(1),
+        Job::new().arg("what", "dir2").spooler(&dir2),
+    ])?;
+    let task = flare::spooler_get_task(&at_job)?.expect("the at job is there");
+    let got_task = json!({
+        "what": arg(&task, "what"),
+        "has_at": task.args.contains_key(b"at".as_slice()),
+        "dir": task.dir == dir1,
+        "missing": flare::spooler_get_task(dir1.join("job_nope"))?.is_none(),
+    });
+    let batch_dirs: Vec<bool> = batch.iter().map(|p| p.starts_with(&dir2)).collect();
+    let pids_in_master = flare::spooler_pids();
     let bad = flare::spool(Job::new().spooler("/nonexistent/spool"))
         .err()
         .map(|e| e.to_string());
@@ -406,6 +429,9 @@ fn options(dir1: PathBuf, dir2: PathBuf) -> flare::Result<Value> {
     master.run()?;
     Ok(json!({
         "before_build": unknown,
+        "get_task": got_task,
+        "batch_in_dir2": batch_dirs,
+        "pids_in_master": pids_in_master,
         "unknown_spooler": bad,
         "waiting_in_dir1": waiting,
         "left1": left(&dir1),
@@ -414,9 +440,18 @@ fn options(dir1: PathBuf, dir2: PathBuf) -> flare::Result<Value> {
 }
 
 /// Rust handlers, for docs/benchmarks.md: worker 1 spools `n` jobs as fast
-/// as it can, then 200 jobs one at a time into idle spoolers; each job's
-/// handler raises 10 (worker 1 counts) and appends its spool-to-start time.
-fn throughput(dir: PathBuf, n: u64, spoolers: u32, fsync: bool) -> flare::Result<Value> {
+/// as it can (`batch` at a time through `spool_many` when above 1, from
+/// `threads` threads at once), then 200 jobs one at a time into idle
+/// spoolers; each job's handler raises 10 (worker 1 counts) and appends
+/// its spool-to-start time.
+fn throughput(
+    dir: PathBuf,
+    n: u64,
+    spoolers: u32,
+    fsync: bool,
+    batch: usize,
+    threads: usize,
+) -> flare::Result<Value> {
     const PINGS: u64 = 200;
     let lat_log = dir.with_extension("latency");
     let _ = fs::remove_file(&lat_log);
@@ -435,9 +470,22 @@ fn throughput(dir: PathBuf, n: u64, spoolers: u32, fsync: bool) -> flare::Result
         })
         .worker_entry(move |_| {
             let t = std::time::Instant::now();
-            for i in 0..n {
-                flare::spool(Job::new().arg("id", i.to_string())).expect("spool");
-            }
+            let ids: Vec<u64> = (0..n).collect();
+            let per_thread = ids.len().div_ceil(threads).max(1);
+            std::thread::scope(|s| {
+                for part in ids.chunks(per_thread) {
+                    s.spawn(move || {
+                        for chunk in part.chunks(batch) {
+                            let jobs = chunk.iter().map(|i| Job::new().arg("id", i.to_string()));
+                            if batch == 1 {
+                                jobs.for_each(|j| drop(flare::spool(j).expect("spool")));
+                            } else {
+                                flare::spool_many(jobs).expect("spool_many");
+                            }
+                        }
+                    });
+                }
+            });
             let enq = t.elapsed();
             while DONE.load(SeqCst) < n {
                 let _ = Signal::new(10).wait_timeout(Duration::from_secs(1));
@@ -460,7 +508,8 @@ fn throughput(dir: PathBuf, n: u64, spoolers: u32, fsync: bool) -> flare::Result
             fact(
                 "throughput",
                 json!({
-                    "jobs": n, "spoolers": spoolers, "fsync": fsync,
+                    "jobs": n, "spoolers": spoolers, "fsync": fsync, "batch": batch,
+                    "threads": threads,
                     "enqueued_per_s": (n as f64 / enq.as_secs_f64()).round(),
                     "completed_per_s": (n as f64 / all.as_secs_f64()).round(),
                     "start_p50_us": pct(50), "start_p99_us": pct(99),

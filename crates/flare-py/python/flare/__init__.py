@@ -26,7 +26,8 @@ import signal as _signal
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-from . import _flare
+from . import _core, _flare
+from ._core import NotInGroup
 from ._flare import NoSignalAvailable
 
 __version__ = "0.1.0"
@@ -38,6 +39,8 @@ __all__ = [
     "stop",
     "serve_forever",
     "NoSignalAvailable",
+    "NotInGroup",
+    "attach",
     "at_fork",
     "__version__",
 ]
@@ -46,11 +49,41 @@ Entry = Optional[Callable[[], Any]]
 
 _post_fork: List[Callable[[], Any]] = []
 
+#: Attach slots when ``attach`` is given without ``attach_workers``.
+_DEFAULT_ATTACH_WORKERS = 8
+
+if os.environ.get("FLARE_ATTACH"):
+    # This process is to join a group: ``import uwsgi`` is flare's, even
+    # where a uwsgi module (uwsgiconf's stub, ...) could be found.
+    from . import uwsgi as _compat
+
+    sys.modules["uwsgi"] = _compat
+
 
 def whoami() -> Optional[Tuple[str, int, int]]:
     """``(role, id, pid)`` of this process (role: master, worker, mule,
     spooler), or None outside a flare group."""
-    return _flare.whoami()
+    return _core.whoami()
+
+
+def attach(path: Optional[str] = None) -> Tuple[str, int, int]:
+    """Joins the flare group whose master listens at ``path`` (its
+    ``--attach`` socket; default: the ``FLARE_ATTACH`` environment variable)
+    as a worker, and returns ``(role, id, pid)``: this process is
+    ``worker<id>`` from now on (``uwsgi.worker_id()``). What was registered
+    before (signals, timers, cron entries, file monitors: at import, maybe
+    in a parent process before it forked) is registered now, in order;
+    handlers run on flare's dispatcher thread. Call it in the process that
+    is to be the member, after any fork: gunicorn's ``post_worker_init``
+    (``from flare.gunicorn import post_worker_init`` in gunicorn.conf.py),
+    after the app's registrations (end of its import, or the lifespan
+    startup) under uvicorn and granian. A second call in the same process
+    returns the same answer; a process forked from an attached one is not
+    a member (its ``send()`` raises ``NotInGroup``). Raises
+    ``ConnectionError`` when nothing listens at ``path`` or the master
+    refuses (every slot taken, a uid it does not admit: its reason is in
+    the message). See docs/attach.md."""
+    return _core.attach(path)
 
 
 def stop() -> None:
@@ -103,6 +136,13 @@ class Group:
     master's own user. ``metrics``: serve Prometheus metrics at
     ``GET /metrics`` on this address (docs/stats.md).
 
+    ``attach``: a Unix socket (a path, or ``@name`` for an abstract one)
+    where processes flare did not fork (gunicorn, uvicorn, granian workers,
+    any program speaking docs/attach.md) join as workers; ``attach_workers``
+    (default 8) is how many may be attached at once, numbered after the
+    forked workers; ``attach_hold`` (seconds, default 30) is how long
+    deliveries for a slot whose process left wait for the next one.
+
     ``spooler_dirs`` are spool directories (uWSGI ``--spooler``), each
     served by ``spooler_processes`` spoolers (default 1) that run
     ``uwsgi.spooler`` for each job; ``spooler_frequency`` (seconds, default
@@ -142,10 +182,14 @@ class Group:
         fleet_name: Optional[str] = None,
         node: Optional[str] = None,
         fleet_allow: Optional[Iterable[int]] = None,
+        attach: Optional[str] = None,
+        attach_workers: Optional[int] = None,
+        attach_hold: Optional[float] = None,
     ) -> None:
         farm_list = _farm_list(farms)
         fleet_opts = _fleet_options(fleet, fleet_name, node, fleet_allow)
         dirs = [os.fspath(d) for d in spooler_dirs]
+        attach_options = {"attach": attach, "attach_workers": attach_workers, "attach_hold": attach_hold}
         self._native = _flare.Group(
             workers=workers,
             mules=mules,
@@ -172,12 +216,16 @@ class Group:
             spooler_fsync=spooler_fsync,
             stall=stall,
             fleet=fleet_opts,
+            # Only when asked for: a group without an attach socket builds
+            # exactly as before.
+            **{k: v for k, v in attach_options.items() if v is not None},
         )
+        _core.group_built()
         from . import uwsgi as compat
 
         compat._configure(
             master_pid=os.getpid(),
-            workers=workers,
+            workers=workers + (attach_workers or (_DEFAULT_ATTACH_WORKERS if attach else 0)),
             mules=mules,
             farms=farm_list,
             spoolers=spoolers,
@@ -222,7 +270,7 @@ def _serve() -> None:
     uwsgiconf's ``Mule.offload``), as in uWSGI (otherwise they wait in its
     mailbox)."""
     compat = sys.modules.get("uwsgi")
-    me = _flare.whoami()
+    me = _core.whoami()
     if me and me[0] == "mule" and callable(getattr(compat, "mule_msg_hook", None)):
         compat._mule_loop()
     _flare.serve_forever()
@@ -268,7 +316,7 @@ def _mule_scripts(scripts: List[str], entry: Entry) -> Entry:
     def mule() -> Any:
         import runpy
 
-        me = _flare.whoami()
+        me = _core.whoami()
         index = (me[1] if me else 0) - 1
         script = scripts[index] if 0 <= index < len(scripts) else ""
         if script:

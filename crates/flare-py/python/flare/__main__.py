@@ -42,13 +42,25 @@ def _spooler_values(a: argparse.Namespace) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m flare", description=__doc__.splitlines()[0])
     p.add_argument("app", nargs="?", help="module or module:callable (the workers' entry)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, help="forked workers (default 1; 0 with --attach)")
     p.add_argument("--mules", type=int, default=0)
     p.add_argument("--farm", action="append", default=[], metavar="NAME:1,2", help="a farm of mules")
     p.add_argument("--spoolers", type=int, default=0)
     p.add_argument("--remote", metavar="ADDR", help="listen for remote signals (uwsgi protocol)")
     p.add_argument("--remote-allow", metavar="N,N", help="signal numbers remote nodes may raise")
     p.add_argument("--stats", metavar="ADDR", help="serve the stats document")
+    p.add_argument(
+        "--attach",
+        metavar="PATH",
+        help="take attached workers (gunicorn, uvicorn, granian, any docs/attach.md client) on this Unix socket",
+    )
+    p.add_argument("--attach-workers", type=int, metavar="N", help="attach slots (default 8)")
+    p.add_argument(
+        "--attach-hold",
+        type=float,
+        metavar="SECS",
+        help="how long deliveries for a slot whose process left wait for the next one (default 30)",
+    )
     p.add_argument("--control", metavar="PATH", help="take control commands on this Unix socket")
     p.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics at http://ADDR/metrics")
     p.add_argument(
@@ -83,6 +95,9 @@ def main(argv=None) -> int:
     if a.ini or a.yaml:
         return _from_uwsgi_config(a)
     allow = [int(n) for n in a.remote_allow.split(",")] if a.remote_allow else None
+    if a.workers is None:
+        # Attached web workers do the work: no forked workers unless asked.
+        a.workers = 0 if a.attach else 1
     summary = flare.run(
         a.app,
         mule=a.mule_entry,
@@ -96,6 +111,9 @@ def main(argv=None) -> int:
         stats=a.stats,
         control=a.control,
         metrics=a.metrics,
+        attach=a.attach,
+        attach_workers=a.attach_workers,
+        attach_hold=a.attach_hold,
         harakiri=a.harakiri,
         stall=a.stall,
         busy_poll=None if a.busy_poll_us is None else a.busy_poll_us / 1e6,

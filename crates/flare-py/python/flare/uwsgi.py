@@ -1,6 +1,8 @@
 """The signal part of uWSGI's ``uwsgi`` module, on flare.
 
 Inside processes that flare runs (after :class:`flare.Group` is built),
+in processes that joined a group (``flare.attach()``, ``FLARE_ATTACH``),
+and wherever no real ``uwsgi`` module exists (docs/attach.md),
 ``import uwsgi`` gives this module, so code written for uWSGI's signals
 (``uwsgiconf.runtime.signals``, ``uwsgiconf.runtime.scheduling``,
 ``uwsgidecorators``) runs unmodified, and so do mule and farm messages,
@@ -18,7 +20,7 @@ import time as _time
 import traceback as _traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import _flare
+from . import _core, _flare
 
 #: Number of workers (uWSGI's ``numproc``).
 numproc = 0
@@ -64,8 +66,21 @@ def _configure(master_pid: int, workers: int, mules: int, farms, spoolers: int, 
         opt[k] = v
 
 
+def _configure_attached(master_pid: int) -> None:
+    """Called by flare.attach() once this process is a worker of the group
+    at the attach socket: the names that describe the group."""
+    global numproc, _master_pid, started_on
+    _master_pid = master_pid
+    started_on = int(_time.time())
+    numproc = sum(1 for p in _flare.processes() if p[0] == "worker")
+    values = {"master": True, "workers": str(numproc).encode()}
+    for k, v in values.items():
+        opt[k.encode()] = v
+        opt[k] = v
+
+
 def _me() -> Tuple[str, int, int]:
-    return _flare.whoami() or ("", 0, os.getpid())
+    return _core.whoami() or ("", 0, os.getpid())
 
 
 # ---- signals ---------------------------------------------------------------
@@ -75,7 +90,7 @@ def register_signal(num: int, target: str, func: Callable[[int], Any]) -> None:
     """Registers ``func`` for signal ``num`` on ``target`` (empty: ``worker``).
     In the master before the fork, every child inherits it; in a child, only
     that child runs it."""
-    _flare.register(num, target or "worker", func)
+    _core.register(num, target or "worker", func)
 
 
 def signal(num: int, remote: Optional[str] = None) -> None:
@@ -87,7 +102,7 @@ def signal(num: int, remote: Optional[str] = None) -> None:
     if remote:
         _flare.send_remote(remote, num)
     else:
-        _flare.send(num)
+        _core.send(num)
 
 
 def signal_wait(num: Optional[int] = None) -> int:
@@ -110,7 +125,7 @@ def signal_received() -> int:
 
 def signal_registered(num: int) -> bool:
     """Whether ``num`` is registered anywhere in the group."""
-    return _flare.registered(num)
+    return _core.registered(num)
 
 
 # ---- sources ---------------------------------------------------------------
@@ -119,17 +134,17 @@ def signal_registered(num: int) -> bool:
 def add_timer(num: int, secs: float, fleet_unique: Any = None) -> None:
     """Raises ``num`` every ``secs`` seconds (flare: ``fleet_unique=True``
     once per fleet, docs/fleet.md)."""
-    _flare.add_timer(num, float(secs), fleet_unique=fleet_unique or None)
+    _core.add_timer(num, float(secs), fleet_unique=fleet_unique or None)
 
 
 def add_ms_timer(num: int, ms: int) -> None:
     """Raises ``num`` every ``ms`` milliseconds."""
-    _flare.add_timer(num, ms / 1000.0)
+    _core.add_timer(num, ms / 1000.0)
 
 
 def add_rb_timer(num: int, secs: float, iterations: int = 0) -> None:
     """Raises ``num`` every ``secs`` seconds, ``iterations`` times (0: for ever)."""
-    _flare.add_rb_timer(num, float(secs), iterations or None)
+    _core.add_rb_timer(num, float(secs), iterations or None)
 
 
 def add_cron(
@@ -138,12 +153,12 @@ def add_cron(
     """Raises ``num`` in every local minute matching (``-1`` every, ``-N``
     every N, weekday 0 or 7 Sunday); flare: ``fleet_unique=True`` once per
     fleet."""
-    _flare.add_cron(num, (int(minute), int(hour), int(day), int(month), int(week)), fleet_unique=fleet_unique or None)
+    _core.add_cron(num, (int(minute), int(hour), int(day), int(month), int(week)), fleet_unique=fleet_unique or None)
 
 
 def add_file_monitor(num: int, path: str) -> None:
     """Raises ``num`` when ``path`` changes (it may not exist yet)."""
-    _flare.add_file_monitor(num, os.fspath(path))
+    _core.add_file_monitor(num, os.fspath(path))
 
 
 # ---- who and where ---------------------------------------------------------
@@ -167,8 +182,10 @@ def i_am_the_spooler() -> bool:
 
 
 def masterpid() -> int:
-    """The master's pid."""
-    return _master_pid
+    """The master's pid. Outside a group (before ``flare.attach()``, in a
+    test), this process's pid: never 0, which uwsgidecorators refuses at
+    import, and never a process that is not ours."""
+    return _master_pid or os.getpid()
 
 
 def in_farm(name: Optional[str] = None) -> bool:
@@ -184,6 +201,15 @@ def stop() -> None:
 
 def reload() -> None:
     """Restarts every child, one at a time (SIGHUP to the master)."""
+    if not _core.is_member():
+        raise _core.NotInGroup("uwsgi.reload(): this process is not in a flare group")
+    if not _master_pid:
+        raise RuntimeError(
+            "uwsgi.reload(): the master's pid is not known here; "
+            "use the control socket (flare ctl PATH reload)"
+        )
+    # An attached worker's reload restarts the forked children; attached
+    # processes are their server's to restart.
     os.kill(_master_pid, _os_signal.SIGHUP)
 
 
@@ -205,6 +231,10 @@ def mule_msg(message: Any, mule: Any = None) -> bool:
     message and returns False); ``ValueError`` for a message larger than
     ``--mule-msg-size`` (64 KiB) or an unknown mule or farm."""
     data = _message(message)
+    if _core.is_attached():
+        raise ValueError(
+            "mule messages are not passed to attached workers; raise a signal for a mule instead"
+        )
     if _mules < 1:
         raise ValueError("no mule configured")
     if isinstance(mule, str):
@@ -324,7 +354,7 @@ def workers() -> Tuple[Dict[str, Any], ...]:
 
 def ready() -> bool:
     """Whether the group runs (True in every flare child)."""
-    return _flare.whoami() is not None
+    return _core.whoami() is not None
 
 
 def mem() -> Tuple[int, int]:
@@ -459,12 +489,8 @@ def _number(key: str, value: Any, kind: type) -> Any:
     return kind(value)
 
 
-def spool(*args: Any, **kwargs: Any) -> bytes:
-    """Spools a job (uWSGI ``uwsgi.spool``): a dict of bytes or str keys and
-    values, given as one dict or as keyword arguments. ``spooler`` (a
-    configured spool directory), ``priority`` (lower runs first), ``at``
-    (Unix time, not run before) and ``body`` (bytes of any size) are the
-    job's options. Returns the job file's path."""
+def _job(args: Tuple[Any, ...], kwargs: Dict[Any, Any]) -> Tuple[Any, ...]:
+    """Checks and converts one job for the native side."""
     if len(args) > 1 or (args and not isinstance(args[0], dict)):
         raise TypeError("spool() takes one dict, or keyword arguments")
     job = dict(args[0]) if args else {}
@@ -480,13 +506,34 @@ def spool(*args: Any, **kwargs: Any) -> bytes:
         pairs.append((k, _as_bytes(f"the value of {name!r} ({value!r})", value)))
     body = fields.get("body")
     spooler_dir = fields.get("spooler")
-    return _flare.spool(
+    return (
         pairs,
-        body=None if body is None else _as_bytes("the body", body),
-        at=None if fields.get("at") is None else _number("at", fields["at"], float),
-        priority=None if fields.get("priority") is None else _number("priority", fields["priority"], int),
-        spooler=None if spooler_dir is None else os.fsdecode(_as_bytes("spooler", spooler_dir)),
+        None if body is None else _as_bytes("the body", body),
+        None if fields.get("at") is None else _number("at", fields["at"], float),
+        None if fields.get("priority") is None else _number("priority", fields["priority"], int),
+        None if spooler_dir is None else os.fsdecode(_as_bytes("spooler", spooler_dir)),
     )
+
+
+def spool(*args: Any, **kwargs: Any) -> bytes:
+    """Spools a job (uWSGI ``uwsgi.spool``): a dict of bytes or str keys and
+    values, given as one dict or as keyword arguments. ``spooler`` (a
+    configured spool directory), ``priority`` (lower runs first), ``at``
+    (Unix time, not run before) and ``body`` (bytes of any size) are the
+    job's options. Returns the job file's path."""
+    pairs, body, at, priority, spooler_dir = _job(args, kwargs)
+    return _flare.spool(pairs, body=body, at=at, priority=priority, spooler=spooler_dir)
+
+
+def spool_many(jobs: Any) -> List[bytes]:
+    """Spools several jobs (dicts, as for :func:`spool`) at once, with one
+    fsync of each spool directory for the whole batch (a flare addition:
+    uWSGI has no such call). Returns the job files' paths, in order. A job
+    that is not a dict of bytes or str fails the batch before any is
+    written."""
+    if isinstance(jobs, dict):
+        raise TypeError("spool_many() takes a list of jobs (dicts); for one job, use spool()")
+    return _flare.spool_many([_job((j,), {}) for j in jobs])
 
 
 #: uWSGI's other name for :func:`spool`.
@@ -496,6 +543,41 @@ send_to_spooler = spool
 def spooler_jobs() -> List[bytes]:
     """The job files waiting in the first spool directory, in run order."""
     return _flare.spooler_jobs()
+
+
+def spooler_pids() -> List[int]:
+    """The pids of the group's spooler processes, spooler 1 first (uWSGI
+    ``uwsgi.spooler_pids()``); 0 for a spooler with no process now (in the
+    master before the group starts: all)."""
+    return list(_flare.spooler_pids())
+
+
+def spooler_pid() -> int:
+    """The first spooler's pid (uWSGI ``uwsgi.spooler_pid()``: the same in
+    every process, a spooler included); 0 when there is none."""
+    pids = _flare.spooler_pids()
+    return pids[0] if pids else 0
+
+
+def spooler_get_task(path: Any) -> Optional[Dict[Any, bytes]]:
+    """Reads the job file at ``path`` without claiming it (uWSGI
+    ``uwsgi.spooler_get_task``): the dict uWSGI returns, the job's bytes
+    keys and values plus ``'spooler_task_name'`` (the path given, as
+    bytes) and ``'body'`` when the job has one, both str keys as in uWSGI.
+    None when there is no such file, or it cannot be read, or it is not a
+    spool file. ``path`` may be str (as uWSGI wants), bytes or a path."""
+    try:
+        got = _flare.spooler_get_task(os.fsdecode(path))
+    except OSError:
+        return None
+    if got is None:
+        return None
+    args, body = got
+    task: Dict[Any, bytes] = {"spooler_task_name": os.fsencode(path)}
+    task.update(args)
+    if body:
+        task["body"] = body
+    return task
 
 
 def set_spooler_frequency(secs: float) -> bool:

@@ -159,18 +159,18 @@ def to_run_options(opts: Dict[str, List[str]]) -> Tuple[Dict[str, Any], List[Any
 def apply_steps(steps: List[Any], cron_target: str) -> None:
     """Adds the config's timers, file monitors and crons in the master
     (before the fork), as uWSGI's master does."""
-    from . import _flare
+    from . import _core
 
     for step in steps:
         if step[0] == "timer":
-            _flare.add_timer(step[1], step[2])
+            _core.add_timer(step[1], step[2])
         elif step[0] == "rbtimer":
-            _flare.add_rb_timer(step[1], step[2], None)
+            _core.add_rb_timer(step[1], step[2], None)
         elif step[0] == "file":
-            _flare.add_file_monitor(step[1], step[2])
+            _core.add_file_monitor(step[1], step[2])
         elif step[0] == "cron":
             # uWSGI runs a cron command itself; flare raises a signal whose
             # handler (in the first available worker, or mule) runs it.
-            num = _flare.available()
-            _flare.register(num, cron_target, _cron_command(step[2], step[3]))
-            _flare.add_cron(num, step[1])
+            num = _core.available()
+            _core.register(num, cron_target, _cron_command(step[2], step[3]))
+            _core.add_cron(num, step[1])

@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
@@ -109,8 +110,8 @@ fn spool_err(dir: &Path, what: &str, e: io::Error) -> Error {
 
 /// Writes a job: to a temporary name, renamed to `name`, so no process
 /// ever sees a partial job. With `sync`, the file is fsynced before the
-/// rename and the directory after it, so that once this returns the job
-/// also survives a crash of the machine.
+/// rename; the directory's fsync, which makes the new name durable, is
+/// the caller's (see [`DirSync`]), so that several jobs can share one.
 pub(crate) fn write(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<PathBuf> {
     let tmp = dir.join(TMP_DIR).join(name);
     let done = dir.join(name);
@@ -133,20 +134,77 @@ pub(crate) fn write(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<P
         }
         .map_err(|e| spool_err(dir, "cannot create a job file", e))?;
         f.write_all(data)
-            .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
+            .and_then(|()| if sync { f.sync_data() } else { Ok(()) })
             .map_err(|e| spool_err(dir, "cannot write a job file", e))?;
+        // Closed before the rename: closed after it, the file would make
+        // a second inotify event (CLOSE_WRITE) in the spool directory.
+        drop(f);
         fs::rename(&tmp, &done).map_err(|e| spool_err(dir, "cannot rename a job file", e))
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    if sync {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| spool_err(dir, "cannot sync the directory", e))?;
-    }
     Ok(done)
+}
+
+/// Group commit of a directory's fsync among the threads of a process:
+/// a thread that renamed a job in takes a ticket; one fsync of the
+/// directory covers every rename made before it started, so a thread
+/// whose rename is covered by an fsync another thread ran (or is running)
+/// waits for it instead of running its own.
+#[derive(Debug, Default)]
+pub(crate) struct DirSync {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Renames counted so far (the last ticket given).
+    renamed: u64,
+    /// Every rename up to this ticket is durable.
+    synced: u64,
+    /// A thread is running the fsync now.
+    running: bool,
+}
+
+impl DirSync {
+    /// A ticket for a rename just made.
+    pub(crate) fn ticket(&self) -> u64 {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.renamed += 1;
+        st.renamed
+    }
+
+    /// Returns once the rename of `ticket` in `dir` is durable: covered by
+    /// an fsync that started after it, this thread's or another's.
+    pub(crate) fn sync(&self, dir: &Path, ticket: u64) -> Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if !st.running {
+                st.running = true;
+                let upto = st.renamed;
+                drop(st);
+                let r = File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| spool_err(dir, "cannot sync the directory", e));
+                st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                st.running = false;
+                if r.is_ok() {
+                    st.synced = st.synced.max(upto);
+                }
+                self.done.notify_all();
+                // A failure is this thread's to report; the waiting ones
+                // try again themselves.
+                return r;
+            }
+            st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 /// The jobs in a directory (names), unsorted.
@@ -213,11 +271,26 @@ pub(crate) fn claim(dir: &Path, name: &str) -> io::Result<Claim> {
         Err((_, Errno::EWOULDBLOCK)) => return Ok(Claim::Busy),
         Err((_, e)) => return Err(e.into()),
     };
-    if lock.metadata()?.nlink() == 0 {
+    let meta = lock.metadata()?;
+    if meta.nlink() == 0 {
         return Ok(Claim::Gone);
     }
-    let mut data = Vec::new();
-    lock.read_to_end(&mut data)?;
+    // Sized from the fstat just made (a plain read_to_end on a File asks
+    // the kernel for the size and position again: two system calls per
+    // job); then whatever is past that size, normally nothing (one read
+    // that returns 0).
+    let mut data = vec![0; usize::try_from(meta.len()).unwrap_or(0)];
+    let mut got = 0;
+    while got < data.len() {
+        match lock.read(&mut data[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    data.truncate(got);
+    (&*lock).take(u64::MAX).read_to_end(&mut data)?;
     Ok(Claim::Got(Claimed {
         _lock: lock,
         path,
@@ -275,6 +348,8 @@ mod tests {
     fn a_claimed_job_is_busy_for_others_and_gone_once_finished() {
         let d = tmpdir("claim");
         let path = write(&d, "job_x", b"data", true).unwrap();
+        let sync = DirSync::default();
+        sync.sync(&d, sync.ticket()).unwrap();
         assert!(path.exists());
         assert_eq!(list(&d).unwrap(), ["job_x"]);
         let Claim::Got(held) = claim(&d, "job_x").unwrap() else {
@@ -291,6 +366,28 @@ mod tests {
             .unwrap();
         assert_eq!(lock.metadata().unwrap().nlink(), 0);
         assert!(matches!(claim(&d, "job_x").unwrap(), Claim::Gone));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn one_directory_fsync_covers_the_renames_made_before_it() {
+        let d = tmpdir("sync");
+        let sync = DirSync::default();
+        let (a, b) = (sync.ticket(), sync.ticket());
+        sync.sync(&d, b).unwrap();
+        // Covered by the fsync made for b: no second one.
+        assert_eq!(sync.state.lock().unwrap().synced, 2);
+        sync.sync(&d, a).unwrap();
+        let c = sync.ticket();
+        assert!(sync.state.lock().unwrap().synced < c);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| sync.sync(&d, sync.ticket()).unwrap());
+            }
+        });
+        assert_eq!(sync.state.lock().unwrap().synced, 11);
+        let e = sync.sync(&d.join("gone"), sync.ticket()).unwrap_err();
+        assert!(e.to_string().contains("cannot sync the directory"), "{e}");
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -3,13 +3,15 @@
 //!
 //! A job is a map of byte-string keys to byte-string values plus an
 //! optional body, earliest start (`at`) and priority. [`spool`] writes it
-//! into a spool directory durably (temporary name, fsync, rename, fsync of
-//! the directory). Each spooler process serves one directory: it watches
-//! it with inotify, so a new job starts at once; claims a job with an
-//! exclusive `flock` on its file (released by the kernel if the spooler
-//! dies); runs the handler; removes the file only when the handler says
-//! [`SpoolOutcome::Ok`] or [`SpoolOutcome::Ignore`]. Jobs run at least
-//! once: a spooler killed mid-job leaves the file, and the job runs again.
+//! into a spool directory durably (temporary name, fdatasync, rename, fsync
+//! of the directory; [`spool_many`] one directory fsync for a batch). Each
+//! spooler process serves one directory: the directory's spoolers share
+//! one inotify queue, so a new job wakes one idle spooler at once; it
+//! claims the job with an exclusive `flock` on its file (released by the
+//! kernel if the spooler dies); runs the handler; removes the file only
+//! when the handler says [`SpoolOutcome::Ok`] or [`SpoolOutcome::Ignore`].
+//! Jobs run at least once: a spooler killed mid-job leaves the file, and
+//! the job runs again.
 //!
 //! ```no_run
 //! use flare::{Job, Master, SpoolOutcome};
@@ -34,6 +36,7 @@
 mod dir;
 mod format;
 mod runner;
+mod wake;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -172,8 +175,17 @@ struct Config {
     fsync: bool,
     /// Shared by every process (inherited across fork): the spooler
     /// frequency in milliseconds at offset 0, so a change reaches every
-    /// spooler.
+    /// spooler; then each directory's scan generation (see `wake`).
     control: File,
+    /// Each directory's inotify queue, shared by its spoolers.
+    watches: Vec<wake::Shared>,
+    /// Each directory's fsync, shared by this process's threads.
+    syncs: Vec<dir::DirSync>,
+}
+
+/// Where directory `idx`'s scan generation is in the control file.
+fn generation_at(idx: usize) -> u64 {
+    8 + 8 * idx as u64
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -215,15 +227,24 @@ pub(crate) fn configure(setup: Setup, spoolers: &mut u32) -> Result<()> {
             .map(File::from)
             .map_err(|e| Error::io("creating the spooler's shared settings", e))?;
     let freq = setup.frequency.unwrap_or(DEFAULT_FREQUENCY);
+    let mut settings = (freq.as_millis() as u64).to_le_bytes().to_vec();
+    settings.resize(generation_at(setup.dirs.len()) as usize, 0);
     control
-        .write_all_at(&(freq.as_millis() as u64).to_le_bytes(), 0)
+        .write_all_at(&settings, 0)
         .map_err(|e| Error::io("writing the spooler's shared settings", e))?;
+    let watches = setup
+        .dirs
+        .iter()
+        .map(|d| wake::Shared::new(d))
+        .collect::<Result<Vec<_>>>()?;
     CONFIG
         .set(Config {
             dirs: setup.dirs,
             per_dir,
             fsync: !setup.no_fsync,
             control,
+            syncs: watches.iter().map(|_| dir::DirSync::default()).collect(),
+            watches,
         })
         .map_err(|_| Error::Config("this process already configured spoolers".into()))
 }
@@ -246,6 +267,13 @@ pub fn set_spooler_handler(f: impl Fn(&Task) -> SpoolOutcome + Send + Sync + 'st
 /// directory and returns the job file's path. From any process of the
 /// group, the master included.
 ///
+/// Durably: the file is written to a temporary name, fdatasynced, renamed
+/// into place, and the directory fsynced; threads of one process spooling
+/// at once share the directory's fsync. Without fsync
+/// ([`crate::MasterBuilder::spooler_fsync`]`(false)`), the job survives
+/// the death of any process (the rename is atomic) but not a crash of the
+/// machine.
+///
 /// # Errors
 ///
 /// [`Error::InvalidJob`] for a job that cannot be written as given (an
@@ -253,11 +281,64 @@ pub fn set_spooler_handler(f: impl Fn(&Task) -> SpoolOutcome + Send + Sync + 'st
 /// directory cannot take it (missing, not writable, full),
 /// [`Error::NoRuntime`] when no spool directory is configured.
 pub fn spool(job: Job) -> Result<PathBuf> {
+    let mut paths = spool_many(std::iter::once(job))?;
+    paths
+        .pop()
+        .ok_or(Error::NoRuntime("spool_many returned no path"))
+}
+
+/// Spools several jobs at once (a flare addition; uWSGI has none): each is
+/// written as by [`spool`], but each directory is fsynced once for the
+/// whole batch, after every file of it is in place. Returns the job files'
+/// paths in the order of the jobs. Jobs that start before this returns
+/// are possible (each is visible once renamed into place); the batch is
+/// durable when it returns.
+///
+/// # Errors
+///
+/// As [`spool`]. A job that cannot be encoded fails the batch before
+/// anything is written; when writing fails part way, the jobs written
+/// before stay spooled (the error names the directory and the reason).
+pub fn spool_many(jobs: impl IntoIterator<Item = Job>) -> Result<Vec<PathBuf>> {
     let cfg = config()?;
-    let dir = match &job.spooler {
-        None => &cfg.dirs[0],
-        Some(want) => find_dir(cfg, want)?,
-    };
+    let mut encoded = Vec::new();
+    for job in jobs {
+        let idx = match &job.spooler {
+            None => 0,
+            Some(want) => find_dir(cfg, want)?,
+        };
+        let (data, name) = encode(job)?;
+        encoded.push((idx, data, name));
+    }
+    let mut paths = Vec::with_capacity(encoded.len());
+    let mut tickets: Vec<Option<u64>> = vec![None; cfg.dirs.len()];
+    let mut failed = None;
+    for (idx, data, name) in &encoded {
+        match dir::write(&cfg.dirs[*idx], name, data, cfg.fsync) {
+            Ok(path) => paths.push(path),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+        if cfg.fsync {
+            tickets[*idx] = Some(cfg.syncs[*idx].ticket());
+        }
+    }
+    // The jobs in place are made durable even when a later one failed.
+    for (idx, ticket) in tickets.iter().enumerate() {
+        if let Some(t) = ticket {
+            cfg.syncs[idx].sync(&cfg.dirs[idx], *t)?;
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(paths),
+    }
+}
+
+/// A job's file contents and name.
+fn encode(job: Job) -> Result<(Vec<u8>, String)> {
     let mut args = job.args;
     let at = job.at.map(|t| {
         let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
@@ -271,14 +352,15 @@ pub fn spool(job: Job) -> Result<PathBuf> {
     }
     let data = format::encode(&args, &job.body)?;
     let name = dir::job_name(job.priority, at.unwrap_or(0), SEQ.fetch_add(1, Relaxed));
-    dir::write(dir, &name, &data, cfg.fsync)
+    Ok((data, name))
 }
 
-fn find_dir<'a>(cfg: &'a Config, want: &Path) -> Result<&'a PathBuf> {
+/// Which configured directory `want` is (its index).
+fn find_dir(cfg: &Config, want: &Path) -> Result<usize> {
     let canon = want.canonicalize().ok();
     cfg.dirs
         .iter()
-        .find(|d| d.as_path() == want || (canon.is_some() && d.canonicalize().ok() == canon))
+        .position(|d| d.as_path() == want || (canon.is_some() && d.canonicalize().ok() == canon))
         .ok_or_else(|| {
             Error::InvalidJob(format!(
                 "spooler `{}` is not one of this group's spool directories: {}",
@@ -304,7 +386,7 @@ pub fn spooler_jobs(spooler: Option<&Path>) -> Result<Vec<PathBuf>> {
     let cfg = config()?;
     let dir = match spooler {
         None => &cfg.dirs[0],
-        Some(want) => find_dir(cfg, want)?,
+        Some(want) => &cfg.dirs[find_dir(cfg, want)?],
     };
     let mut names = dir::list(dir).map_err(|e| Error::Spool {
         path: dir.clone(),
@@ -312,6 +394,58 @@ pub fn spooler_jobs(spooler: Option<&Path>) -> Result<Vec<PathBuf>> {
     })?;
     names.sort();
     Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// The pids of the group's spooler processes, in spooler order (uWSGI
+/// `uwsgi.spooler_pids()`): spooler 1 first; 0 for a spooler that has no
+/// process now (not started yet, or between a death and its respawn). From
+/// any process of the group; in the master before `run()`, every pid is 0.
+/// Empty when the group has no spoolers.
+pub fn spooler_pids() -> Vec<u32> {
+    if crate::child::context().is_some() {
+        return crate::status::processes()
+            .into_iter()
+            .filter(|p| p.proc.role == Role::Spooler)
+            .map(|p| p.pid)
+            .collect();
+    }
+    CONFIG
+        .get()
+        .map(|c| vec![0; c.dirs.len() * c.per_dir as usize])
+        .unwrap_or_default()
+}
+
+/// Reads a job file without claiming it (uWSGI
+/// `uwsgi.spooler_get_task(path)`): its keys and values and body, as a
+/// spooler would hand them to its handler. Any path, in a spool directory
+/// of this group or not; the job may be running elsewhere meanwhile.
+///
+/// # Errors
+///
+/// `Ok(None)` when there is no such file. [`Error::Spool`] when it cannot
+/// be read or is not a spool file (the reason is in the error).
+pub fn spooler_get_task(path: impl AsRef<Path>) -> Result<Option<Task>> {
+    let path = path.as_ref();
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Spool {
+                path: path.to_path_buf(),
+                what: format!("cannot be read: {e}"),
+            });
+        }
+    };
+    let (args, body) = format::decode(&data).map_err(|why| Error::Spool {
+        path: path.to_path_buf(),
+        what: format!("is not a spool file: {why}"),
+    })?;
+    Ok(Some(Task {
+        name: path.to_path_buf(),
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        args,
+        body,
+    }))
 }
 
 /// The spool directories of this group, in the order they were given.
@@ -349,9 +483,34 @@ pub(crate) fn frequency() -> Duration {
     }
 }
 
-/// For a spooler with a spool directory: serves it for good (jobs here,
-/// signals on the dispatcher thread). Returns when this process has no
-/// directory to serve.
+/// Directory `idx`'s scan generation: moved on when a spooler found that
+/// events were lost, so every spooler of it scans again.
+pub(crate) fn scan_generation(idx: usize) -> u64 {
+    let mut b = [0u8; 8];
+    match CONFIG
+        .get()
+        .map(|c| c.control.read_exact_at(&mut b, generation_at(idx)))
+    {
+        Some(Ok(())) => u64::from_le_bytes(b),
+        _ => 0,
+    }
+}
+
+/// Moves directory `idx`'s scan generation on. Two spoolers doing it at
+/// once may move it by one instead of two: either way it changed, which
+/// is all a spooler checks.
+pub(crate) fn bump_scan_generation(idx: usize) {
+    if let Some(c) = CONFIG.get() {
+        let next = scan_generation(idx).wrapping_add(1);
+        if let Err(e) = c
+            .control
+            .write_all_at(&next.to_le_bytes(), generation_at(idx))
+        {
+            tracing::warn!("cannot move the spool scan generation on: {e}");
+        }
+    }
+}
+
 /// A spooler's default entry: runs its spool directory, then serves
 /// signals until the master ends the process.
 pub(crate) fn serve_spooler_forever() -> ! {
@@ -373,7 +532,9 @@ pub(crate) fn serve_if_spooler() {
     }
     let Some(cfg) = CONFIG.get() else { return };
     let idx = ((me.id.saturating_sub(1)) / cfg.per_dir) as usize;
-    let Some(dir) = cfg.dirs.get(idx) else { return };
+    let (Some(dir), Some(watch)) = (cfg.dirs.get(idx), cfg.watches.get(idx)) else {
+        return;
+    };
     let handler = HANDLER
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -387,7 +548,9 @@ pub(crate) fn serve_if_spooler() {
         );
         return;
     };
-    let Err(e) = runner::serve(me.proc_id(), dir, handler);
+    let served = wake::Waker::open(watch)
+        .and_then(|waker| runner::serve(me.proc_id(), dir, idx, cfg.per_dir == 1, waker, handler));
+    let Err(e) = served;
     tracing::error!("{}: {e}; exiting (the master forks it again)", me.proc_id());
     std::process::exit(70);
 }

@@ -1,24 +1,27 @@
-//! A spooler's loop: which job next, claim, run, finish; inotify on the
-//! directory wakes it for a new job at once.
+//! A spooler's loop: which job next, claim, run, finish.
 //!
-//! Jobs are kept in name order (the names sort by priority, then age).
+//! New jobs come from the directory's shared inotify queue (see `wake`):
+//! each event reaches one spooler. Jobs are kept in name order (the names
+//! sort by priority, then age). A spooler alone on its directory reads
+//! every event each time round, so a new job of a higher priority overtakes
+//! the waiting ones; one of several reads about one event when it has
+//! nothing else to run, leaving the rest to the other spoolers.
+//!
 //! A job another spooler holds, or one whose handler said retry, leaves
 //! the queue and comes back at the next full scan of the directory, every
 //! spooler frequency; a full scan also happens when the spooler starts
 //! (so a respawned spooler takes up what a dead one held) and when the
-//! kernel's inotify queue overflowed.
+//! kernel's inotify queue overflowed (the spooler that saw it, then every
+//! spooler of the directory).
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use inotify::{EventMask, Inotify, WatchMask};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-
 use super::dir::{self, Claim};
+use super::wake::Waker;
 use super::{SpoolHandler, SpoolOutcome, Task, format};
 use crate::error::{Error, Result};
 use crate::topology::ProcId;
@@ -32,37 +35,44 @@ fn unix_now() -> u64 {
 struct Runner<'a> {
     me: ProcId,
     dir: &'a Path,
-    inotify: Inotify,
-    buf: Vec<u8>,
+    /// Which configured directory (its scan generation).
+    idx: usize,
+    /// The only spooler of its directory.
+    alone: bool,
+    waker: Waker,
     /// Jobs to try, in the order they run.
     ready: BTreeSet<String>,
     /// Jobs not to start before a time (Unix seconds).
     later: BTreeSet<(u64, String)>,
     last_scan: Instant,
+    /// The directory's scan generation at this spooler's last scan.
+    generation: u64,
     /// The spooler frequency, read again each time the spooler goes idle
     /// (any process of the group may change it).
     frequency: Duration,
 }
 
-/// Serves `dir` with `handler` until the process ends; returns only when
-/// the directory cannot be watched or read.
-pub(super) fn serve(me: ProcId, dir: &Path, handler: SpoolHandler) -> Result<Infallible> {
-    let inotify = Inotify::init().map_err(|e| Error::io("creating the spooler's inotify", e))?;
-    inotify
-        .watches()
-        .add(dir, WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE)
-        .map_err(|e| Error::Spool {
-            path: dir.to_path_buf(),
-            what: format!("cannot be watched: {e}"),
-        })?;
+/// Serves `dir` (configured directory `idx`, woken through `waker`) with
+/// `handler` until the process ends; returns only when the directory
+/// cannot be read.
+pub(super) fn serve(
+    me: ProcId,
+    dir: &Path,
+    idx: usize,
+    alone: bool,
+    waker: Waker,
+    handler: SpoolHandler,
+) -> Result<Infallible> {
     let mut r = Runner {
         me,
         dir,
-        inotify,
-        buf: vec![0; 64 * 1024],
+        idx,
+        alone,
+        waker,
         ready: BTreeSet::new(),
         later: BTreeSet::new(),
         last_scan: Instant::now(),
+        generation: super::scan_generation(idx),
         frequency: super::frequency(),
     };
     r.scan()?;
@@ -72,14 +82,22 @@ pub(super) fn serve(me: ProcId, dir: &Path, handler: SpoolHandler) -> Result<Inf
         r.ready.len() + r.later.len()
     );
     loop {
-        r.events()?;
+        if r.alone || r.ready.is_empty() {
+            r.events()?;
+        }
         if r.last_scan.elapsed() >= r.frequency {
             r.scan()?;
         }
         r.promote();
         match r.ready.pop_first() {
             Some(name) => r.run(&name, &handler),
-            None => r.wait()?,
+            None => {
+                if super::scan_generation(r.idx) != r.generation {
+                    r.scan()?;
+                    continue;
+                }
+                r.wait()?;
+            }
         }
     }
 }
@@ -87,6 +105,7 @@ pub(super) fn serve(me: ProcId, dir: &Path, handler: SpoolHandler) -> Result<Inf
 impl Runner<'_> {
     /// Reads the whole directory into the queues.
     fn scan(&mut self) -> Result<()> {
+        self.generation = super::scan_generation(self.idx);
         let names = dir::list(self.dir).map_err(|e| Error::Spool {
             path: self.dir.to_path_buf(),
             what: format!("cannot be listed: {e}"),
@@ -108,34 +127,23 @@ impl Runner<'_> {
         }
     }
 
-    /// Takes what inotify has (without blocking).
+    /// Takes what the directory's queue has for this spooler (without
+    /// blocking).
     fn events(&mut self) -> Result<()> {
-        loop {
-            let events = match self.inotify.read_events(&mut self.buf) {
-                Ok(events) => events,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("reading the spooler's inotify", e)),
-            };
-            let mut names = Vec::new();
-            let mut overflow = false;
-            for ev in events {
-                if ev.mask.contains(EventMask::Q_OVERFLOW) {
-                    overflow = true;
-                }
-                if let Some(name) = ev.name.and_then(|n| n.to_str()) {
-                    if dir::is_job(name) {
-                        names.push(name.to_owned());
-                    }
-                }
-            }
-            for n in names {
-                self.add(n);
-            }
-            if overflow {
-                self.scan()?;
-            }
+        let taken = self.waker.take(self.alone)?;
+        for n in taken.names {
+            self.add(n);
         }
+        if taken.overflow {
+            tracing::warn!(
+                "{}: the inotify queue of {} overflowed; scanning it (every spooler of it will)",
+                self.me,
+                self.dir.display()
+            );
+            super::bump_scan_generation(self.idx);
+            self.scan()?;
+        }
+        Ok(())
     }
 
     /// Moves jobs whose time came to the ready queue.
@@ -159,15 +167,7 @@ impl Runner<'_> {
             let secs = at.saturating_sub(unix_now());
             until = until.min(Duration::from_secs(secs));
         }
-        let ms = until.as_millis().clamp(1, i32::MAX as u128) as i32;
-        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
-        match poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
-            Err(e) => Err(Error::io("waiting for spool jobs", e)),
-        }
+        self.waker.wait(until)
     }
 
     /// Claims and runs one job.

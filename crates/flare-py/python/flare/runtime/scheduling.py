@@ -8,7 +8,7 @@ function registered there).
 
 from typing import Any, Callable, Optional, Union
 
-from .. import _flare
+from .. import _core
 from .signals import Farm, Mule, Signal
 
 Target = Union[None, str, Mule, Farm, Signal]
@@ -36,6 +36,16 @@ def register_timer(
     """Every ``period`` seconds (once per fleet with ``fleet_unique``: at the
     multiples of the period since the Unix epoch)."""
     return _automate(
+        target, lambda sig: _core.add_timer(int(sig), float(period), fleet_unique=_fleet(fleet_unique))
+    )
+
+
+def register_timer(
+    period: float, *, target: Target = None, fleet_unique: FleetUnique = False
+) -> Callable[[Callable], Callable]:
+    """Every ``period`` seconds (once per fleet with ``fleet_unique``: at the
+    multiples of the period since the Unix epoch)."""
+    return _automate(
         target, lambda sig: _flare.add_timer(int(sig), float(period), fleet_unique=_fleet(fleet_unique))
     )
 
@@ -45,7 +55,7 @@ def register_timer_ms(
 ) -> Callable[[Callable], Callable]:
     """Every ``period`` milliseconds."""
     return _automate(
-        target, lambda sig: _flare.add_timer(int(sig), period / 1000.0, fleet_unique=_fleet(fleet_unique))
+        target, lambda sig: _core.add_timer(int(sig), period / 1000.0, fleet_unique=_fleet(fleet_unique))
     )
 
 
@@ -55,7 +65,7 @@ def register_timer_rb(
     """Every ``period`` seconds, ``repeat`` times (None: for ever)."""
     return _automate(
         target,
-        lambda sig: _flare.add_rb_timer(int(sig), float(period), repeat or None, fleet_unique=_fleet(fleet_unique)),
+        lambda sig: _core.add_rb_timer(int(sig), float(period), repeat or None, fleet_unique=_fleet(fleet_unique)),
     )
 
 
@@ -73,4 +83,4 @@ def register_cron(
     (uWSGI's integers; weekday 0 or 7 is Sunday). ``fleet_unique``: once per
     fleet (docs/fleet.md)."""
     fields = tuple(-1 if v is None else int(v) for v in (minute, hour, day, month, weekday))
-    return _automate(target, lambda sig: _flare.add_cron(int(sig), fields, fleet_unique=_fleet(fleet_unique)))
+    return _automate(target, lambda sig: _core.add_cron(int(sig), fields, fleet_unique=_fleet(fleet_unique)))

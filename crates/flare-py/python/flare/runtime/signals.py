@@ -8,7 +8,7 @@ master, a bad target fails at registration, and ``send()`` never drops.
 
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
 
-from .. import _flare
+from .. import _core, _flare
 from .._flare import NoSignalAvailable
 from .mules import Farm, Mule
 
@@ -43,7 +43,7 @@ registry_signals: List[SignalDescription] = []
 def get_available_num() -> int:
     """The first signal number neither registered nor reserved; raises
     :class:`NoSignalAvailable` when all 256 are taken."""
-    return _flare.available()
+    return _core.available()
 
 
 def get_last_received() -> "Signal":
@@ -73,7 +73,7 @@ class Signal:
     __slots__ = ["num"]
 
     def __init__(self, num: Optional[int] = None):
-        self.num = _flare.reserve() if num is None else int(num)
+        self.num = _core.reserve() if num is None else int(num)
         if not 0 <= self.num <= 255:
             raise ValueError(f"signal number {self.num} is out of range 0-255")
 
@@ -90,7 +90,7 @@ class Signal:
     @property
     def registered(self) -> bool:
         """Whether the number is registered anywhere in the group."""
-        return _flare.registered(self.num)
+        return _core.registered(self.num)
 
     def register_handler(
         self,
@@ -105,7 +105,7 @@ class Signal:
         text = _target_text(target)
 
         def wrapper(func: Callable) -> Callable:
-            _flare.register(self.num, text, func)
+            _core.register(self.num, text, func)
             desc = SignalDescription(self.num, text, func)
             REGISTERED_SIGNALS[self.num] = desc
             registry_signals.append(desc)
@@ -119,7 +119,7 @@ class Signal:
         """Raises the signal (on the node at ``remote``: ``ValueError`` if it
         rejects it, ``OSError`` if it cannot be reached)."""
         if remote is None:
-            _flare.send(self.num)
+            _core.send(self.num)
         else:
             _flare.send_remote(remote, self.num)
 

@@ -209,14 +209,7 @@ impl Engine {
         let _ = p.life.exited();
         p.left_at = Some(now);
         let id = p.id;
-        self.shm.slot(slot).pid.store(0, Relaxed);
-        if matches!(self.phase, Phase::Running | Phase::Draining { .. }) {
-            self.requeue(slot);
-        }
-        for num in self.d.table.release_child(slot) {
-            self.mirror(num);
-        }
-        self.sources.release(slot);
+        self.vacate_member(slot);
         self.d.counters.detached += 1;
         if self.phase == Phase::Running {
             self.refresh_state(slot);
@@ -282,6 +275,13 @@ impl Engine {
                 );
             } else {
                 tracing::info!("{id}: attach slot vacant");
+            }
+            // Pool signals only the departed ran wait for nobody now.
+            for (num, n) in self.d.dead_letter_stranded() {
+                tracing::error!(
+                    "signal {num}: {n} pooled deliveries dead-lettered: every process that ran \
+                     it has left"
+                );
             }
         }
     }

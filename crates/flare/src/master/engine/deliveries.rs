@@ -278,9 +278,52 @@ impl Deliveries {
             + self.pools.iter().map(VecDeque::len).sum::<usize>()
     }
 
-    /// Whether nothing is queued for live processes or in pools.
-    pub(super) fn pools_empty(&self) -> bool {
-        self.pools.iter().all(VecDeque::is_empty)
+    /// Whether every pooled delivery still waiting is stranded: no member
+    /// of its pool that runs the signal is running (during a drain nobody
+    /// new comes, so they cannot block it; they count as pending at exit).
+    pub(super) fn pools_drained(&mut self) -> bool {
+        (0..=255u8).all(|num| self.pools[num as usize].is_empty() || self.stranded(num))
+    }
+
+    /// Whether nobody can take pool `num`'s deliveries now: no member runs
+    /// the signal, or none of those is running.
+    fn stranded(&mut self, num: u8) -> bool {
+        router::pool_candidates(self.table.route(num), &self.topo, &mut self.candidates);
+        !self
+            .candidates
+            .iter()
+            .any(|&s| self.views[s].state == ProcState::Running)
+    }
+
+    /// Dead-letters the pooled deliveries that nobody can ever take: every
+    /// member of their pool that ran the signal has left (empty attach
+    /// slots past their hold, cheaped or stopped members). Returns how
+    /// many, per signal number, for the caller's log line.
+    pub(super) fn dead_letter_stranded(&mut self) -> Vec<(u8, usize)> {
+        let mut gone = Vec::new();
+        for num in 0..=255u8 {
+            let n = num as usize;
+            if self.pools[n].is_empty() {
+                continue;
+            }
+            router::pool_candidates(self.table.route(num), &self.topo, &mut self.candidates);
+            let can_come_back = self.candidates.iter().any(|&s| {
+                !matches!(
+                    self.views[s].state,
+                    ProcState::Vacant | ProcState::Cheaped | ProcState::Stopped
+                )
+            });
+            if can_come_back {
+                continue;
+            }
+            let items: Vec<Pooled> = self.pools[n].drain(..).collect();
+            for item in &items {
+                self.count(DeliveryEvent::DeadLettered, num, None);
+                self.settle(item.origin);
+            }
+            gone.push((num, items.len()));
+        }
+        gone
     }
 
     /// Slot `s`'s tally.

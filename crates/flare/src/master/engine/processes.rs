@@ -19,7 +19,7 @@ use super::deliveries::LastWords;
 use super::supervisor::{After, Verdict, backoff, verdict};
 use super::token::{Channel, Endpoint};
 use super::{DELIVERY_PIPE, Engine, Phase, WATCH_TICK};
-use crate::child::{ChildSetup, child_main};
+use crate::child::{ChildSetup, Install, child_main};
 use crate::error::{Error, Result};
 use crate::sys::{self, Forked};
 use crate::topology::{ProcState, Slot};
@@ -79,18 +79,22 @@ impl Engine {
         }
         match forked? {
             Forked::Child => child_main(ChildSetup {
-                me: id,
-                slot,
-                topo: self.topo.clone(),
-                shm: self.shm,
-                chan_a: a_child,
-                chan_b: b_child,
+                member: Install {
+                    me: id,
+                    slot,
+                    topo: self.topo.clone(),
+                    shm: self.shm,
+                    chan_a: a_child,
+                    chan_b: b_child,
+                    busy_poll: self.opts.busy_poll,
+                    attached: false,
+                    master_pid: self.master_pid,
+                },
                 inherited,
                 entry: self.entries.for_role(id.role),
                 // Runs inside child_main, where a panic stops.
                 hook: hooks.map(|h| h.child),
                 master_pid: self.master_pid,
-                busy_poll: self.opts.busy_poll,
             }),
             Forked::Parent(pid) => {
                 drop((a_child, b_child));
@@ -209,14 +213,7 @@ impl Engine {
         let after = p.life.exited();
         let lived = now.duration_since(p.spawned_at);
         let id = p.id;
-        self.shm.slot(slot).pid.store(0, Relaxed);
-        if matches!(self.phase, Phase::Running | Phase::Draining { .. }) {
-            self.requeue(slot);
-        }
-        for num in self.d.table.release_child(slot) {
-            self.mirror(num);
-        }
-        self.sources.release(slot);
+        self.vacate_member(slot);
         if self.phase != Phase::Running {
             tracing::debug!("{id} (pid {pid}) {how}");
             self.refresh_state(slot);
@@ -249,6 +246,20 @@ impl Engine {
         self.shm.slot(slot).respawns.fetch_add(1, Relaxed);
         self.refresh_state(slot);
         self.respawns.push(Reverse((now + delay, slot)));
+    }
+
+    /// A slot's process is gone (dead, or an attached one left): what it
+    /// held goes again (`requeue`), and its registrations and sources go
+    /// with it.
+    pub(super) fn vacate_member(&mut self, slot: Slot) {
+        self.shm.slot(slot).pid.store(0, Relaxed);
+        if matches!(self.phase, Phase::Running | Phase::Draining { .. }) {
+            self.requeue(slot);
+        }
+        for num in self.d.table.release_child(slot) {
+            self.mirror(num);
+        }
+        self.sources.release(slot);
     }
 
     /// After a death: what its shared-memory slot says it finished and was

@@ -86,7 +86,7 @@ impl Engine {
                         || (self.d.load(s) == 0
                             && !p.has_input(Channel::Dispatcher)
                             && !p.has_input(Channel::Threads))
-                }) && self.d.pools_empty();
+                }) && self.d.pools_drained();
                 if drained || now >= deadline {
                     if !drained {
                         tracing::warn!("drain timeout: stopping with signals still queued");
