@@ -40,16 +40,6 @@ def register_timer(
     )
 
 
-def register_timer(
-    period: float, *, target: Target = None, fleet_unique: FleetUnique = False
-) -> Callable[[Callable], Callable]:
-    """Every ``period`` seconds (once per fleet with ``fleet_unique``: at the
-    multiples of the period since the Unix epoch)."""
-    return _automate(
-        target, lambda sig: _flare.add_timer(int(sig), float(period), fleet_unique=_fleet(fleet_unique))
-    )
-
-
 def register_timer_ms(
     period: int, *, target: Target = None, fleet_unique: FleetUnique = False
 ) -> Callable[[Callable], Callable]:
