@@ -49,7 +49,10 @@ class Lines:
         with self.cv:
             while not ok(self.lines):
                 left = end - time.monotonic()
-                assert left > 0, f"never: {what}; lines: {self.lines[-30:]}"
+                assert left > 0, (
+                    f"never: {what}; lines: {[l for l in self.lines if not l.startswith('TICK')][-30:]} "
+                    f"({sum(l.startswith('TICK') for l in self.lines)} ticks)"
+                )
                 self.cv.wait(min(left, 0.2))
 
 
