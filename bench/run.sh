@@ -64,7 +64,11 @@ for a in "$@"; do
 done
 
 status=0
-cargo run --release --quiet -p flare-bench -- "${args[@]}" || status=$?
+# FLARE_BENCH_PROFILE=dev (CI, with --quick): the test build's profile,
+# whose dependencies `cargo test` has already compiled (optimised: the
+# workspace's dev profile is), instead of a release build from scratch.
+# Quick mode checks counts, not figures; figures come from release builds.
+cargo run --profile "${FLARE_BENCH_PROFILE:-release}" --quiet -p flare-bench --bin flare-bench -- "${args[@]}" || status=$?
 
 if [ "$spool" = 1 ]; then
   echo
