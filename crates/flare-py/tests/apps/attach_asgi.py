@@ -5,23 +5,12 @@ Either way after its registrations, which are recorded until then: every
 worker then registers the same numbers (uwsgidecorators picks free ones)."""
 
 import os
-import time
 
 import uwsgi
+from attach_events import log
 from uwsgidecorators import signal, timer
 
 import flare
-
-EVENTS = os.path.join(os.environ["FLARE_TEST_DIR"], "events.txt")
-
-
-def log(what):
-    line = f"{what} {uwsgi.worker_id()} {os.getpid()} {time.time():.3f}\n"
-    fd = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
 
 
 @timer(1)

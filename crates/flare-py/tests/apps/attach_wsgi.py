@@ -11,17 +11,7 @@ import uwsgi
 from uwsgiconf.runtime.signals import Signal as UwsgiconfSignal
 from uwsgidecorators import signal, timer
 
-EVENTS = os.path.join(os.environ["FLARE_TEST_DIR"], "events.txt")
-
-
-def log(what):
-    line = f"{what} {uwsgi.worker_id()} {os.getpid()} {time.time():.3f}\n"
-    # One write of a short line with O_APPEND: lines from 4 processes never mix.
-    fd = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+from attach_events import log
 
 
 @timer(1)
