@@ -1,19 +1,14 @@
 """What the attach test apps share: every event is one line in
-$FLARE_TEST_DIR/events.txt ("what worker_id pid time"), written with one
-write and O_APPEND, so lines from several processes never mix."""
+$FLARE_TEST_DIR/events.txt ("what worker_id pid time")."""
 
 import os
 import time
 
 import uwsgi
+from append_line import append_line
 
 EVENTS = os.path.join(os.environ["FLARE_TEST_DIR"], "events.txt")
 
 
 def log(what):
-    line = f"{what} {uwsgi.worker_id()} {os.getpid()} {time.time():.3f}\n"
-    fd = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    append_line(EVENTS, f"{what} {uwsgi.worker_id()} {os.getpid()} {time.time():.3f}")

@@ -9,6 +9,7 @@ from collections import Counter
 
 import flare
 import uwsgi
+from append_line import append_line
 from uwsgidecorators import lock, signal, spool, spoolforever
 
 DIR = os.environ["FLARE_TEST_DIR"]
@@ -17,11 +18,7 @@ INSIDE = os.path.join(DIR, "inside")
 
 
 def note(line):
-    fd = os.open(RUNS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+    append_line(RUNS, line)
     uwsgi.signal(50)
 
 

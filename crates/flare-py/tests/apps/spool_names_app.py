@@ -8,17 +8,14 @@ import time
 
 import flare
 import uwsgi
+from append_line import append_line
 
 DIR = os.environ["FLARE_TEST_DIR"]
 RUNS = os.path.join(DIR, "runs.txt")
 
 
 def note(line):
-    fd = os.open(RUNS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+    append_line(RUNS, line)
 
 
 def job(args):

@@ -82,12 +82,13 @@ impl Client {
     ///
     /// [`Error::Fleet`] when the live-nodes bucket cannot be read.
     pub fn nodes(&self) -> Result<Vec<String>> {
-        self.rt
-            .block_on(async {
-                let s = nats::nodes_store(&self.js, &self.opts.fleet).await?;
-                nats::live_nodes(&s).await
-            })
-            .map_err(Error::Fleet)
+        self.rt.block_on(self.live_nodes()).map_err(Error::Fleet)
+    }
+
+    /// The live nodes, read from the fleet's bucket.
+    async fn live_nodes(&self) -> std::result::Result<Vec<String>, String> {
+        let s = nats::nodes_store(&self.js, &self.opts.fleet).await?;
+        nats::live_nodes(&s).await
     }
 
     /// Sends `num` to a fleet target and waits for the answers: for
@@ -103,10 +104,7 @@ impl Client {
         self.rt
             .block_on(async {
                 let live = match t {
-                    FleetTarget::All(_) => {
-                        let s = nats::nodes_store(&self.js, &self.opts.fleet).await?;
-                        nats::live_nodes(&s).await?
-                    }
+                    FleetTarget::All(_) => self.live_nodes().await?,
                     _ => Vec::new(),
                 };
                 nats::send(

@@ -63,12 +63,8 @@ impl Pending {
     /// Writes `answer` now (a fresh socket has room for it) and gives the
     /// socket back.
     pub(super) fn answer(self, answer: &Answer) -> io::Result<OwnedFd> {
-        let bytes = encode_answer(answer);
-        let Stream::Unix(s) = self.stream else {
-            return Err(io::Error::other("the attach socket is a Unix socket"));
-        };
-        let fd = OwnedFd::from(s);
-        write_now(&fd, &bytes)?;
+        let fd = self.into_fd()?;
+        write_now(&fd, &encode_answer(answer))?;
         Ok(fd)
     }
 
