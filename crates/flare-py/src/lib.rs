@@ -173,7 +173,7 @@ struct Group {
 #[pymethods]
 impl Group {
     #[new]
-    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new(), spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true, stall=None, attach=None, attach_workers=None, attach_hold=None, fleet=None))]
+    #[pyo3(signature = (workers=1, mules=0, farms=Vec::new(), spoolers=0, remote=None, remote_allow=None, stats=None, control=None, metrics=None, harakiri=None, drain_timeout=None, busy_poll=None, stack_dump_signal=None, role_harakiri=(None, None, None), mule_msg_size=None, allow_uids=Vec::new(), spooler_dirs=Vec::new(), spooler_processes=None, spooler_frequency=None, locks=0, spooler_fsync=true, spooler_journal=true, stall=None, attach=None, attach_workers=None, attach_hold=None, fleet=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: u32,
@@ -197,6 +197,7 @@ impl Group {
         spooler_frequency: Option<f64>,
         locks: u32,
         spooler_fsync: bool,
+        spooler_journal: bool,
         stall: Option<f64>,
         attach: Option<String>,
         attach_workers: Option<u32>,
@@ -297,7 +298,10 @@ impl Group {
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
             b = b.spooler_frequency(d);
         }
-        b = b.locks(locks).spooler_fsync(spooler_fsync);
+        b = b
+            .locks(locks)
+            .spooler_fsync(spooler_fsync)
+            .spooler_journal(spooler_journal);
         spool::install_handler();
         if let Some(secs) = busy_poll {
             let d = Duration::try_from_secs_f64(secs)

@@ -10,27 +10,37 @@ use std::time::{Duration, SystemTime};
 use flare::{Job, SpoolOutcome, Task};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::{err, gil};
 
+/// `flare.uwsgi._run_spool_task`, looked up once per process.
+static RUN_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
 /// Runs one job through `flare.uwsgi._run_spool_task` (which calls
-/// `uwsgi.spooler`); an exception or a non-integer answer is a retry, as
-/// in uWSGI.
+/// `uwsgi.spooler`) with the dict uWSGI gives a spool function: the job's
+/// keys and values, `spooler_task_name`, and `body` when there is one. An
+/// exception or a non-integer answer is a retry, as in uWSGI.
 fn run_task(task: &Task) -> SpoolOutcome {
     gil::keep_thread_state();
     Python::attach(|py| {
         let call = || -> PyResult<i64> {
-            let args = PyDict::new(py);
+            let run = RUN_TASK.get_or_try_init(py, || {
+                py.import("flare.uwsgi")?
+                    .getattr("_run_spool_task")
+                    .map(Bound::unbind)
+            })?;
+            let job = PyDict::new(py);
             for (k, v) in &task.args {
-                args.set_item(PyBytes::new(py, k), PyBytes::new(py, v))?;
+                job.set_item(PyBytes::new(py, k), PyBytes::new(py, v))?;
             }
-            let name = task.name.to_string_lossy().into_owned();
-            let body = PyBytes::new(py, &task.body);
-            py.import("flare.uwsgi")?
-                .getattr("_run_spool_task")?
-                .call1((name.into_bytes(), args, body))?
-                .extract()
+            let name = PyBytes::new(py, task.name.as_os_str().as_encoded_bytes());
+            job.set_item(PyBytes::new(py, b"spooler_task_name"), name)?;
+            if !task.body.is_empty() {
+                job.set_item(PyBytes::new(py, b"body"), PyBytes::new(py, &task.body))?;
+            }
+            run.bind(py).call1((job,))?.extract()
         };
         match call() {
             Ok(code) => SpoolOutcome::from_code(code),

@@ -79,19 +79,22 @@ fn runs(log: &Path) -> BTreeMap<u64, u64> {
     out
 }
 
-/// What is left in a spool directory: jobs, temporaries, set-aside files.
+/// What is left in a spool directory: jobs waiting (job files and the
+/// journal's jobs, as `spooler_jobs` lists them), temporaries, set-aside
+/// files, journal segments.
 fn left(dir: &Path) -> Value {
-    let (mut jobs, mut invalid) = (0, 0);
+    let (mut invalid, mut segments) = (0, 0);
     let tmp = fs::read_dir(dir.join(".tmp")).map_or(0, |d| d.count());
     for e in fs::read_dir(dir).expect("read spool dir").flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(".invalid_") {
             invalid += 1;
-        } else if !name.starts_with('.') {
-            jobs += 1;
+        } else if name.starts_with(".journal_") {
+            segments += 1;
         }
     }
-    json!({"jobs": jobs, "tmp": tmp, "invalid": invalid})
+    let jobs = flare::spooler_jobs(Some(dir)).map_or(usize::MAX, |j| j.len());
+    json!({"jobs": jobs, "tmp": tmp, "invalid": invalid, "segments": segments})
 }
 
 static DONE: AtomicU64 = AtomicU64::new(0);
@@ -546,7 +549,9 @@ fn full(dir: PathBuf) -> flare::Result<Value> {
     let jobs = flare::spooler_jobs(None)?;
     let whole = jobs
         .iter()
-        .filter(|p| fs::metadata(p).is_ok_and(|m| m.len() > 8192))
+        .filter(|p| {
+            flare::spooler_get_task(p).is_ok_and(|t| t.is_some_and(|t| t.body == [7u8; 8192]))
+        })
         .count();
     drop(master);
     Ok(

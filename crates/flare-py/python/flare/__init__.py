@@ -150,6 +150,10 @@ class Group:
     locks 1..N to lock 0 (uWSGI ``--locks``). ``spooler_fsync=False`` makes
     ``spool()`` skip its fsyncs: jobs then survive any process's death but
     not a machine crash (as in uWSGI), and spooling is much faster.
+    ``spooler_journal=False`` gives every job a file of its own in uWSGI's
+    format (for a directory shared with uWSGI spoolers); by default plain
+    jobs (no ``at``, no ``priority``, at most 64 KiB) are appended to the
+    directory's journal, which runs many times as many jobs per second.
     """
 
     def __init__(
@@ -177,6 +181,7 @@ class Group:
         spooler_frequency: Optional[float] = None,
         locks: int = 0,
         spooler_fsync: bool = True,
+        spooler_journal: bool = True,
         stall: Optional[float] = None,
         fleet: Union[None, str, Dict[str, Any]] = None,
         fleet_name: Optional[str] = None,
@@ -214,6 +219,7 @@ class Group:
             spooler_frequency=spooler_frequency,
             locks=locks,
             spooler_fsync=spooler_fsync,
+            spooler_journal=spooler_journal,
             stall=stall,
             fleet=fleet_opts,
             # Only when asked for: a group without an attach socket builds

@@ -26,6 +26,11 @@ def _spooler_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="spool() without fsync: survives process deaths, not machine crashes (as uWSGI)",
     )
+    p.add_argument(
+        "--spooler-no-journal",
+        action="store_true",
+        help="a file per job in uWSGI's format (for a directory shared with uWSGI), not the journal",
+    )
     p.add_argument("--locks", type=int, default=0, metavar="N", help="user locks 1..N besides lock 0")
 
 
@@ -36,6 +41,7 @@ def _spooler_values(a: argparse.Namespace) -> dict:
         "spooler_frequency": a.spooler_frequency,
         "locks": a.locks,
         "spooler_fsync": not a.spooler_no_fsync,
+        "spooler_journal": not a.spooler_no_journal,
     }
 
 

@@ -587,16 +587,13 @@ def set_spooler_frequency(secs: float) -> bool:
     return True
 
 
-def _run_spool_task(name: bytes, args: Dict[bytes, bytes], body: bytes) -> int:
-    """Called by a spooler for each job: gives ``uwsgi.spooler`` the dict
-    uWSGI gives it."""
+def _run_spool_task(job: Dict[bytes, bytes]) -> int:
+    """Called by a spooler for each job with the dict uWSGI gives a spool
+    function (the job's keys and values, ``spooler_task_name`` and, when
+    there is one, ``body``): runs ``uwsgi.spooler`` on it."""
     handler = spooler
     if handler is None:
         raise RuntimeError("no uwsgi.spooler function is set: the job is kept and retried")
-    job = dict(args)
-    job[b"spooler_task_name"] = name
-    if body:
-        job[b"body"] = body
     ret = handler(job)
     return ret if isinstance(ret, int) and not isinstance(ret, bool) else SPOOL_RETRY
 

@@ -402,14 +402,24 @@ impl MasterBuilder {
         self
     }
 
-    /// Whether `spool()` fsyncs each job file and the directory before it
-    /// returns (default: yes). Without, a job still survives the death of
-    /// any process (it is written under a temporary name and renamed, so
-    /// it is whole or absent), but not a crash of the machine or a power
-    /// cut; `spool()` is then several times faster on a real disk. uWSGI
-    /// does not fsync.
+    /// Whether `spool()` fsyncs before it returns (default: yes): the
+    /// journal segment, or a job file and its directory. Without, a job
+    /// still survives the death of any process (it is whole or absent, and
+    /// the page cache outlives every process), but not a crash of the
+    /// machine or a power cut; `spool()` is then many times faster on a
+    /// real disk. uWSGI does not fsync.
     pub fn spooler_fsync(mut self, on: bool) -> Self {
         self.spool.no_fsync = !on;
+        self
+    }
+
+    /// Whether plain jobs (no `at`, no `priority`, at most 64 KiB) are
+    /// appended to the spool directory's journal (default: yes) instead of
+    /// getting a file each. The journal runs many times as many jobs per
+    /// second; job files are what uWSGI reads, for a directory that uWSGI
+    /// spoolers share. Jobs of either kind run either way.
+    pub fn spooler_journal(mut self, on: bool) -> Self {
+        self.spool.no_journal = !on;
         self
     }
 

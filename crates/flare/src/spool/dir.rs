@@ -87,12 +87,18 @@ pub(crate) fn at_in_name(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a job file's name carries a priority (flare's names only):
+/// such jobs run before the journal's, which have none.
+pub(crate) fn prioritised(name: &str) -> bool {
+    name.starts_with(JOB_PREFIX) && !name[JOB_PREFIX.len()..].starts_with(&NO_PRIORITY.to_string())
+}
+
 /// Whether a directory entry is a job to run.
 pub(crate) fn is_job(name: &str) -> bool {
     !name.starts_with('.')
 }
 
-fn spool_err(dir: &Path, what: &str, e: io::Error) -> Error {
+pub(crate) fn spool_err(dir: &Path, what: &str, e: io::Error) -> Error {
     let hint = match e.raw_os_error() {
         Some(nix::libc::EROFS) => " (the file system is read-only)",
         Some(nix::libc::EACCES) | Some(nix::libc::EPERM) => {
@@ -111,28 +117,13 @@ fn spool_err(dir: &Path, what: &str, e: io::Error) -> Error {
 /// Writes a job: to a temporary name, renamed to `name`, so no process
 /// ever sees a partial job. With `sync`, the file is fsynced before the
 /// rename; the directory's fsync, which makes the new name durable, is
-/// the caller's (see [`DirSync`]), so that several jobs can share one.
+/// the caller's (see [`GroupSync`]), so that several jobs can share one.
 pub(crate) fn write(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<PathBuf> {
-    let tmp = dir.join(TMP_DIR).join(name);
+    let tmp = tmp_path(dir, name);
     let done = dir.join(name);
-    let create = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-    };
     let written = (|| {
-        let mut f = match create() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match fs::create_dir(dir.join(TMP_DIR)) {
-                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
-                    _ => create(),
-                }
-            }
-            other => other,
-        }
-        .map_err(|e| spool_err(dir, "cannot create a job file", e))?;
+        let mut f = create_tmp(dir, &tmp, false)
+            .map_err(|e| spool_err(dir, "cannot create a job file", e))?;
         f.write_all(data)
             .and_then(|()| if sync { f.sync_data() } else { Ok(()) })
             .map_err(|e| spool_err(dir, "cannot write a job file", e))?;
@@ -148,38 +139,64 @@ pub(crate) fn write(dir: &Path, name: &str, data: &[u8], sync: bool) -> Result<P
     Ok(done)
 }
 
-/// Group commit of a directory's fsync among the threads of a process:
-/// a thread that renamed a job in takes a ticket; one fsync of the
-/// directory covers every rename made before it started, so a thread
-/// whose rename is covered by an fsync another thread ran (or is running)
-/// waits for it instead of running its own.
+/// Where a file named `name` is written before it is renamed into `dir`.
+pub(crate) fn tmp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(TMP_DIR).join(name)
+}
+
+/// Creates the temporary file `tmp` (the temporary directory too, when
+/// missing), 0600; `append` for a journal segment.
+pub(crate) fn create_tmp(dir: &Path, tmp: &Path, append: bool) -> io::Result<File> {
+    let create = || {
+        let mut o = OpenOptions::new();
+        if append {
+            o.read(true).append(true);
+        } else {
+            o.write(true);
+        }
+        o.create_new(true).mode(0o600).open(tmp)
+    };
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(dir.join(TMP_DIR)) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+            _ => create(),
+        },
+        other => other,
+    }
+}
+
+/// Group commit of an fsync among the threads of a process: a thread that
+/// wrote (a rename into a directory, an append to a journal) takes a
+/// ticket; one fsync covers every write made before it started, so a
+/// thread whose write is covered by an fsync another thread ran (or is
+/// running) waits for it instead of running its own.
 #[derive(Debug, Default)]
-pub(crate) struct DirSync {
+pub(crate) struct GroupSync {
     state: Mutex<SyncState>,
     done: Condvar,
 }
 
 #[derive(Debug, Default)]
 struct SyncState {
-    /// Renames counted so far (the last ticket given).
-    renamed: u64,
-    /// Every rename up to this ticket is durable.
+    /// Writes counted so far (the last ticket given).
+    written: u64,
+    /// Every write up to this ticket is durable.
     synced: u64,
     /// A thread is running the fsync now.
     running: bool,
 }
 
-impl DirSync {
-    /// A ticket for a rename just made.
+impl GroupSync {
+    /// A ticket for a write just made.
     pub(crate) fn ticket(&self) -> u64 {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        st.renamed += 1;
-        st.renamed
+        st.written += 1;
+        st.written
     }
 
-    /// Returns once the rename of `ticket` in `dir` is durable: covered by
-    /// an fsync that started after it, this thread's or another's.
-    pub(crate) fn sync(&self, dir: &Path, ticket: u64) -> Result<()> {
+    /// Returns once the write of `ticket` is durable: covered by a run of
+    /// `fsync` that started after it, this thread's or another's.
+    pub(crate) fn sync(&self, ticket: u64, fsync: impl FnOnce() -> Result<()>) -> Result<()> {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if st.synced >= ticket {
@@ -187,11 +204,9 @@ impl DirSync {
             }
             if !st.running {
                 st.running = true;
-                let upto = st.renamed;
+                let upto = st.written;
                 drop(st);
-                let r = File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| spool_err(dir, "cannot sync the directory", e));
+                let r = fsync();
                 st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 st.running = false;
                 if r.is_ok() {
@@ -207,14 +222,18 @@ impl DirSync {
     }
 }
 
-/// The jobs in a directory (names), unsorted.
-pub(crate) fn list(dir: &Path) -> io::Result<Vec<String>> {
+/// Makes the names in `dir` durable (fsync of the directory).
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| spool_err(dir, "cannot sync the directory", e))
+}
+
+/// Every name in a directory (jobs, segments, dot files), unsorted.
+pub(crate) fn list_all(dir: &Path) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir)? {
-        let Ok(name) = entry?.file_name().into_string() else {
-            continue;
-        };
-        if is_job(&name) {
+        if let Ok(name) = entry?.file_name().into_string() {
             names.push(name);
         }
     }
@@ -348,10 +367,10 @@ mod tests {
     fn a_claimed_job_is_busy_for_others_and_gone_once_finished() {
         let d = tmpdir("claim");
         let path = write(&d, "job_x", b"data", true).unwrap();
-        let sync = DirSync::default();
-        sync.sync(&d, sync.ticket()).unwrap();
+        let sync = GroupSync::default();
+        sync.sync(sync.ticket(), || sync_dir(&d)).unwrap();
         assert!(path.exists());
-        assert_eq!(list(&d).unwrap(), ["job_x"]);
+        assert!(list_all(&d).unwrap().contains(&"job_x".to_string()));
         let Claim::Got(held) = claim(&d, "job_x").unwrap() else {
             panic!("not claimed")
         };
@@ -372,21 +391,22 @@ mod tests {
     #[test]
     fn one_directory_fsync_covers_the_renames_made_before_it() {
         let d = tmpdir("sync");
-        let sync = DirSync::default();
+        let sync = GroupSync::default();
         let (a, b) = (sync.ticket(), sync.ticket());
-        sync.sync(&d, b).unwrap();
+        sync.sync(b, || sync_dir(&d)).unwrap();
         // Covered by the fsync made for b: no second one.
         assert_eq!(sync.state.lock().unwrap().synced, 2);
-        sync.sync(&d, a).unwrap();
+        sync.sync(a, || sync_dir(&d)).unwrap();
         let c = sync.ticket();
         assert!(sync.state.lock().unwrap().synced < c);
         std::thread::scope(|s| {
             for _ in 0..8 {
-                s.spawn(|| sync.sync(&d, sync.ticket()).unwrap());
+                s.spawn(|| sync.sync(sync.ticket(), || sync_dir(&d)).unwrap());
             }
         });
         assert_eq!(sync.state.lock().unwrap().synced, 11);
-        let e = sync.sync(&d.join("gone"), sync.ticket()).unwrap_err();
+        let gone = d.join("gone");
+        let e = sync.sync(sync.ticket(), || sync_dir(&gone)).unwrap_err();
         assert!(e.to_string().contains("cannot sync the directory"), "{e}");
         fs::remove_dir_all(&d).unwrap();
     }

@@ -35,6 +35,7 @@
 
 mod dir;
 mod format;
+mod journal;
 mod runner;
 mod wake;
 
@@ -165,6 +166,7 @@ pub(crate) struct Setup {
     pub(crate) processes: Option<u32>,
     pub(crate) frequency: Option<Duration>,
     pub(crate) no_fsync: bool,
+    pub(crate) no_journal: bool,
 }
 
 /// The configuration every process of the group inherits.
@@ -173,6 +175,8 @@ struct Config {
     per_dir: u32,
     /// Whether `spool()` fsyncs (the default).
     fsync: bool,
+    /// Whether plain jobs go to the journal (the default).
+    journal: bool,
     /// Shared by every process (inherited across fork): the spooler
     /// frequency in milliseconds at offset 0, so a change reaches every
     /// spooler; then each directory's scan generation (see `wake`).
@@ -180,7 +184,9 @@ struct Config {
     /// Each directory's inotify queue, shared by its spoolers.
     watches: Vec<wake::Shared>,
     /// Each directory's fsync, shared by this process's threads.
-    syncs: Vec<dir::DirSync>,
+    syncs: Vec<dir::GroupSync>,
+    /// Each directory's journal segment of this process.
+    journals: Vec<journal::Journal>,
 }
 
 /// Where directory `idx`'s scan generation is in the control file.
@@ -242,8 +248,13 @@ pub(crate) fn configure(setup: Setup, spoolers: &mut u32) -> Result<()> {
             dirs: setup.dirs,
             per_dir,
             fsync: !setup.no_fsync,
+            journal: !setup.no_journal,
             control,
-            syncs: watches.iter().map(|_| dir::DirSync::default()).collect(),
+            syncs: watches.iter().map(|_| dir::GroupSync::default()).collect(),
+            journals: watches
+                .iter()
+                .map(|_| journal::Journal::default())
+                .collect(),
             watches,
         })
         .map_err(|_| Error::Config("this process already configured spoolers".into()))
@@ -264,15 +275,22 @@ pub fn set_spooler_handler(f: impl Fn(&Task) -> SpoolOutcome + Send + Sync + 'st
 }
 
 /// Spools a job (uWSGI `uwsgi.spool()`): writes it durably into its spool
-/// directory and returns the job file's path. From any process of the
-/// group, the master included.
+/// directory and returns the job's name. From any process of the group,
+/// the master included.
 ///
-/// Durably: the file is written to a temporary name, fdatasynced, renamed
-/// into place, and the directory fsynced; threads of one process spooling
-/// at once share the directory's fsync. Without fsync
-/// ([`crate::MasterBuilder::spooler_fsync`]`(false)`), the job survives
-/// the death of any process (the rename is atomic) but not a crash of the
-/// machine.
+/// A plain job (no `at`, no `priority`, at most 64 KiB encoded) is
+/// appended to this process's journal segment in the directory, in one
+/// write; its name is `<dir>/.journal_<created>_<pid>#<offset>`. Any other
+/// job (and every job with [`crate::MasterBuilder::spooler_journal`]`(false)`)
+/// gets a file of its own, in uWSGI's format: written to a temporary name,
+/// renamed into place; its name is the file's path.
+///
+/// Durably: with fsync on (the default) the journal segment is
+/// fdatasynced, or the job file fdatasynced and its directory fsynced,
+/// before this returns; threads of one process spooling at once share the
+/// fsync. Without fsync ([`crate::MasterBuilder::spooler_fsync`]`(false)`),
+/// the job survives the death of any process (it is in the page cache)
+/// but not a crash of the machine.
 ///
 /// # Errors
 ///
@@ -287,12 +305,12 @@ pub fn spool(job: Job) -> Result<PathBuf> {
         .ok_or(Error::NoRuntime("spool_many returned no path"))
 }
 
-/// Spools several jobs at once (a flare addition; uWSGI has none): each is
-/// written as by [`spool`], but each directory is fsynced once for the
-/// whole batch, after every file of it is in place. Returns the job files'
-/// paths in the order of the jobs. Jobs that start before this returns
-/// are possible (each is visible once renamed into place); the batch is
-/// durable when it returns.
+/// Spools several jobs at once (a flare addition; uWSGI has none): plain
+/// jobs are appended to the journal in one write per directory, the
+/// others written as by [`spool`]; each directory is fsynced once for the
+/// whole batch. Returns the jobs' names in the order of the jobs. Jobs
+/// that start before this returns are possible; the batch is durable when
+/// it returns.
 ///
 /// # Errors
 ///
@@ -307,15 +325,39 @@ pub fn spool_many(jobs: impl IntoIterator<Item = Job>) -> Result<Vec<PathBuf>> {
             None => 0,
             Some(want) => find_dir(cfg, want)?,
         };
-        let (data, name) = encode(job)?;
-        encoded.push((idx, data, name));
+        let e = encode(job)?;
+        let to_journal = cfg.journal
+            && e.priority.is_none()
+            && e.at.is_none()
+            && e.data.len() <= journal::MAX_JOB;
+        encoded.push((idx, e, to_journal));
     }
-    let mut paths = Vec::with_capacity(encoded.len());
+    let mut paths: Vec<Option<PathBuf>> = vec![None; encoded.len()];
+    for (idx, dir) in cfg.dirs.iter().enumerate() {
+        let which: Vec<usize> = (0..encoded.len())
+            .filter(|&k| encoded[k].0 == idx && encoded[k].2)
+            .collect();
+        if which.is_empty() {
+            continue;
+        }
+        let payloads: Vec<&[u8]> = which
+            .iter()
+            .map(|&k| encoded[k].1.data.as_slice())
+            .collect();
+        let names = cfg.journals[idx].append(dir, &payloads, cfg.fsync, &cfg.syncs[idx])?;
+        for (k, name) in which.into_iter().zip(names) {
+            paths[k] = Some(name);
+        }
+    }
     let mut tickets: Vec<Option<u64>> = vec![None; cfg.dirs.len()];
     let mut failed = None;
-    for (idx, data, name) in &encoded {
-        match dir::write(&cfg.dirs[*idx], name, data, cfg.fsync) {
-            Ok(path) => paths.push(path),
+    for (k, (idx, e, to_journal)) in encoded.iter().enumerate() {
+        if *to_journal {
+            continue;
+        }
+        let name = dir::job_name(e.priority, e.at.unwrap_or(0), SEQ.fetch_add(1, Relaxed));
+        match dir::write(&cfg.dirs[*idx], &name, &e.data, cfg.fsync) {
+            Ok(path) => paths[k] = Some(path),
             Err(e) => {
                 failed = Some(e);
                 break;
@@ -328,17 +370,25 @@ pub fn spool_many(jobs: impl IntoIterator<Item = Job>) -> Result<Vec<PathBuf>> {
     // The jobs in place are made durable even when a later one failed.
     for (idx, ticket) in tickets.iter().enumerate() {
         if let Some(t) = ticket {
-            cfg.syncs[idx].sync(&cfg.dirs[idx], *t)?;
+            cfg.syncs[idx].sync(*t, || dir::sync_dir(&cfg.dirs[idx]))?;
         }
     }
     match failed {
         Some(e) => Err(e),
-        None => Ok(paths),
+        None => Ok(paths.into_iter().flatten().collect()),
     }
 }
 
-/// A job's file contents and name.
-fn encode(job: Job) -> Result<(Vec<u8>, String)> {
+/// A job encoded, with what decides where it goes.
+struct Encoded {
+    data: Vec<u8>,
+    priority: Option<u32>,
+    /// Whole Unix seconds.
+    at: Option<u64>,
+}
+
+/// A job's contents in the job-file format.
+fn encode(job: Job) -> Result<Encoded> {
     let mut args = job.args;
     let at = job.at.map(|t| {
         let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
@@ -350,9 +400,11 @@ fn encode(job: Job) -> Result<(Vec<u8>, String)> {
     if let Some(p) = job.priority {
         args.insert(b"priority".to_vec(), p.to_string().into_bytes());
     }
-    let data = format::encode(&args, &job.body)?;
-    let name = dir::job_name(job.priority, at.unwrap_or(0), SEQ.fetch_add(1, Relaxed));
-    Ok((data, name))
+    Ok(Encoded {
+        data: format::encode(&args, &job.body)?,
+        priority: job.priority,
+        at,
+    })
 }
 
 /// Which configured directory `want` is (its index).
@@ -374,8 +426,10 @@ fn find_dir(cfg: &Config, want: &Path) -> Result<usize> {
         })
 }
 
-/// The jobs waiting in a spool directory (the first when `None`), sorted
-/// in the order they run (uWSGI `uwsgi.spooler_jobs()`).
+/// The jobs waiting in a spool directory (the first when `None`), in the
+/// order they run (uWSGI `uwsgi.spooler_jobs()`): job files with a
+/// priority, then the journal's jobs, then the other job files. A job
+/// running now is listed until it is done.
 ///
 /// # Errors
 ///
@@ -388,12 +442,18 @@ pub fn spooler_jobs(spooler: Option<&Path>) -> Result<Vec<PathBuf>> {
         None => &cfg.dirs[0],
         Some(want) => &cfg.dirs[find_dir(cfg, want)?],
     };
-    let mut names = dir::list(dir).map_err(|e| Error::Spool {
+    let all = dir::list_all(dir).map_err(|e| Error::Spool {
         path: dir.clone(),
         what: format!("cannot be listed: {e}"),
     })?;
-    names.sort();
-    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+    let mut files: Vec<&String> = all.iter().filter(|n| dir::is_job(n)).collect();
+    files.sort();
+    let (first, rest): (Vec<&String>, Vec<&String>) =
+        files.into_iter().partition(|n| dir::prioritised(n));
+    let mut out: Vec<PathBuf> = first.into_iter().map(|n| dir.join(n)).collect();
+    out.extend(journal::waiting(dir, &all));
+    out.extend(rest.into_iter().map(|n| dir.join(n)));
+    Ok(out)
 }
 
 /// The pids of the group's spooler processes, in spooler order (uWSGI
@@ -415,18 +475,25 @@ pub fn spooler_pids() -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Reads a job file without claiming it (uWSGI
+/// Reads a job without claiming it (uWSGI
 /// `uwsgi.spooler_get_task(path)`): its keys and values and body, as a
-/// spooler would hand them to its handler. Any path, in a spool directory
-/// of this group or not; the job may be running elsewhere meanwhile.
+/// spooler would hand them to its handler. A job file's path, or a journal
+/// job's name as [`spool`] returned it; in a spool directory of this group
+/// or not; the job may be running elsewhere meanwhile.
 ///
 /// # Errors
 ///
-/// `Ok(None)` when there is no such file. [`Error::Spool`] when it cannot
+/// `Ok(None)` when there is no such job (a journal job that is done
+/// included). [`Error::Spool`] when it cannot
 /// be read or is not a spool file (the reason is in the error).
 pub fn spooler_get_task(path: impl AsRef<Path>) -> Result<Option<Task>> {
     let path = path.as_ref();
-    let data = match std::fs::read(path) {
+    let read = match journal::split(path) {
+        Some((seg, off)) => journal::read_job(&seg, off).map(|d| d.unwrap_or_default()),
+        None => std::fs::read(path),
+    };
+    let data = match read {
+        Ok(d) if d.is_empty() && journal::split(path).is_some() => return Ok(None),
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {

@@ -1,7 +1,8 @@
 //! How a new job reaches one idle spooler, and only one.
 //!
 //! The master creates one inotify instance per spool directory when the
-//! group is built (watching `MOVED_TO` and `CLOSE_WRITE`), and every
+//! group is built (watching `MOVED_TO` and `CLOSE_WRITE` for job files,
+//! `MODIFY` for journal segments, which grow by appends), and every
 //! spooler of that directory inherits it. The event queue is the kernel's,
 //! shared: an event read by one spooler is gone for the others, so each new
 //! job file is announced to exactly one spooler. Spoolers wait on the queue
@@ -23,7 +24,7 @@ use std::time::Duration;
 use inotify::{EventMask, Inotify, WatchMask};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use super::dir;
+use super::{dir, journal};
 use crate::error::{Error, Result};
 
 /// The read size that brings one event with a flare job name (the 16-byte
@@ -38,13 +39,17 @@ const ONE_EVENT: usize = 16 + 96;
 pub(super) struct Shared(OwnedFd);
 
 impl Shared {
-    /// Watches `dir` for jobs renamed into place or written in place.
+    /// Watches `dir` for jobs renamed into place or written in place, and
+    /// for journal segments that grew.
     pub(super) fn new(dir: &Path) -> Result<Shared> {
         let inotify =
             Inotify::init().map_err(|e| Error::io("creating a spool directory's inotify", e))?;
         inotify
             .watches()
-            .add(dir, WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE)
+            .add(
+                dir,
+                WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE | WatchMask::MODIFY,
+            )
             .map_err(|e| Error::Spool {
                 path: dir.to_path_buf(),
                 what: format!("cannot be watched: {e}"),
@@ -57,6 +62,8 @@ impl Shared {
 pub(super) struct Taken {
     /// Job names (in the order they came).
     pub(super) names: Vec<String>,
+    /// Journal segments that grew.
+    pub(super) segments: Vec<String>,
     /// Events were lost: the directory must be scanned.
     pub(super) overflow: bool,
 }
@@ -97,6 +104,7 @@ impl Waker {
     pub(super) fn take(&mut self, all: bool) -> Result<Taken> {
         let mut taken = Taken {
             names: Vec::new(),
+            segments: Vec::new(),
             overflow: false,
         };
         let full = self.buf.len();
@@ -118,7 +126,11 @@ impl Waker {
                     taken.overflow = true;
                 }
                 if let Some(name) = ev.name.and_then(|n| n.to_str()) {
-                    if dir::is_job(name) {
+                    if journal::is_segment(name) {
+                        taken.segments.push(name.to_owned());
+                    } else if dir::is_job(name) && !ev.mask.contains(EventMask::MODIFY) {
+                        // A job file counts once whole: renamed in, or
+                        // closed after writing (not while being written).
                         taken.names.push(name.to_owned());
                     }
                 }
