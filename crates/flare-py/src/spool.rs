@@ -8,47 +8,66 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use flare::{Job, SpoolOutcome, Task};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyModule};
 
 use crate::{err, gil};
 
-/// `flare.uwsgi._run_spool_task`, looked up once per process.
-static RUN_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// The `flare.uwsgi` module and the two keys flare adds to each job,
+/// made once per process.
+struct Spooling {
+    module: Py<PyModule>,
+    task_name: Py<PyBytes>,
+    body: Py<PyBytes>,
+}
 
-/// Runs one job through `flare.uwsgi._run_spool_task` (which calls
-/// `uwsgi.spooler`) with the dict uWSGI gives a spool function: the job's
-/// keys and values, `spooler_task_name`, and `body` when there is one. An
-/// exception or a non-integer answer is a retry, as in uWSGI.
+static SPOOLING: PyOnceLock<Spooling> = PyOnceLock::new();
+
+/// Runs one job: calls `uwsgi.spooler` with the dict uWSGI gives a spool
+/// function (the job's keys and values, `spooler_task_name`, and `body`
+/// when there is one). The answer is uWSGI's code; an exception, a
+/// non-integer answer (`True` and `False` included) or no `uwsgi.spooler`
+/// at all is a retry, as in uWSGI.
 fn run_task(task: &Task) -> SpoolOutcome {
     gil::keep_thread_state();
     Python::attach(|py| {
-        let call = || -> PyResult<i64> {
-            let run = RUN_TASK.get_or_try_init(py, || {
-                py.import("flare.uwsgi")?
-                    .getattr("_run_spool_task")
-                    .map(Bound::unbind)
+        let call = || -> PyResult<SpoolOutcome> {
+            let s = SPOOLING.get_or_try_init(py, || {
+                PyResult::Ok(Spooling {
+                    module: py.import("flare.uwsgi")?.unbind(),
+                    task_name: PyBytes::new(py, b"spooler_task_name").unbind(),
+                    body: PyBytes::new(py, b"body").unbind(),
+                })
             })?;
+            let handler = s.module.bind(py).getattr("spooler")?;
+            if handler.is_none() {
+                return Err(PyRuntimeError::new_err(
+                    "no uwsgi.spooler function is set: the job is kept and retried",
+                ));
+            }
             let job = PyDict::new(py);
             for (k, v) in &task.args {
                 job.set_item(PyBytes::new(py, k), PyBytes::new(py, v))?;
             }
             let name = PyBytes::new(py, task.name.as_os_str().as_encoded_bytes());
-            job.set_item(PyBytes::new(py, b"spooler_task_name"), name)?;
+            job.set_item(s.task_name.bind(py), name)?;
             if !task.body.is_empty() {
-                job.set_item(PyBytes::new(py, b"body"), PyBytes::new(py, &task.body))?;
+                job.set_item(s.body.bind(py), PyBytes::new(py, &task.body))?;
             }
-            run.bind(py).call1((job,))?.extract()
+            let answer = handler.call1((job,))?;
+            if answer.is_instance_of::<PyBool>() {
+                return Ok(SpoolOutcome::Retry);
+            }
+            Ok(answer
+                .extract::<i64>()
+                .map_or(SpoolOutcome::Retry, SpoolOutcome::from_code))
         };
-        match call() {
-            Ok(code) => SpoolOutcome::from_code(code),
-            Err(e) => {
-                e.print(py);
-                SpoolOutcome::Retry
-            }
-        }
+        call().unwrap_or_else(|e| {
+            e.print(py);
+            SpoolOutcome::Retry
+        })
     })
 }
 

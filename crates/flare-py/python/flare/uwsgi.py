@@ -587,17 +587,6 @@ def set_spooler_frequency(secs: float) -> bool:
     return True
 
 
-def _run_spool_task(job: Dict[bytes, bytes]) -> int:
-    """Called by a spooler for each job with the dict uWSGI gives a spool
-    function (the job's keys and values, ``spooler_task_name`` and, when
-    there is one, ``body``): runs ``uwsgi.spooler`` on it."""
-    handler = spooler
-    if handler is None:
-        raise RuntimeError("no uwsgi.spooler function is set: the job is kept and retried")
-    ret = handler(job)
-    return ret if isinstance(ret, int) and not isinstance(ret, bool) else SPOOL_RETRY
-
-
 # ---- locks -----------------------------------------------------------------
 #
 # Shared by every process of the group (python -m flare --locks N adds locks

@@ -22,6 +22,10 @@
 //! | 8..16 | not before: Unix milliseconds, u64 little endian (0: none) |
 //! | 16.. | the payload: the job in the job-file format |
 //!
+//! Each segment has a second name, `.segments/<name>`: spoolers open it
+//! there, so that their own writes (finishing records) make no inotify
+//! event in the watched spool directory, where the writer's appends do.
+//!
 //! Locks are open-file-description locks (`F_OFD_SETLK`), which the kernel
 //! drops when their holder dies:
 //! - the writer holds byte 0 for as long as it may append; a segment whose
@@ -50,6 +54,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
 
 use super::dir::{self, GroupSync};
+use super::mapped::Mapped;
 use crate::error::Result;
 
 /// Segment files are named `.journal_<creation ns, 20 digits>_<pid>`.
@@ -64,6 +69,30 @@ pub(crate) const MAX_JOB: usize = 64 * 1024;
 const ROLL_AT: u64 = 4 << 20;
 /// How much a reader asks for at once.
 const READ_CHUNK: usize = 256 * 1024;
+/// How much of a segment a spooler maps to finish records without a
+/// system call (records past it, in a segment a huge batch made larger,
+/// are finished with `pwrite`).
+const MAP_LEN: usize = ROLL_AT as usize + 2 * MAX_JOB;
+/// The subdirectory with each segment's second name (see the module doc).
+const LINKS: &str = ".segments";
+
+/// A segment's second name.
+fn link_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(LINKS).join(name)
+}
+
+/// Removes a segment: its name in the spool directory first (so nobody
+/// finds it again), then its second name.
+fn remove_segment(dir: &Path, name: &str) -> io::Result<()> {
+    match fs::remove_file(dir.join(name)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    match fs::remove_file(link_path(dir, name)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
 
 /// Where a record is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,14 +330,28 @@ impl Journal {
                 offsets.push(w.end + buf.len() as u64);
                 encode_record(p, &mut buf);
             }
-            if let Err(e) = (&*w.file).write_all(&buf) {
-                // Not half written: cut off whatever part got in. If even
-                // that fails, the next job starts a new segment (readers
-                // stop at the torn record and say so).
-                if w.file.set_len(w.end).is_err() {
-                    *guard = None;
+            let mut written = 0;
+            while written < buf.len() {
+                match (&*w.file).write(&buf[written..]) {
+                    Ok(0) => {
+                        return Err(w.cut(
+                            dir,
+                            &offsets,
+                            buf.len(),
+                            written,
+                            io::ErrorKind::WriteZero.into(),
+                        ));
+                    }
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let e = w.cut(dir, &offsets, buf.len(), written, e);
+                        if w.end == u64::MAX {
+                            *guard = None;
+                        }
+                        return Err(e);
+                    }
                 }
-                return Err(dir::spool_err(dir, "cannot write a job file", e));
             }
             w.end += buf.len() as u64;
             let names: Vec<PathBuf> = offsets.iter().map(|&o| job_path(&w.path, o)).collect();
@@ -335,6 +378,41 @@ impl Journal {
 }
 
 impl Writer {
+    /// After a failed append of records at `offsets` of which `written`
+    /// bytes got in: cuts the file back to the end of the last whole
+    /// record (no reader takes a partial one, and whole ones stay: they
+    /// may be running already), and returns the error for `e`. When even
+    /// the cut fails, `end` becomes `u64::MAX`: the caller drops this
+    /// segment and the next job starts a new one (readers stop at the torn
+    /// record and say so).
+    fn cut(
+        &mut self,
+        dir: &Path,
+        offsets: &[u64],
+        total: usize,
+        written: usize,
+        e: io::Error,
+    ) -> crate::Error {
+        let reached = self.end + written as u64;
+        let mut keep = self.end;
+        for i in 0..offsets.len() {
+            let end = offsets
+                .get(i + 1)
+                .copied()
+                .unwrap_or(self.end + total as u64);
+            if end > reached {
+                break;
+            }
+            keep = end;
+        }
+        self.end = if self.file.set_len(keep).is_ok() {
+            keep
+        } else {
+            u64::MAX
+        };
+        dir::spool_err(dir, "cannot write a job file", e)
+    }
+
     /// A new segment: made under `.tmp/` (header written, byte 0 locked,
     /// fdatasynced with fsync on), then renamed into place, so a reader
     /// never sees a segment without its header or its writer's lock.
@@ -370,6 +448,21 @@ impl Writer {
                 file.sync_data()
                     .map_err(|e| err("cannot write a job file", e))?;
             }
+            // The spoolers' name; without it they use the other one.
+            let link = link_path(dir, &name);
+            let linked = fs::hard_link(&tmp, &link).or_else(|e| {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(e);
+                }
+                match fs::create_dir(dir.join(LINKS)) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+                fs::hard_link(&tmp, &link)
+            });
+            if let Err(e) = linked {
+                tracing::debug!("no second name for spool journal {name}: {e}");
+            }
             fs::rename(&tmp, &path).map_err(|e| err("cannot rename a job file", e))?;
             if fsync {
                 dir_sync.sync(dir_sync.ticket(), || dir::sync_dir(dir))?;
@@ -378,6 +471,7 @@ impl Writer {
         })();
         if let Err(e) = ready {
             let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(link_path(dir, &name));
             return Err(e);
         }
         Ok(Writer {
@@ -430,6 +524,11 @@ pub(crate) struct Reader {
 struct Seg {
     name: String,
     file: File,
+    /// For finishing records without a system call, when mapping worked.
+    map: Option<Mapped>,
+    /// How far this spooler has read the file (the mapping is written
+    /// only below it).
+    seen: u64,
     path: PathBuf,
     /// The file offset of `buf[0]`.
     base: u64,
@@ -447,10 +546,16 @@ struct Seg {
 impl Seg {
     fn open(dir: &Path, name: &str) -> io::Result<Seg> {
         let path = dir.join(name);
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let open = |p: &Path| OpenOptions::new().read(true).write(true).open(p);
+        let file = open(&link_path(dir, name)).or_else(|_| open(&path))?;
+        let map = Mapped::new(&file, MAP_LEN)
+            .inspect_err(|e| tracing::debug!("spool journal {name} not mapped: {e}"))
+            .ok();
         Ok(Seg {
             name: name.to_owned(),
             file,
+            map,
+            seen: 0,
             path,
             base: SEGMENT_HEADER,
             buf: Vec::new(),
@@ -492,6 +597,7 @@ impl Seg {
             }
         };
         self.buf.truncate(have + got);
+        self.seen = self.seen.max(self.base + self.buf.len() as u64);
         Ok(got > 0)
     }
 }
@@ -534,8 +640,26 @@ impl Reader {
             .filter(|n| is_segment(n))
             .collect();
         self.segs.retain(|s| listed.contains(s.name.as_str()));
-        for name in listed {
+        for &name in &listed {
             self.learn(name);
+        }
+        // Second names left by a crash between the two removals (a
+        // writer holds a segment's second name a moment before its first).
+        if let Ok(links) = fs::read_dir(self.dir.join(LINKS)) {
+            for entry in links.flatten() {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if listed.contains(name.as_str()) {
+                    continue;
+                }
+                let writing = File::open(entry.path())
+                    .and_then(|f| byte_held(&f, 0))
+                    .unwrap_or(true);
+                if !writing {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
         }
         for seg in &mut self.segs {
             seg.rewind();
@@ -647,7 +771,8 @@ impl Reader {
 
     /// Claims the record at `off` of segment `name` (one whose time came).
     fn claim_at(&mut self, name: &str, off: u64, now_ms: u64) -> Option<Claimed> {
-        let seg = &self.segs[self.find(name).ok()?];
+        let i = self.find(name).ok()?;
+        let seg = &mut self.segs[i];
         let mut head = [0u8; RECORD_HEADER];
         seg.file.read_exact_at(&mut head, off).ok()?;
         let h = head_of(&head)?;
@@ -658,6 +783,7 @@ impl Reader {
         seg.file
             .read_exact_at(&mut payload, off + RECORD_HEADER as u64)
             .ok()?;
+        seg.seen = seg.seen.max(off + RECORD_HEADER as u64 + u64::from(h.len));
         claim(seg, off, &payload, self.alone, now_ms).ok()?
     }
 
@@ -677,7 +803,17 @@ impl Reader {
             len: c.payload.len() as u32,
             not_before_ms,
         };
-        if let Err(e) = seg.file.write_all_at(&h.encode()[1..], c.off + 1) {
+        let head = h.encode();
+        let stored = seg
+            .map
+            .as_ref()
+            .is_some_and(|m| m.write(c.off + 1, &head[1..], seg.seen));
+        let written = if stored {
+            Ok(())
+        } else {
+            seg.file.write_all_at(&head[1..], c.off + 1)
+        };
+        if let Err(e) = written {
             tracing::error!(
                 "cannot mark job {} finished: {e}; it will run again",
                 c.name.display()
@@ -730,11 +866,9 @@ impl Reader {
                     damaged: None,
                     ..
                 } => {
-                    if let Err(e) = fs::remove_file(&seg.path) {
-                        if e.kind() != io::ErrorKind::NotFound {
-                            tracing::warn!("cannot remove finished spool journal {name}: {e}");
-                            continue;
-                        }
+                    if let Err(e) = remove_segment(&self.dir, name) {
+                        tracing::warn!("cannot remove finished spool journal {name}: {e}");
+                        continue;
                     }
                     gone.push(name.clone());
                 }
@@ -752,6 +886,7 @@ impl Reader {
                                 "spool journal {name}, damaged at byte {at}, set aside as {}",
                                 to.display()
                             );
+                            let _ = remove_segment(&self.dir, name);
                             gone.push(name.clone());
                         }
                         Err(e) => tracing::warn!("cannot set aside spool journal {name}: {e}"),
@@ -988,8 +1123,11 @@ mod tests {
         assert_eq!(retried.payload, b"job1");
         b.finish(retried, Finish::Done);
         assert!(b.next(now + 60_000).is_none());
+        let link = link_path(&d, &seg.file_name().unwrap().to_string_lossy());
+        assert!(link.exists(), "spoolers write through the second name");
         b.collect();
         assert!(!seg.exists(), "sealed and finished: removed");
+        assert!(!link.exists(), "with its second name");
         assert_eq!(read_job(&seg, off).unwrap(), None);
         fs::remove_dir_all(&d).unwrap();
     }
@@ -1000,7 +1138,7 @@ mod tests {
         let j = Journal::default();
         let sync = GroupSync::default();
         j.append(&d, &[b"one"], false, &sync).unwrap();
-        let seg = d.join(&names(&d)[0]);
+        let seg = d.join(names(&d).into_iter().find(|n| is_segment(n)).unwrap());
         let len = fs::metadata(&seg).unwrap().len();
         // A torn tail, as a crash would leave it.
         OpenOptions::new()

@@ -36,6 +36,7 @@
 mod dir;
 mod format;
 mod journal;
+mod mapped;
 mod runner;
 mod wake;
 
