@@ -266,6 +266,30 @@ fn a_read_only_spool_dir_is_a_clear_error_at_start_and_at_spool() {
     std::fs::remove_dir_all(&base).unwrap();
 }
 
+/// A process flare did not fork (as a gunicorn worker) attaches and
+/// spools: plain jobs go to its own journal segment, a prioritised one to a
+/// job file, and the group's spooler runs each once.
+#[test]
+fn an_attached_process_spools_into_the_groups_spoolers() {
+    let base = fresh_dir(&target_tmp(), "attached");
+    let mut master = start(&[], &["attached", base.to_str().unwrap(), "200"]);
+    let sock = master.wait_fact("attach");
+    let (_, client) = start(&[], &["attached-client", &sock, "200"]).finish();
+    assert_eq!(client["spooled"], 201, "{client}");
+    assert_eq!(
+        client["journal"], 200,
+        "plain jobs in the journal: {client}"
+    );
+    assert_eq!(client["file"], true, "{client}");
+    let (_, sum) = master.finish();
+    assert_eq!(sum["distinct"], 201, "{sum}");
+    assert_eq!(sum["runs"], 201, "each once: {sum}");
+    assert_eq!(sum["journal_runs"], 200, "{sum}");
+    assert_eq!(sum["file_runs"], 1, "{sum}");
+    assert_eq!(sum["left"]["jobs"], 0, "{sum}");
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
 #[test]
 fn a_lock_holder_killed_with_sigkill_releases_its_lock() {
     let base = fresh_dir(&target_tmp(), "locks");

@@ -103,7 +103,7 @@ pub fn attach_with(
     let setup = attached
         .setup
         .ok_or_else(|| fail("the master passed no channel (an older master?)".into()))?;
-    let want = SETUP_FDS + usize::from(setup.locks > 0);
+    let want = SETUP_FDS + usize::from(setup.locks > 0) + usize::from(setup.spool.is_some());
     if fds.len() != want {
         return Err(fail(format!(
             "the master passed {} descriptors; {want} were expected",
@@ -127,6 +127,9 @@ pub fn attach_with(
     }
     if setup.locks > 0 {
         crate::lock::adopt(File::from(next()?), setup.locks)?;
+    }
+    if let Some(share) = setup.spool.clone() {
+        crate::spool::adopt(share, File::from(next()?))?;
     }
     let info = install(Install {
         me: ProcId::new(Role::Worker, attached.worker),

@@ -55,12 +55,15 @@ fn main() {
             num(6, 1).max(1) as usize,
         ),
         "locks" => locks(path(1)),
+        "attached" => attached(path(1), num(2, 200)),
+        "attached-client" => attached_client(path(1), num(2, 200)),
         other => {
             eprintln!(
                 "unknown scenario `{other}`; scenarios: basic DIR LOG [N], prompt DIR, \
                  durable-run DIR LOG SPOOLED [N], durable-finish DIR LOG SPOOLED, readonly DIR, \
                  locks DIR, options DIR1 DIR2, full DIR, \
-                 throughput DIR N SPOOLERS FSYNC(0|1) [BATCH [THREADS]]"
+                 throughput DIR N SPOOLERS FSYNC(0|1) [BATCH [THREADS]], attached DIR N, \
+                 attached-client SOCK N"
             );
             std::process::exit(2);
         }
@@ -528,6 +531,61 @@ fn throughput(
     })?;
     master.run()?;
     Ok(json!({"left": left(&dir)}))
+}
+
+/// A group whose only worker slot is for an attached process, and one
+/// spooler on `DIR/spool`: prints `FACT attach=PATH` once the socket is
+/// bound; the test then starts `attached-client`, which spools `n` plain
+/// jobs and one with a priority. The handler logs `id name` per job and
+/// stops the group once all `n + 1` have run.
+fn attached(dir: PathBuf, n: u64) -> flare::Result<Value> {
+    let spool = dir.join("spool");
+    fs::create_dir_all(&spool).map_err(|e| flare::Error::io("creating the spool dir", e))?;
+    let log = dir.join("ran.log");
+    let sock = dir.join("attach.sock");
+    let ran = log.clone();
+    let master = Master::builder()
+        .workers(0)
+        .attach(sock.to_string_lossy())
+        .attach_workers(1)
+        .spooler_dir(&spool)
+        .spooler_handler(move |task| {
+            append(
+                &ran,
+                &format!("{} {}\n", arg(task, "id"), task.name.display()),
+            );
+            let count = fs::read_to_string(&ran).map_or(0, |s| s.lines().count()) as u64;
+            if count > n {
+                flare::stop().expect("stop");
+            }
+            SpoolOutcome::Ok
+        })
+        .build()?;
+    fact("attach", sock.display());
+    master.run()?;
+    let lines = fs::read_to_string(&log).unwrap_or_default();
+    let rows: Vec<(&str, &str)> = lines.lines().filter_map(|l| l.split_once(' ')).collect();
+    let distinct: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.0).collect();
+    Ok(json!({
+        "distinct": distinct.len(),
+        "runs": rows.len(),
+        "journal_runs": rows.iter().filter(|r| r.1.contains("/.journal_")).count(),
+        "file_runs": rows.iter().filter(|r| r.1.contains("/job_")).count(),
+        "left": left(&spool),
+    }))
+}
+
+/// Attaches to `sock` (a group of `attached`) and spools `n` plain jobs
+/// and one with a priority, as a web worker of another server would.
+fn attached_client(sock: PathBuf, n: u64) -> flare::Result<Value> {
+    flare::attach(sock.to_string_lossy())?;
+    let mut journal = 0;
+    for id in 0..n {
+        let name = flare::spool(Job::new().arg("id", id.to_string()))?;
+        journal += usize::from(name.to_string_lossy().contains("/.journal_"));
+    }
+    let file = flare::spool(Job::new().arg("id", n.to_string()).priority(1))?;
+    Ok(json!({"spooled": n + 1, "journal": journal, "file": file.is_file()}))
 }
 
 /// A spool directory on a small file system: spool() until it is full;

@@ -57,7 +57,7 @@ pub(crate) struct Attached {
 /// What a descriptor-taking client needs besides the descriptors, which
 /// come in this order: channel A's read and write ends, channel B's read
 /// and write ends, the status memory, then the locks' file if `locks` is
-/// above zero.
+/// above zero, then the spooler's shared settings if `spool` is given.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Setup {
     /// Its slot in the master's tables and in shared memory.
@@ -68,6 +68,23 @@ pub(crate) struct Setup {
     pub(crate) busy_poll_ns: u64,
     /// How many locks the group has (0: none passed).
     pub(crate) locks: u32,
+    /// The group's spool directories, so the process can spool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) spool: Option<SpoolShare>,
+}
+
+/// The spool settings an attached process takes on (it spools; it never
+/// serves a directory).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SpoolShare {
+    /// The spool directories, in the order they were configured.
+    pub(crate) dirs: Vec<std::path::PathBuf>,
+    /// Spoolers per directory.
+    pub(crate) per_dir: u32,
+    /// Whether `spool()` fsyncs.
+    pub(crate) fsync: bool,
+    /// Whether plain jobs go to the journal.
+    pub(crate) journal: bool,
 }
 
 /// Descriptors that come with an [`Answer::Attached`] in descriptor mode,

@@ -49,6 +49,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
+use crate::proto::attach::SpoolShare;
 use crate::topology::Role;
 
 /// What a spool handler decides about a job (uWSGI's return codes).
@@ -259,6 +260,41 @@ pub(crate) fn configure(setup: Setup, spoolers: &mut u32) -> Result<()> {
             watches,
         })
         .map_err(|_| Error::Config("this process already configured spoolers".into()))
+}
+
+/// What an attached process needs to spool, and the shared settings'
+/// file to pass it; `None` when the group has no spool directory.
+pub(crate) fn share() -> Option<(SpoolShare, &'static File)> {
+    let c = CONFIG.get()?;
+    Some((
+        SpoolShare {
+            dirs: c.dirs.clone(),
+            per_dir: c.per_dir,
+            fsync: c.fsync,
+            journal: c.journal,
+        },
+        &c.control,
+    ))
+}
+
+/// Takes on the group's spool settings in an attached process (passed by
+/// the master on the attach socket): it can then spool, list and read
+/// jobs and set the frequency, as a forked worker does.
+pub(crate) fn adopt(share: SpoolShare, control: File) -> Result<()> {
+    let n = share.dirs.len();
+    CONFIG
+        .set(Config {
+            dirs: share.dirs,
+            per_dir: share.per_dir,
+            fsync: share.fsync,
+            journal: share.journal,
+            control,
+            // Attached processes are workers: they never serve a directory.
+            watches: Vec::new(),
+            syncs: (0..n).map(|_| dir::GroupSync::default()).collect(),
+            journals: (0..n).map(|_| journal::Journal::default()).collect(),
+        })
+        .map_err(|_| Error::Config("this process already has spool settings".into()))
 }
 
 fn config() -> Result<&'static Config> {

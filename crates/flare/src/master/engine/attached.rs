@@ -117,11 +117,16 @@ impl Engine {
             if let Some((file, _)) = locks {
                 fds.push(file.as_raw_fd());
             }
+            let spool = crate::spool::share();
+            if let Some((_, file)) = spool {
+                fds.push(file.as_raw_fd());
+            }
             answer.setup = Some(Setup {
                 slot,
                 topology: (*self.topo).clone(),
                 busy_poll_ns: self.opts.busy_poll.as_nanos() as u64,
                 locks: locks.map_or(0, |(_, n)| n),
+                spool: spool.map(|(share, _)| share),
             });
             let bytes = crate::proto::attach::encode_answer(&Answer::Attached(answer));
             let sock = p.into_fd().map_err(|e| Error::io("the attach socket", e))?;
