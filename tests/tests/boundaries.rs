@@ -172,10 +172,23 @@ fn what_a_handler_forks_does_not_speak_for_the_worker_nor_outlive_the_group() {
     assert_eq!(r.summary()["processes"][0]["respawns"], 0);
     let sleepers = r.facts("sleeper_pid");
     assert_eq!(sleepers.len(), 2, "{:?}", r.lines);
-    let alive: Vec<&String> = sleepers
-        .iter()
-        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
-        .collect();
+    // A SIGKILLed stray may still be on its way out when the master has
+    // exited (its exit and its reaping, by init once the master is gone,
+    // are asynchronous): each must be gone or a zombie within a deadline.
+    let running = |pid: &String| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| rest.starts_with('Z'))
+            })
+            .is_some_and(|zombie| !zombie)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sleepers.iter().any(running) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let alive: Vec<&String> = sleepers.iter().filter(|pid| running(pid)).collect();
     for pid in &alive {
         // Do not leave them behind either way.
         let _ = Command::new("kill").args(["-9", pid.as_str()]).status();

@@ -332,26 +332,20 @@ impl Journal {
             }
             let mut written = 0;
             while written < buf.len() {
-                match (&*w.file).write(&buf[written..]) {
-                    Ok(0) => {
-                        return Err(w.cut(
-                            dir,
-                            &offsets,
-                            buf.len(),
-                            written,
-                            io::ErrorKind::WriteZero.into(),
-                        ));
+                let failed = match (&*w.file).write(&buf[written..]) {
+                    Ok(0) => io::Error::from(io::ErrorKind::WriteZero),
+                    Ok(n) => {
+                        written += n;
+                        continue;
                     }
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let e = w.cut(dir, &offsets, buf.len(), written, e);
-                        if w.end == u64::MAX {
-                            *guard = None;
-                        }
-                        return Err(e);
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => e,
+                };
+                let e = w.cut(dir, &offsets, buf.len(), written, failed);
+                if w.end == u64::MAX {
+                    *guard = None;
                 }
+                return Err(e);
             }
             w.end += buf.len() as u64;
             let names: Vec<PathBuf> = offsets.iter().map(|&o| job_path(&w.path, o)).collect();
@@ -1130,6 +1124,49 @@ mod tests {
         assert!(!link.exists(), "with its second name");
         assert_eq!(read_job(&seg, off).unwrap(), None);
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_segment_runs_up_to_the_damage_then_is_set_aside() {
+        let d = tmpdir("damaged");
+        let j = Journal::default();
+        let sync = GroupSync::default();
+        j.append(&d, &[b"good"], false, &sync).unwrap();
+        let name = names(&d).into_iter().find(|n| is_segment(n)).unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(d.join(&name))
+            .unwrap()
+            .write_all(b"garbage after the good record")
+            .unwrap();
+        drop(j);
+        let mut r = Reader::new(&d, true);
+        r.scan(&names(&d));
+        let now = now_ms();
+        let c = r.next(now).unwrap();
+        assert_eq!(c.payload, b"good");
+        r.finish(c, Finish::Done);
+        assert!(r.next(now).is_none(), "nothing past the damage runs");
+        r.collect();
+        let left = names(&d);
+        assert!(!left.contains(&name), "{left:?}");
+        assert!(
+            left.contains(&format!(".invalid_{}", name.trim_start_matches('.'))),
+            "{left:?}"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn reading_any_bytes_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..96)) {
+            let _ = parse(&data);
+            let mut seg = MAGIC.to_vec();
+            seg.extend_from_slice(&[0; 8]);
+            seg.extend_from_slice(&data);
+            let _ = summarize(&seg);
+            let _ = summarize(&data);
+        }
     }
 
     #[test]
