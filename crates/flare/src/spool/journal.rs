@@ -1035,10 +1035,7 @@ mod tests {
     use super::*;
 
     fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("flare-journal-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
+        super::super::test_dir(&format!("journal-{tag}"))
     }
 
     fn names(dir: &Path) -> Vec<String> {

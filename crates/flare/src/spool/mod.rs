@@ -658,3 +658,12 @@ pub(crate) fn serve_if_spooler() {
     tracing::error!("{}: {e}; exiting (the master forks it again)", me.proc_id());
     std::process::exit(70);
 }
+
+/// A fresh, empty directory for a unit test of the spool modules.
+#[cfg(test)]
+pub(crate) fn test_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("flare-spool-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a test directory");
+    d
+}
