@@ -51,6 +51,25 @@ fn the_python_package_passes_its_pytest_suite() {
         ]),
         "installing the test requirements",
     );
+    // Built with the venv's maturin as `.ci/release-check` builds it (same
+    // interpreter lookup, same target directory), so the release check
+    // reuses this build instead of compiling the package again; then the
+    // wheel installed.
+    let wheels = root.join("target/py-test-wheel");
+    let _ = std::fs::remove_dir_all(&wheels);
+    run(
+        Command::new(venv.join("bin/maturin"))
+            .args(["build", "--release", "--quiet", "--out"])
+            .arg(&wheels)
+            .current_dir(root.join("crates/flare-py")),
+        "building the flare Python package",
+    );
+    let wheel = std::fs::read_dir(&wheels)
+        .expect("the wheel's directory")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .expect("maturin built a wheel");
     run(
         Command::new(&py)
             .args([
@@ -59,9 +78,11 @@ fn the_python_package_passes_its_pytest_suite() {
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
+                "--force-reinstall",
+                "--no-deps",
             ])
-            .arg(root.join("crates/flare-py")),
-        "building and installing the flare Python package",
+            .arg(&wheel),
+        "installing the flare Python package",
     );
     run(
         Command::new(&py)
