@@ -533,19 +533,21 @@ fn throughput(
     Ok(json!({"left": left(&dir)}))
 }
 
-/// A group whose only worker slot is for an attached process, and one
-/// spooler on `DIR/spool`: prints `FACT attach=PATH` once the socket is
-/// bound; the test then starts `attached-client`, which spools `n` plain
-/// jobs and one with a priority. The handler logs `id name` per job and
-/// stops the group once all `n + 1` have run.
+/// A group with one forked worker, one attach slot and one spooler on
+/// `DIR/spool`: prints `FACT attach=PATH` once the socket is bound; the
+/// test then starts `attached-client`, which spools `n` plain jobs and
+/// one with a priority. The handler logs `id name` per job and raises
+/// signal 10; the forked worker stops the group once all `n + 1` have run
+/// and none is waiting (a job counts as waiting until its handler has
+/// returned and it is marked done).
 fn attached(dir: PathBuf, n: u64) -> flare::Result<Value> {
     let spool = dir.join("spool");
     fs::create_dir_all(&spool).map_err(|e| flare::Error::io("creating the spool dir", e))?;
     let log = dir.join("ran.log");
     let sock = dir.join("attach.sock");
-    let ran = log.clone();
+    let (ran, seen) = (log.clone(), log.clone());
     let master = Master::builder()
-        .workers(0)
+        .workers(1)
         .attach(sock.to_string_lossy())
         .attach_workers(1)
         .spooler_dir(&spool)
@@ -554,13 +556,19 @@ fn attached(dir: PathBuf, n: u64) -> flare::Result<Value> {
                 &ran,
                 &format!("{} {}\n", arg(task, "id"), task.name.display()),
             );
-            let count = fs::read_to_string(&ran).map_or(0, |s| s.lines().count()) as u64;
-            if count > n {
-                flare::stop().expect("stop");
-            }
+            Signal::new(10).send().expect("send");
             SpoolOutcome::Ok
         })
+        .worker_entry(move |_| {
+            let lines = || fs::read_to_string(&seen).map_or(0, |s| s.lines().count()) as u64;
+            while lines() <= n || !flare::spooler_jobs(None).expect("jobs").is_empty() {
+                let _ = Signal::new(10).wait_timeout(Duration::from_millis(50));
+            }
+            flare::stop().expect("stop");
+            flare::serve_forever();
+        })
         .build()?;
+    Signal::new(10).register_handler("worker1", |_| {})?;
     fact("attach", sock.display());
     master.run()?;
     let lines = fs::read_to_string(&log).unwrap_or_default();
@@ -585,7 +593,11 @@ fn attached_client(sock: PathBuf, n: u64) -> flare::Result<Value> {
         journal += usize::from(name.to_string_lossy().contains("/.journal_"));
     }
     let file = flare::spool(Job::new().arg("id", n.to_string()).priority(1))?;
-    Ok(json!({"spooled": n + 1, "journal": journal, "file": file.is_file()}))
+    // Its name, not its existence: the spooler may have run it already.
+    let file = file
+        .file_name()
+        .is_some_and(|f| f.to_string_lossy().starts_with("job_"));
+    Ok(json!({"spooled": n + 1, "journal": journal, "file": file}))
 }
 
 /// A spool directory on a small file system: spool() until it is full;
