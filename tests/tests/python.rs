@@ -57,8 +57,16 @@ fn the_python_package_passes_its_pytest_suite() {
     // wheel installed.
     let wheels = root.join("target/py-test-wheel");
     let _ = std::fs::remove_dir_all(&wheels);
+    // Without the variables cargo sets for a test (its CARGO_* and
+    // LD_LIBRARY_PATH), which would make this build differ from the
+    // release check's and compile everything again there.
+    let cargo_test_vars = |k: &str| {
+        (k.starts_with("CARGO") && k != "CARGO_HOME") || k == "LD_LIBRARY_PATH" || k == "OUT_DIR"
+    };
     run(
         Command::new(venv.join("bin/maturin"))
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| !cargo_test_vars(k)))
             .args(["build", "--release", "--quiet", "--out"])
             .arg(&wheels)
             .current_dir(root.join("crates/flare-py")),
