@@ -143,6 +143,30 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// The header at the start of `buf` (at least 16 bytes), or what is
+    /// wrong with it. The one place a header's rules are read. Pure.
+    fn decode(buf: &[u8]) -> Result<Header, String> {
+        let Some(head) = buf.get(..RECORD_HEADER) else {
+            return Err(format!("{} bytes, shorter than a record header", buf.len()));
+        };
+        if head[0] != RECORD_MAGIC {
+            return Err(format!("byte {:#04x} where a record starts", head[0]));
+        }
+        let state =
+            State::of(head[1]).ok_or_else(|| format!("unknown record state {}", head[1]))?;
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len as usize > MAX_JOB {
+            return Err(format!("a record of {len} bytes (at most {MAX_JOB})"));
+        }
+        let mut nb = [0u8; 8];
+        nb.copy_from_slice(&head[8..16]);
+        Ok(Header {
+            state,
+            len,
+            not_before_ms: u64::from_le_bytes(nb),
+        })
+    }
+
     fn encode(&self) -> [u8; RECORD_HEADER] {
         let mut h = [0u8; RECORD_HEADER];
         h[0] = RECORD_MAGIC;
@@ -184,23 +208,11 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
     if buf.len() < RECORD_HEADER {
         return Parsed::Incomplete;
     }
-    let Some(state) = State::of(buf[1]) else {
-        return Parsed::Damaged(format!("unknown record state {}", buf[1]));
-    };
-    let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    if len as usize > MAX_JOB {
-        return Parsed::Damaged(format!("a record of {len} bytes (at most {MAX_JOB})"));
+    match Header::decode(buf) {
+        Err(why) => Parsed::Damaged(why),
+        Ok(h) if buf.len() < RECORD_HEADER + h.len as usize => Parsed::Incomplete,
+        Ok(h) => Parsed::Record(h),
     }
-    let mut nb = [0u8; 8];
-    nb.copy_from_slice(&buf[8..16]);
-    if buf.len() < RECORD_HEADER + len as usize {
-        return Parsed::Incomplete;
-    }
-    Parsed::Record(Header {
-        state,
-        len,
-        not_before_ms: u64::from_le_bytes(nb),
-    })
 }
 
 /// Appends the record of one job to `out`. Pure.
@@ -769,8 +781,8 @@ impl Reader {
         let seg = &mut self.segs[i];
         let mut head = [0u8; RECORD_HEADER];
         seg.file.read_exact_at(&mut head, off).ok()?;
-        let h = head_of(&head)?;
-        if h.len as usize > MAX_JOB || !h.runnable(now_ms) {
+        let h = Header::decode(&head).ok()?;
+        if !h.runnable(now_ms) {
             return None;
         }
         let mut payload = vec![0u8; h.len as usize];
@@ -911,12 +923,14 @@ fn claim(
         let fresh = seg
             .file
             .read_exact_at(&mut head, off)
-            .map(|()| head_of(&head));
+            .map(|()| Header::decode(&head));
         match fresh {
-            Ok(Some(h)) if h.runnable(now_ms) => {}
+            Ok(Ok(h)) if h.runnable(now_ms) => {}
             other => {
                 lock_byte(&seg.file, off, libc::F_UNLCK)?;
-                other?;
+                // A read error is the caller's; a record that is not (or
+                // no longer) runnable is simply not claimed.
+                other.map(drop)?;
                 return Ok(None);
             }
         }
@@ -928,20 +942,6 @@ fn claim(
         name: job_path(&seg.path, off),
         payload: payload.to_vec(),
     }))
-}
-
-/// A header alone.
-fn head_of(head: &[u8; RECORD_HEADER]) -> Option<Header> {
-    if head[0] != RECORD_MAGIC {
-        return None;
-    }
-    Some(Header {
-        state: State::of(head[1])?,
-        len: u32::from_le_bytes([head[4], head[5], head[6], head[7]]),
-        not_before_ms: u64::from_le_bytes([
-            head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15],
-        ]),
-    })
 }
 
 /// What a whole segment holds.
@@ -1015,13 +1015,9 @@ pub(crate) fn read_job(seg: &Path, off: u64) -> io::Result<Option<Vec<u8>>> {
         )));
     }
     file.read_exact_at(&mut head, off)?;
-    let h = head_of(&head)
-        .ok_or_else(|| io::Error::other(format!("no journal record starts at byte {off}")))?;
-    if h.len as usize > MAX_JOB {
-        return Err(io::Error::other(format!(
-            "no journal record starts at byte {off}"
-        )));
-    }
+    let h = Header::decode(&head).map_err(|why| {
+        io::Error::other(format!("no journal record starts at byte {off}: {why}"))
+    })?;
     if h.state.finished() {
         return Ok(None);
     }

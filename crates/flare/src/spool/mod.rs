@@ -526,12 +526,12 @@ pub fn spooler_pids() -> Vec<u32> {
 pub fn spooler_get_task(path: impl AsRef<Path>) -> Result<Option<Task>> {
     let path = path.as_ref();
     let read = match journal::split(path) {
-        Some((seg, off)) => journal::read_job(&seg, off).map(|d| d.unwrap_or_default()),
-        None => std::fs::read(path),
+        Some((seg, off)) => journal::read_job(&seg, off),
+        None => std::fs::read(path).map(Some),
     };
     let data = match read {
-        Ok(d) if d.is_empty() && journal::split(path).is_some() => return Ok(None),
-        Ok(d) => d,
+        Ok(Some(d)) => d,
+        Ok(None) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(Error::Spool {
