@@ -21,7 +21,8 @@ pub(crate) const JOB_PREFIX: &str = "job_";
 /// stays on one file system) but out of sight of the spoolers' inotify
 /// watch, which then sees each job once, when it is renamed into place.
 const TMP_DIR: &str = ".tmp";
-const INVALID_PREFIX: &str = ".invalid_";
+/// What a file set aside (never run, kept for a person) is named with.
+pub(crate) const INVALID_PREFIX: &str = ".invalid_";
 /// Priority written in the name of a job that has none: after every
 /// prioritised job.
 const NO_PRIORITY: u64 = 9_999_999_999;

@@ -883,9 +883,11 @@ impl Reader {
                     damaged: Some(at),
                     ..
                 } => {
-                    let to = seg
-                        .path
-                        .with_file_name(format!(".invalid_{}", name.trim_start_matches('.')));
+                    let to = seg.path.with_file_name(format!(
+                        "{}{}",
+                        dir::INVALID_PREFIX,
+                        name.trim_start_matches('.')
+                    ));
                     match fs::rename(&seg.path, &to) {
                         Ok(()) => {
                             tracing::error!(

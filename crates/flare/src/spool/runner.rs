@@ -233,7 +233,8 @@ impl Runner<'_> {
             Ok(job) => job,
             Err(why) => {
                 let keep = self.dir.join(format!(
-                    ".invalid_{}",
+                    "{}{}",
+                    dir::INVALID_PREFIX,
                     c.name
                         .file_name()
                         .map(|n| n.to_string_lossy())
