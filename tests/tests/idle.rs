@@ -179,12 +179,13 @@ fn a_stopped_worker_is_shown_stuck_then_killed_and_its_queue_handled() {
     release(&dir);
     s.wait_fact("sending");
     // Stats shows it stuck: work queued, no progress for a while.
-    let doc = until(&stats, "worker 2 shown stuck", |d| {
+    // (Worker 1 keeping up is checked at the end: it was never killed. Its
+    // own stalled_ms can be a few ms on a loaded machine.)
+    until(&stats, "worker 2 shown stuck", |d| {
         d.workers[1].pid == w2 as u32
             && d.workers[1].signal_queue > 16
             && d.workers[1].stalled_ms > 0
     });
-    assert_eq!(doc.workers[0].stalled_ms, 0, "worker 1 keeps up");
     // Worker 2 is replaced by a fresh process: the positive event.
     let w2_new: i32 = s.wait_fact("worker2").parse().unwrap();
     assert_ne!(w2_new, w2);

@@ -671,6 +671,27 @@ impl Deliveries {
         }
     }
 
+    /// Whether the engine has work it can do now, without an event: a
+    /// paused sender whose queue is under the low-water mark, or credit
+    /// that came back for the pools. Writing a queue out and settling what
+    /// children handled (seen in shared memory, with no ack on the
+    /// channel) both happen after the turn's wake-up and dispatch; the
+    /// loop must not sleep on them, or a sender waits for an event that
+    /// never comes.
+    pub(super) fn wants_turn(&self) -> bool {
+        let low = self.opts.low_water;
+        self.credit_freed
+            || self
+                .slots
+                .iter()
+                .any(|q| !q.waiters.is_empty() && q.outbox.len() <= low)
+            || self
+                .pools
+                .iter()
+                .zip(&self.pool_waiters)
+                .any(|(q, w)| !w.is_empty() && q.len() <= low)
+    }
+
     /// Senders to read again: their queue is under the low-water mark.
     pub(super) fn wake_senders(&mut self, woken: &mut Vec<Sender>) {
         let low = self.opts.low_water;
@@ -1017,7 +1038,11 @@ mod tests {
         let mut woken = Vec::new();
         d.wake_senders(&mut woken);
         assert!(woken.is_empty(), "still above low water");
+        d.dispatch_pools(now());
+        assert!(!d.wants_turn(), "nothing to do before the queue is written");
         write(&mut d, 0);
+        // Written out after the turn's wake-up: the loop must not sleep.
+        assert!(d.wants_turn());
         d.wake_senders(&mut woken);
         assert_eq!(woken, [Sender::Child(2)]);
         assert!(!d.has_waiters(0));

@@ -479,6 +479,7 @@ impl Engine {
             .iter()
             .any(|p| p.has_input(Channel::Dispatcher) || p.has_input(Channel::Threads));
         if busy
+            || self.d.wants_turn()
             || self.remote.as_ref().is_some_and(Remote::any_input)
             || self.admin.as_ref().is_some_and(Admin::any_input)
             || self.attach.as_ref().is_some_and(Attach::any_input)
