@@ -51,10 +51,10 @@ fn the_python_package_passes_its_pytest_suite() {
         ]),
         "installing the test requirements",
     );
-    // Built with the venv's maturin as `.ci/release-check` builds it (same
-    // interpreter lookup, same target directory), so the release check
-    // reuses this build instead of compiling the package again; then the
-    // wheel installed.
+    // Built with the dev profile in the workspace's target directory, so
+    // it reuses what this `cargo test` compiled (only the extension module
+    // itself is compiled here), and as CI's `.ci/release-check` builds it,
+    // which then reuses this build; then the wheel installed.
     let wheels = root.join("target/py-test-wheel");
     let _ = std::fs::remove_dir_all(&wheels);
     // Without the variables cargo sets for a test (its CARGO_* and
@@ -67,7 +67,7 @@ fn the_python_package_passes_its_pytest_suite() {
         Command::new(venv.join("bin/maturin"))
             .env_clear()
             .envs(std::env::vars().filter(|(k, _)| !cargo_test_vars(k)))
-            .args(["build", "--release", "--quiet", "--out"])
+            .args(["build", "--profile", "dev", "--quiet", "--out"])
             .arg(&wheels)
             .current_dir(root.join("crates/flare-py")),
         "building the flare Python package",
