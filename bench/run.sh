@@ -64,7 +64,7 @@ for a in "$@"; do
 done
 
 status=0
-# FLARE_BENCH_PROFILE=dev (CI, with --quick): the test build's profile,
+# FLARE_BENCH_PROFILE=dev (with --quick, after cargo test): the test build's profile,
 # whose dependencies `cargo test` has already compiled (optimised: the
 # workspace's dev profile is), instead of a release build from scratch.
 # Quick mode checks counts, not figures; figures come from release builds.
