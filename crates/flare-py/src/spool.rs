@@ -166,6 +166,19 @@ fn spooler_get_task<'py>(
     Ok(Some((args, PyBytes::new(py, &task.body))))
 }
 
+/// The group's spool directories, in the order they were given (empty
+/// without a spooler); in an attached process, once it has attached.
+#[pyfunction]
+fn spooler_dirs() -> Vec<PathBuf> {
+    flare::spooler_dirs()
+}
+
+/// How many locks the group has (0 outside a group).
+#[pyfunction]
+fn lock_count() -> u32 {
+    flare::lock_count()
+}
+
 #[pyfunction]
 fn set_spooler_frequency(secs: f64) -> PyResult<()> {
     let d = Duration::try_from_secs_f64(secs)
@@ -196,6 +209,8 @@ pub(crate) fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(spooler_pids, m)?)?;
     m.add_function(wrap_pyfunction!(spooler_get_task, m)?)?;
     m.add_function(wrap_pyfunction!(set_spooler_frequency, m)?)?;
+    m.add_function(wrap_pyfunction!(spooler_dirs, m)?)?;
+    m.add_function(wrap_pyfunction!(lock_count, m)?)?;
     m.add_function(wrap_pyfunction!(lock, m)?)?;
     m.add_function(wrap_pyfunction!(unlock, m)?)?;
     m.add_function(wrap_pyfunction!(is_locked, m)?)?;

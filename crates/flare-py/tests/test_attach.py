@@ -260,6 +260,49 @@ def test_gunicorn_sync_workers_join_the_group(tmp_path):
     assert summary["counters"]["redelivered"] >= 1, summary["counters"]
 
 
+@pytest.mark.skipif(not have("gunicorn"), reason="gunicorn is not installed (.ci/run installs it)")
+def test_gunicorn_workers_spool_jobs_for_the_groups_spooler(tmp_path):
+    # The master imports the job module (its spooler is forked from it);
+    # the web workers spool with uwsgidecorators' @spool, unmodified.
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    group = Group(tmp_path, "--attach-workers", "4", "--spooler", str(spool_dir), "attach_jobs")
+    server = None
+    n = 30
+    try:
+        server = Server(
+            tmp_path, group, "gunicorn", "-w", "2", "-b", "127.0.0.1:PORT",
+            "-c", str(APPS / "attach_gunicorn_conf.py"), "attach_wsgi:application",
+        )
+        logs = [server.log, group.err]
+        web = wait_until("2 gunicorn workers attached", lambda: attached(tmp_path, 2), logs=logs)
+        wait_until("HTTP served", lambda: _served(server), logs=logs)
+        server.get(f"/spool/{n // 2}")
+        server.get(f"/spool/{n // 2}")
+
+        def runs():
+            got = [(w, pid) for w, _, pid, _ in events(tmp_path) if w.startswith("job-")]
+            return got if len(got) >= n else None
+
+        ran = wait_until(f"{n} spool jobs run", runs, logs=logs)
+        summary = group.stop()
+    finally:
+        if server is not None:
+            server.stop()
+        group.kill()
+    # Each of the two requests' jobs ran once (no process was killed), in
+    # the group's spooler, not in a web worker.
+    per_job = Counter(w for w, *_ in events(tmp_path) if w.startswith("job-"))
+    assert per_job == Counter({f"job-{i}": 2 for i in range(n // 2)}), per_job
+    spoolers = {p["pid"] for p in procs(summary, "spooler")}
+    runners = {pid for _, pid in ran}
+    assert runners and runners <= spoolers, (runners, spoolers)
+    assert not runners & set(web), (runners, web)
+    # Nothing is left to run: no job file waits in the spool directory.
+    left = [p.name for p in spool_dir.iterdir() if not p.name.startswith(".")]
+    assert left == [], left
+
+
 def check_two_workers(tmp_path, server_name, *args, env=None, uwsgiconf=False):
     """2 web workers: both attach; the timer runs once per period across
     them; a `workers` signal raised in a request reaches both."""

@@ -26,6 +26,8 @@ def test_registrations_are_recorded_and_send_says_what_to_do():
     assert out["RECORDED"] == "[('register', 0), ('timer', 0), ('register', 17), ('register', 1), ('cron', 1)]", p.stdout
     assert out["REGISTERED"] == "True False"
     assert out["NOTINGROUP"] == "True"
+    # A module with @spool imports; spooling says what to do.
+    assert out["SPOOLNOTINGROUP"] == "True", p.stdout + p.stderr
     assert out["INLINE"] == "[('workers', 17)]"
     assert out["FIRED"] == "1 timer"
     assert out["BADTARGET"] == "True"

@@ -27,7 +27,12 @@ numproc = 0
 
 #: Options, as uWSGI exposes them: bytes keys and values (uwsgiconf reads
 #: ``opt[b'farm']``), with str keys too for older code (uwsgidecorators).
-opt: Dict[Any, Any] = {}
+#: Outside a group (a web worker before ``flare.attach()``, which gunicorn
+#: calls after importing the app; a test) the spool directories are not
+#: known yet: ``spooler`` is there and empty, so that a module using
+#: uwsgidecorators' @spool imports (it looks for the key at import);
+#: ``spool()`` there raises ``NotInGroup``.
+opt: Dict[Any, Any] = {"spooler": [], b"spooler": []}
 
 #: Spooler return codes (uWSGI constants uwsgidecorators reads).
 SPOOL_OK = -2
@@ -68,12 +73,31 @@ def _configure(master_pid: int, workers: int, mules: int, farms, spoolers: int, 
 
 def _configure_attached(master_pid: int) -> None:
     """Called by flare.attach() once this process is a worker of the group
-    at the attach socket: the names that describe the group."""
-    global numproc, _master_pid, started_on
+    at the attach socket: the names that describe the group, as a forked
+    worker sees them (uwsgidecorators' @spool looks for ``opt['spooler']``
+    when a module is imported; @lock for ``opt['locks']``). Farm names are
+    not passed to attached processes: no ``opt['farm']``."""
+    global numproc, _master_pid, started_on, _mules
     _master_pid = master_pid
     started_on = int(_time.time())
-    numproc = sum(1 for p in _flare.processes() if p[0] == "worker")
-    values = {"master": True, "workers": str(numproc).encode()}
+    roles = [p[0] for p in _flare.processes()]
+    numproc = roles.count("worker")
+    _mules = roles.count("mule")
+    values = {
+        "master": True,
+        "workers": str(numproc).encode(),
+        "mules": str(_mules).encode(),
+        "mule": [b"flare"] * _mules,
+    }
+    dirs = _flare.spooler_dirs()
+    if dirs:
+        values["spooler"] = [os.fsencode(d) for d in dirs]
+    locks = _flare.lock_count()
+    if locks:
+        values["locks"] = str(locks).encode()
+    # The placeholder of a process outside a group goes (see ``opt``).
+    opt.pop("spooler", None)
+    opt.pop(b"spooler", None)
     for k, v in values.items():
         opt[k.encode()] = v
         opt[k] = v
@@ -522,6 +546,7 @@ def spool(*args: Any, **kwargs: Any) -> bytes:
     (Unix time, not run before) and ``body`` (bytes of any size) are the
     job's options. Returns the job file's path."""
     pairs, body, at, priority, spooler_dir = _job(args, kwargs)
+    _outside("uwsgi.spool()")
     return _flare.spool(pairs, body=body, at=at, priority=priority, spooler=spooler_dir)
 
 
@@ -533,7 +558,16 @@ def spool_many(jobs: Any) -> List[bytes]:
     written."""
     if isinstance(jobs, dict):
         raise TypeError("spool_many() takes a list of jobs (dicts); for one job, use spool()")
-    return _flare.spool_many([_job((j,), {}) for j in jobs])
+    jobs = [_job((j,), {}) for j in jobs]
+    _outside("uwsgi.spool_many()")
+    return _flare.spool_many(jobs)
+
+
+def _outside(what: str) -> None:
+    """Spooling outside a group: joins first when FLARE_ATTACH says where
+    (as ``send()`` does), else ``NotInGroup`` saying what to do."""
+    if not _core._group and _core.whoami() is None:
+        _core._lazy_attach(what)
 
 
 #: uWSGI's other name for :func:`spool`.

@@ -1,6 +1,7 @@
 """A WSGI app written for uWSGI, unmodified: uwsgidecorators for a timer
 and two signals, uwsgiconf.runtime for a third, uwsgi.signal() from a
-request. Run by gunicorn next to
+request, and @spool jobs (attach_jobs) spooled from a request. Run by
+gunicorn next to
 `python -m flare --attach`; every event is one line in
 $FLARE_TEST_DIR/events.txt ("what worker_id pid time")."""
 
@@ -11,6 +12,7 @@ import uwsgi
 from uwsgiconf.runtime.signals import Signal as UwsgiconfSignal
 from uwsgidecorators import signal, timer
 
+import attach_jobs
 from attach_events import log
 
 
@@ -45,6 +47,10 @@ def application(environ, start_response):
         num, _, count = path[len("/raise/"):].partition("/")
         for _ in range(int(count or 1)):
             uwsgi.signal(int(num))
+    if path.startswith("/spool/"):
+        # Jobs for the group's spooler, spooled from an attached worker.
+        for n in range(int(path[len("/spool/"):])):
+            attach_jobs.job.spool(n=str(n))
     if path == "/fork":
         # A process forked from an attached worker is not a member.
         child = os.fork()

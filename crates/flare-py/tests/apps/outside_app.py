@@ -4,7 +4,7 @@ registrations are recorded, send() raises a clear error or runs inline."""
 import sys
 
 import uwsgi
-from uwsgidecorators import cron, signal, timer
+from uwsgidecorators import cron, signal, spool, timer
 
 import flare
 import flare.testing
@@ -22,6 +22,13 @@ def everyone(num):
     ran.append(("workers", num))
 
 
+# uwsgidecorators refuses @spool at import unless uwsgi.opt has 'spooler':
+# a web worker imports its app before it attaches.
+@spool
+def report(args):
+    ran.append(("spool", args))
+
+
 @cron(0, 3, -1, -1, -1)
 def nightly(num):
     ran.append(("cron", num))
@@ -37,6 +44,10 @@ def main():
         uwsgi.signal(17)
     except flare.NotInGroup as e:
         print("NOTINGROUP", "flare.attach" in str(e) and "run_inline" in str(e))
+    try:
+        report.spool(n="1")
+    except flare.NotInGroup as e:
+        print("SPOOLNOTINGROUP", str(e).startswith("uwsgi.spool(): this process is not in a flare group"))
     with flare.testing.run_inline():
         uwsgi.signal(17)
     print("INLINE", ran)
