@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 n="${1:-100000}"; size="${2:-64}"; rounds="${3:-3}"
 uwsgi="${FLARE_UWSGI:-target/uwsgi-venv/bin/uwsgi}"
 py="${FLARE_PYTHON:-target/py-venv/bin/python}"
+# Absolute (relative or not), without resolving the venv's symlink.
+py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")"
 apps="$PWD/bench/uwsgi"
 # uwsgidecorators for uWSGI's Python (pyuwsgi's venv) and flare's.
 for p in "$(dirname "$uwsgi")/python" "$py"; do
@@ -23,7 +25,7 @@ one() { # side out
       --socket "$out/uwsgi.sock" --pythonpath "$apps" --module mulemsg_app --die-on-term \
       --no-orphans --disable-logging >"$out/log" 2>&1 &
   else
-    (cd "$apps" && BENCH_N="$n" BENCH_SIZE="$size" BENCH_OUT="$out" "$OLDPWD/$py" -m flare \
+    (cd "$apps" && BENCH_N="$n" BENCH_SIZE="$size" BENCH_OUT="$out" "$py" -m flare \
       --workers 1 --mules 1 mulemsg_app >"$out/log" 2>&1) &
   fi
   pid=$!
