@@ -178,6 +178,12 @@ fn wait_on(waiters: &mut Vec<Sender>, sender: Option<Sender>) -> bool {
     true
 }
 
+/// Whether the senders waiting on a queue of `queued` deliveries are to be
+/// read again: some wait, and the queue is down to the low-water mark.
+fn wakes(waiters: &[Sender], queued: usize, low: usize) -> bool {
+    !waiters.is_empty() && queued <= low
+}
+
 /// The delivery state (see the module docs).
 pub(super) struct Deliveries {
     /// The signal table: routes, owners, runners.
@@ -684,24 +690,24 @@ impl Deliveries {
             || self
                 .slots
                 .iter()
-                .any(|q| !q.waiters.is_empty() && q.outbox.len() <= low)
+                .any(|q| wakes(&q.waiters, q.outbox.len(), low))
             || self
                 .pools
                 .iter()
                 .zip(&self.pool_waiters)
-                .any(|(q, w)| !w.is_empty() && q.len() <= low)
+                .any(|(q, w)| wakes(w, q.len(), low))
     }
 
     /// Senders to read again: their queue is under the low-water mark.
     pub(super) fn wake_senders(&mut self, woken: &mut Vec<Sender>) {
         let low = self.opts.low_water;
         for q in &mut self.slots {
-            if !q.waiters.is_empty() && q.outbox.len() <= low {
+            if wakes(&q.waiters, q.outbox.len(), low) {
                 woken.append(&mut q.waiters);
             }
         }
         for (q, w) in self.pools.iter().zip(&mut self.pool_waiters) {
-            if !w.is_empty() && q.len() <= low {
+            if wakes(w, q.len(), low) {
                 woken.append(w);
             }
         }
