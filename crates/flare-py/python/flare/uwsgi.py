@@ -52,23 +52,8 @@ def _configure(master_pid: int, workers: int, mules: int, farms, spoolers: int, 
     _mules = mules
     started_on = int(_time.time())
     _farms = list(farms)
-    opt.clear()
-    values = {
-        "master": True,
-        "workers": str(workers).encode(),
-        "mules": str(mules).encode(),
-        "mule": [b"flare"] * mules,
-        "farm": [f"{name}:{','.join(map(str, ids))}".encode() for name, ids in _farms],
-    }
-    if spooler_dirs:
-        values["spooler"] = [os.fsencode(d) for d in spooler_dirs]
-    elif spoolers:
-        values["spooler"] = [b"flare"] * spoolers
-    if locks:
-        values["locks"] = str(locks).encode()
-    for k, v in values.items():
-        opt[k.encode()] = v
-        opt[k] = v
+    spooler = [os.fsencode(d) for d in spooler_dirs] or [b"flare"] * spoolers
+    _set_opt(workers, mules, spooler, locks, _farms)
 
 
 def _configure_attached(master_pid: int) -> None:
@@ -83,21 +68,28 @@ def _configure_attached(master_pid: int) -> None:
     roles = [p[0] for p in _flare.processes()]
     numproc = roles.count("worker")
     _mules = roles.count("mule")
+    spooler = [os.fsencode(d) for d in _flare.spooler_dirs()]
+    _set_opt(numproc, _mules, spooler, _flare.lock_count(), None)
+
+
+def _set_opt(workers: int, mules: int, spooler: List[bytes], locks: int, farms) -> None:
+    """Fills ``opt`` as uWSGI does for such a group, replacing what was there
+    (the placeholder of a process outside a group too): no ``spooler``
+    without spool directories, no ``locks`` without locks, no ``farm`` when
+    ``farms`` is None."""
+    opt.clear()
     values = {
         "master": True,
-        "workers": str(numproc).encode(),
-        "mules": str(_mules).encode(),
-        "mule": [b"flare"] * _mules,
+        "workers": str(workers).encode(),
+        "mules": str(mules).encode(),
+        "mule": [b"flare"] * mules,
     }
-    dirs = _flare.spooler_dirs()
-    if dirs:
-        values["spooler"] = [os.fsencode(d) for d in dirs]
-    locks = _flare.lock_count()
+    if farms is not None:
+        values["farm"] = [f"{name}:{','.join(map(str, ids))}".encode() for name, ids in farms]
+    if spooler:
+        values["spooler"] = spooler
     if locks:
         values["locks"] = str(locks).encode()
-    # The placeholder of a process outside a group goes (see ``opt``).
-    opt.pop("spooler", None)
-    opt.pop(b"spooler", None)
     for k, v in values.items():
         opt[k.encode()] = v
         opt[k] = v
@@ -566,7 +558,7 @@ def spool_many(jobs: Any) -> List[bytes]:
 def _outside(what: str) -> None:
     """Spooling outside a group: joins first when FLARE_ATTACH says where
     (as ``send()`` does), else ``NotInGroup`` saying what to do."""
-    if not _core._group and _core.whoami() is None:
+    if not _core.is_member():
         _core._lazy_attach(what)
 
 
